@@ -1,0 +1,2 @@
+//! Switchboard: a ProxyStore-compatible relay (signaling) server.
+pub mod protocol;

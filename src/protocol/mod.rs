@@ -1,0 +1,19 @@
+//! Wire types and codecs only: no actix, no I/O.
+//!
+//! - [`relay`]: the three relay messages, [`relay::decode`] and [`relay::encode`].
+//! - [`close`]: close codes and the reasons sent with them.
+//! - [`uuid`]: UUID spellings accepted like Python's `uuid.UUID`.
+//! - [`pyjson`]: string escaping identical to Python's `json.dumps`.
+
+pub mod close;
+pub mod pyjson;
+pub mod relay;
+pub mod uuid;
+
+#[cfg(test)]
+mod tests;
+
+pub use relay::{
+    decode, encode, DecodeError, DescriptionType, PeerConnection, RelayMessage, RelayRegistration,
+    RelayResponse,
+};

@@ -1,0 +1,77 @@
+//! JSON output byte-identical to Python's `json.dumps` with default options.
+//!
+//! ProxyStore encodes frames with `json.dumps(dataclasses.asdict(msg))`:
+//! separators `", "` and `": "`, and `ensure_ascii=True`, so every non-ASCII
+//! character is written as a `\uXXXX` escape (surrogate pairs above U+FFFF).
+//! These helpers write exactly that, so Switchboard's frames equal ProxyStore's.
+
+use std::fmt::Write;
+
+/// Appends `value` as a JSON string literal the way `json.dumps` writes it.
+pub fn push_str(out: &mut String, value: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (index, ch) in value.char_indices() {
+        let plain = ch.is_ascii() && ch >= ' ' && ch != '"' && ch != '\\';
+        if plain {
+            continue;
+        }
+        out.push_str(&value[start..index]);
+        start = index + ch.len_utf8();
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            other => {
+                let mut units = [0u16; 2];
+                for unit in other.encode_utf16(&mut units) {
+                    // Writing to a String cannot fail.
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+        }
+    }
+    out.push_str(&value[start..]);
+    out.push('"');
+}
+
+/// Appends an optional string: the literal or `null`.
+pub fn push_opt_str(out: &mut String, value: Option<&str>) {
+    match value {
+        Some(text) => push_str(out, text),
+        None => out.push_str("null"),
+    }
+}
+
+/// Appends `true` or `false`.
+pub fn push_bool(out: &mut String, value: bool) {
+    out.push_str(if value { "true" } else { "false" });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(value: &str) -> String {
+        let mut out = String::new();
+        push_str(&mut out, value);
+        out
+    }
+
+    #[test]
+    fn matches_python_json_dumps() {
+        // Expected values are what CPython 3.11 `json.dumps` prints.
+        assert_eq!(enc("plain"), r#""plain""#);
+        assert_eq!(enc("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(enc("v=0\r\n"), r#""v=0\r\n""#);
+        assert_eq!(enc("\t\u{8}\u{c}\u{1}\u{1f}"), r#""\t\b\f\u0001\u001f""#);
+        assert_eq!(enc("\u{7f}"), "\"\u{7f}\"");
+        assert_eq!(enc("héllo"), r#""h\u00e9llo""#);
+        assert_eq!(enc("日本"), r#""\u65e5\u672c""#);
+        assert_eq!(enc("😀"), r#""\ud83d\ude00""#);
+    }
+}

@@ -1,0 +1,275 @@
+//! The relay wire protocol: three JSON messages in WebSocket text frames.
+//!
+//! Wire-compatible with ProxyStore 1.1 (`proxystore.p2p.relay.messages`).
+//! [`encode`] writes ProxyStore's exact bytes (key order, `message_type`
+//! last, optional fields present as `null`); [`decode`] accepts every frame
+//! ProxyStore's decoder accepts from a well-behaved client (any key order,
+//! absent optional fields, every UUID spelling of Python's `uuid.UUID`) and
+//! returns a typed [`DecodeError`] for everything else.
+
+use serde::de::{Deserializer, Error as _};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::pyjson::{push_bool, push_opt_str, push_str};
+use super::uuid::parse_python_uuid;
+
+/// `message_type` of a registration request.
+pub const TYPE_REGISTRATION: &str = "relay_registration";
+/// `message_type` of a relay response.
+pub const TYPE_RESPONSE: &str = "relay_response";
+/// `message_type` of a peer connection request (offer or answer).
+pub const TYPE_PEER_CONNECTION: &str = "peer_connection";
+
+/// One relay message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayMessage {
+    /// A client asks to be registered under `uuid`.
+    Registration(RelayRegistration),
+    /// The relay answers a registration (or reports an error).
+    Response(RelayResponse),
+    /// A session description to forward to another peer.
+    PeerConnection(PeerConnection),
+}
+
+/// `relay_registration`: register with the relay as a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayRegistration {
+    /// Human-readable name of the peer.
+    pub name: String,
+    /// The UUID the peer wants to be reachable at.
+    pub uuid: Uuid,
+}
+
+/// `relay_response`: the relay's reply on success or error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayResponse {
+    /// Whether the request succeeded (default `true`).
+    pub success: bool,
+    /// Optional text from the relay.
+    pub message: Option<String>,
+    /// Whether `message` is an error (default `false`).
+    pub error: bool,
+}
+
+impl Default for RelayResponse {
+    fn default() -> Self {
+        RelayResponse {
+            success: true,
+            message: None,
+            error: false,
+        }
+    }
+}
+
+/// Whether a session description is an offer or an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DescriptionType {
+    /// An SDP offer.
+    Offer,
+    /// An SDP answer.
+    Answer,
+}
+
+impl DescriptionType {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DescriptionType::Offer => "offer",
+            DescriptionType::Answer => "answer",
+        }
+    }
+}
+
+/// `peer_connection`: a session description travelling between two peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConnection {
+    /// UUID of the sending peer.
+    pub source_uuid: Uuid,
+    /// Name of the sending peer.
+    pub source_name: String,
+    /// UUID of the destination peer.
+    pub peer_uuid: Uuid,
+    /// Offer or answer.
+    pub description_type: DescriptionType,
+    /// The session description, itself JSON `{"sdp": ..., "type": ...}`.
+    pub description: String,
+    /// Set by the relay when the message could not be forwarded.
+    pub error: Option<String>,
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The text is not JSON.
+    #[error("frame is not valid JSON: {0}")]
+    NotJson(String),
+    /// The JSON is valid but not an object.
+    #[error("frame is JSON but not an object")]
+    NotObject,
+    /// The object has no `message_type` string.
+    #[error("frame has no message_type string")]
+    MissingType,
+    /// `message_type` names no known message.
+    #[error("unknown message_type {0:?}")]
+    UnknownType(String),
+    /// A field is missing, unknown, null where not allowed, or of the wrong type.
+    #[error("invalid {kind} message: {detail}")]
+    InvalidField {
+        /// The `message_type` of the frame.
+        kind: &'static str,
+        /// What is wrong, naming the field.
+        detail: String,
+    },
+}
+
+fn de_uuid<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Uuid, D::Error> {
+    let text = String::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected a UUID string"))?;
+    parse_python_uuid(&text).ok_or_else(|| D::Error::custom(format!("invalid UUID {text:?}")))
+}
+
+// Wire shapes: serde checks field names, presence and types; defaults and
+// UUID spellings are resolved when converting to the public types.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRegistration {
+    name: String,
+    #[serde(deserialize_with = "de_uuid")]
+    uuid: Uuid,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireResponse {
+    #[serde(default)]
+    success: Option<bool>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    error: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WirePeerConnection {
+    #[serde(deserialize_with = "de_uuid")]
+    source_uuid: Uuid,
+    source_name: String,
+    #[serde(deserialize_with = "de_uuid")]
+    peer_uuid: Uuid,
+    description_type: DescriptionType,
+    description: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "message_type")]
+enum Wire {
+    #[serde(rename = "relay_registration")]
+    Registration(WireRegistration),
+    #[serde(rename = "relay_response")]
+    Response(WireResponse),
+    #[serde(rename = "peer_connection")]
+    PeerConnection(WirePeerConnection),
+}
+
+/// Decodes one text frame.
+pub fn decode(text: &str) -> Result<RelayMessage, DecodeError> {
+    match serde_json::from_str::<Wire>(text) {
+        Ok(Wire::Registration(w)) => Ok(RelayMessage::Registration(RelayRegistration {
+            name: w.name,
+            uuid: w.uuid,
+        })),
+        Ok(Wire::Response(w)) => Ok(RelayMessage::Response(RelayResponse {
+            success: w.success.unwrap_or(true),
+            message: w.message,
+            error: w.error.unwrap_or(false),
+        })),
+        Ok(Wire::PeerConnection(w)) => Ok(RelayMessage::PeerConnection(PeerConnection {
+            source_uuid: w.source_uuid,
+            source_name: w.source_name,
+            peer_uuid: w.peer_uuid,
+            description_type: w.description_type,
+            description: w.description,
+            error: w.error,
+        })),
+        Err(error) => Err(classify(text, error)),
+    }
+}
+
+/// Turns a serde failure into a typed error (error path only: parses again).
+fn classify(text: &str, error: serde_json::Error) -> DecodeError {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => return DecodeError::NotJson(e.to_string()),
+    };
+    let Some(object) = value.as_object() else {
+        return DecodeError::NotObject;
+    };
+    let kind = match object.get("message_type").and_then(|v| v.as_str()) {
+        None => return DecodeError::MissingType,
+        Some(TYPE_REGISTRATION) => TYPE_REGISTRATION,
+        Some(TYPE_RESPONSE) => TYPE_RESPONSE,
+        Some(TYPE_PEER_CONNECTION) => TYPE_PEER_CONNECTION,
+        Some(other) => return DecodeError::UnknownType(other.to_owned()),
+    };
+    DecodeError::InvalidField {
+        kind,
+        detail: error.to_string(),
+    }
+}
+
+/// Encodes a message exactly as ProxyStore's `encode_relay_message` does.
+pub fn encode(message: &RelayMessage) -> String {
+    match message {
+        RelayMessage::Registration(m) => encode_registration(m),
+        RelayMessage::Response(m) => encode_response(m),
+        RelayMessage::PeerConnection(m) => encode_peer_connection(m),
+    }
+}
+
+/// Encodes a `relay_registration` frame.
+pub fn encode_registration(m: &RelayRegistration) -> String {
+    let mut out = String::with_capacity(96 + m.name.len());
+    out.push_str("{\"name\": ");
+    push_str(&mut out, &m.name);
+    out.push_str(", \"uuid\": \"");
+    out.push_str(&m.uuid.hyphenated().to_string());
+    out.push_str("\", \"message_type\": \"relay_registration\"}");
+    out
+}
+
+/// Encodes a `relay_response` frame.
+pub fn encode_response(m: &RelayResponse) -> String {
+    let mut out = String::with_capacity(96);
+    out.push_str("{\"success\": ");
+    push_bool(&mut out, m.success);
+    out.push_str(", \"message\": ");
+    push_opt_str(&mut out, m.message.as_deref());
+    out.push_str(", \"error\": ");
+    push_bool(&mut out, m.error);
+    out.push_str(", \"message_type\": \"relay_response\"}");
+    out
+}
+
+/// Encodes a `peer_connection` frame.
+pub fn encode_peer_connection(m: &PeerConnection) -> String {
+    let mut out = String::with_capacity(256 + m.description.len() + m.description.len() / 8);
+    out.push_str("{\"source_uuid\": \"");
+    out.push_str(&m.source_uuid.hyphenated().to_string());
+    out.push_str("\", \"source_name\": ");
+    push_str(&mut out, &m.source_name);
+    out.push_str(", \"peer_uuid\": \"");
+    out.push_str(&m.peer_uuid.hyphenated().to_string());
+    out.push_str("\", \"description_type\": \"");
+    out.push_str(m.description_type.as_str());
+    out.push_str("\", \"description\": ");
+    push_str(&mut out, &m.description);
+    out.push_str(", \"error\": ");
+    push_opt_str(&mut out, m.error.as_deref());
+    out.push_str(", \"message_type\": \"peer_connection\"}");
+    out
+}

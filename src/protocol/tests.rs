@@ -1,0 +1,129 @@
+//! Codec tests against the literal frames of shared/DESIGN.md and ProxyStore.
+
+use super::relay::*;
+use uuid::Uuid;
+
+const A: &str = "0b02e3e1-3e68-41e9-9712-6aedce7b75db";
+const B: &str = "fce0cb8b-0f0a-4378-9ead-6136be5877b7";
+const REGISTRATION: &str =
+    r#"{"name": "peer-A", "uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "message_type": "relay_registration"}"#;
+const RESPONSE: &str =
+    r#"{"success": true, "message": null, "error": false, "message_type": "relay_response"}"#;
+const OFFER: &str = r#"{"source_uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "source_name": "peer-A", "peer_uuid": "fce0cb8b-0f0a-4378-9ead-6136be5877b7", "description_type": "offer", "description": "{\"sdp\": \"v=0\\r\\n...\", \"type\": \"offer\"}", "error": null, "message_type": "peer_connection"}"#;
+
+fn uuid(s: &str) -> Uuid {
+    Uuid::parse_str(s).unwrap()
+}
+
+fn offer() -> PeerConnection {
+    PeerConnection {
+        source_uuid: uuid(A),
+        source_name: "peer-A".into(),
+        peer_uuid: uuid(B),
+        description_type: DescriptionType::Offer,
+        description: "{\"sdp\": \"v=0\\r\\n...\", \"type\": \"offer\"}".into(),
+        error: None,
+    }
+}
+
+#[test]
+fn literal_frames_round_trip_byte_for_byte() {
+    let reg = RelayMessage::Registration(RelayRegistration {
+        name: "peer-A".into(),
+        uuid: uuid(A),
+    });
+    assert_eq!(decode(REGISTRATION).unwrap(), reg);
+    assert_eq!(encode(&reg), REGISTRATION);
+
+    let resp = RelayMessage::Response(RelayResponse::default());
+    assert_eq!(decode(RESPONSE).unwrap(), resp);
+    assert_eq!(encode(&resp), RESPONSE);
+
+    let pc = RelayMessage::PeerConnection(offer());
+    assert_eq!(decode(OFFER).unwrap(), pc);
+    assert_eq!(encode(&pc), OFFER);
+}
+
+#[test]
+fn error_echo_matches_proxystore_bytes() {
+    let mut pc = offer();
+    pc.error = Some("nope \u{e9}".into());
+    let text = encode(&RelayMessage::PeerConnection(pc));
+    assert!(text.ends_with(r#""error": "nope \u00e9", "message_type": "peer_connection"}"#));
+}
+
+#[test]
+fn any_key_order_and_absent_optionals() {
+    let reordered = r#"{"message_type": "relay_registration", "uuid": "0B02E3E1-3E68-41E9-9712-6AEDCE7B75DB", "name": "peer-A"}"#;
+    assert_eq!(decode(reordered).unwrap(), decode(REGISTRATION).unwrap());
+
+    let bare = r#"{"message_type":"relay_response"}"#;
+    assert_eq!(
+        decode(bare).unwrap(),
+        RelayMessage::Response(RelayResponse::default())
+    );
+    let nulls = r#"{"message_type":"relay_response","success":null,"error":null,"message":null}"#;
+    assert_eq!(
+        decode(nulls).unwrap(),
+        RelayMessage::Response(RelayResponse::default())
+    );
+
+    let no_error = r#"{"source_uuid":"{0b02e3e1-3e68-41e9-9712-6aedce7b75db}","source_name":"peer-A","peer_uuid":"urn:uuid:fce0cb8b0f0a43789ead6136be5877b7","description_type":"offer","description":"{\"sdp\": \"v=0\\r\\n...\", \"type\": \"offer\"}","message_type":"peer_connection"}"#;
+    assert_eq!(
+        decode(no_error).unwrap(),
+        RelayMessage::PeerConnection(offer())
+    );
+}
+
+#[test]
+fn typed_errors_for_bad_frames() {
+    assert!(matches!(decode("not json"), Err(DecodeError::NotJson(_))));
+    assert_eq!(decode("[1, 2]"), Err(DecodeError::NotObject));
+    assert_eq!(decode("\"text\""), Err(DecodeError::NotObject));
+    assert_eq!(decode("42"), Err(DecodeError::NotObject));
+    assert_eq!(decode("null"), Err(DecodeError::NotObject));
+    assert_eq!(decode(r#"{"name": "x"}"#), Err(DecodeError::MissingType));
+    assert_eq!(
+        decode(r#"{"message_type": 3}"#),
+        Err(DecodeError::MissingType)
+    );
+    assert_eq!(
+        decode(r#"{"message_type": "hello"}"#),
+        Err(DecodeError::UnknownType("hello".into()))
+    );
+    // The enum *value* (class name) is not what ProxyStore puts on the wire.
+    assert_eq!(
+        decode(r#"{"name": "a", "uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "message_type": "RelayRegistrationRequest"}"#),
+        Err(DecodeError::UnknownType("RelayRegistrationRequest".into()))
+    );
+}
+
+fn field_error(text: &str) -> String {
+    match decode(text) {
+        Err(DecodeError::InvalidField { detail, .. }) => detail,
+        other => panic!("expected a field error for {text}, got {other:?}"),
+    }
+}
+
+#[test]
+fn field_errors_name_the_field() {
+    assert!(field_error(r#"{"uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "message_type": "relay_registration"}"#).contains("name"));
+    assert!(field_error(r#"{"name": "a", "uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "extra": 1, "message_type": "relay_registration"}"#).contains("extra"));
+    assert!(field_error(r#"{"name": "a", "uuid": "zzz", "message_type": "relay_registration"}"#).contains("UUID"));
+    assert!(field_error(r#"{"name": "a", "uuid": null, "message_type": "relay_registration"}"#).contains("UUID"));
+    assert!(field_error(r#"{"name": 5, "uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "message_type": "relay_registration"}"#).contains("string"));
+    let bad_type = OFFER.replace("\"offer\", \"description\"", "\"pranswer\", \"description\"");
+    assert!(field_error(&bad_type).contains("pranswer"));
+}
+
+#[test]
+fn non_ascii_names_survive_round_trip() {
+    let reg = RelayMessage::Registration(RelayRegistration {
+        name: "pëer-😀".into(),
+        uuid: uuid(A),
+    });
+    let text = encode(&reg);
+    assert!(text.is_ascii());
+    assert!(text.contains(r#""p\u00eber-\ud83d\ude00""#));
+    assert_eq!(decode(&text).unwrap(), reg);
+}
