@@ -1,2 +1,27 @@
-//! Switchboard: a ProxyStore-compatible relay (signaling) server.
+//! Switchboard: a ProxyStore-compatible WebRTC relay (signaling) server on actix.
+//!
+//! Peers open a WebSocket to the relay, register a UUID, and forward WebRTC
+//! session descriptions to each other. Switchboard speaks ProxyStore's relay
+//! protocol byte for byte, so ProxyStore's Python clients use it unchanged.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: wire types and codecs only (no actix, no I/O): the relay
+//!   messages, close codes, Python-compatible UUID parsing and JSON escaping.
+//! - [`config`]: the settings tree, layered defaults → TOML → env → CLI, validation.
+//! - [`defaults`]: every default, timeout and limit as a named constant.
+//! - [`server`]: the relay: `registry` (the one actor owning registrations),
+//!   `session` (one actor per WebSocket), `auth`, `messages`, `tls`, and
+//!   [`server::start`], a function of (settings, bound listeners) returning a handle.
+//! - [`admin`]: `/health`, `/clients`, `/metrics` on the admin listener, and
+//!   `admin::metrics`, the one struct holding every metric.
+//! - [`logging`]: env_logger set-up from `--log-level` / `RUST_LOG` / `log.level`.
+//! - `src/bin/switchboard-load.rs`: a load generator speaking the relay protocol.
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod config;
+pub mod defaults;
+pub mod logging;
 pub mod protocol;
+pub mod server;

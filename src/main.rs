@@ -1,1 +1,71 @@
-fn main(){}
+//! The `switchboard` binary: CLI → settings → logging → run until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchboard::config::{Overrides, Settings};
+use switchboard::{logging, server};
+
+/// A ProxyStore-compatible WebRTC relay (signaling) server.
+#[derive(Parser, Debug)]
+#[command(name = "switchboard", version, about)]
+struct Cli {
+    /// TOML settings file (see config/prod.toml).
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Address of the public WebSocket listener (overrides server.host).
+    #[arg(long, value_name = "ADDR")]
+    host: Option<String>,
+    /// Port of the public WebSocket listener (overrides server.port).
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// Log filter: off, error, warn, info, debug, trace, or an env_logger spec (overrides RUST_LOG and log.level).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        host: cli.host.clone(),
+        port: cli.port,
+        log_level: cli.log_level.clone(),
+    };
+    let settings = match Settings::load(cli.config.as_deref(), &overrides) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("switchboard: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(cli.log_level.as_deref(), &settings.log.level);
+    log::debug!("settings: {settings:?}");
+    match actix_rt::System::new().block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            log::error!("{error}");
+            eprintln!("switchboard: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let (public, admin) = server::bind(&settings)?;
+    let relay = server::start(settings, public, admin)?;
+    let signal = shutdown_signal().await?;
+    log::info!("received {signal}; shutting down");
+    relay.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -5,8 +5,7 @@ use uuid::Uuid;
 
 const A: &str = "0b02e3e1-3e68-41e9-9712-6aedce7b75db";
 const B: &str = "fce0cb8b-0f0a-4378-9ead-6136be5877b7";
-const REGISTRATION: &str =
-    r#"{"name": "peer-A", "uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "message_type": "relay_registration"}"#;
+const REGISTRATION: &str = r#"{"name": "peer-A", "uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "message_type": "relay_registration"}"#;
 const RESPONSE: &str =
     r#"{"success": true, "message": null, "error": false, "message_type": "relay_response"}"#;
 const OFFER: &str = r#"{"source_uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "source_name": "peer-A", "peer_uuid": "fce0cb8b-0f0a-4378-9ead-6136be5877b7", "description_type": "offer", "description": "{\"sdp\": \"v=0\\r\\n...\", \"type\": \"offer\"}", "error": null, "message_type": "peer_connection"}"#;
@@ -93,7 +92,9 @@ fn typed_errors_for_bad_frames() {
     );
     // The enum *value* (class name) is not what ProxyStore puts on the wire.
     assert_eq!(
-        decode(r#"{"name": "a", "uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "message_type": "RelayRegistrationRequest"}"#),
+        decode(
+            r#"{"name": "a", "uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "message_type": "RelayRegistrationRequest"}"#
+        ),
         Err(DecodeError::UnknownType("RelayRegistrationRequest".into()))
     );
 }
@@ -107,12 +108,24 @@ fn field_error(text: &str) -> String {
 
 #[test]
 fn field_errors_name_the_field() {
-    assert!(field_error(r#"{"uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "message_type": "relay_registration"}"#).contains("name"));
+    assert!(field_error(
+        r#"{"uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "message_type": "relay_registration"}"#
+    )
+    .contains("name"));
     assert!(field_error(r#"{"name": "a", "uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "extra": 1, "message_type": "relay_registration"}"#).contains("extra"));
-    assert!(field_error(r#"{"name": "a", "uuid": "zzz", "message_type": "relay_registration"}"#).contains("UUID"));
-    assert!(field_error(r#"{"name": "a", "uuid": null, "message_type": "relay_registration"}"#).contains("UUID"));
+    assert!(
+        field_error(r#"{"name": "a", "uuid": "zzz", "message_type": "relay_registration"}"#)
+            .contains("UUID")
+    );
+    assert!(
+        field_error(r#"{"name": "a", "uuid": null, "message_type": "relay_registration"}"#)
+            .contains("UUID")
+    );
     assert!(field_error(r#"{"name": 5, "uuid": "0b02e3e1-3e68-41e9-9712-6aedce7b75db", "message_type": "relay_registration"}"#).contains("string"));
-    let bad_type = OFFER.replace("\"offer\", \"description\"", "\"pranswer\", \"description\"");
+    let bad_type = OFFER.replace(
+        "\"offer\", \"description\"",
+        "\"pranswer\", \"description\"",
+    );
     assert!(field_error(&bad_type).contains("pranswer"));
 }
 

@@ -1,0 +1,166 @@
+//! Every relay metric in one struct, served as Prometheus text on `/metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label set for close counts: the WebSocket close code the server sent.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    /// The close code, e.g. `4000`.
+    pub code: u16,
+}
+
+/// The relay's metrics. Each field says when it changes.
+pub struct Metrics {
+    registry: Registry,
+    /// WebSocket sessions open now (set by the registry on connect/disconnect).
+    pub connected: Gauge,
+    /// UUIDs registered now (set by the registry on register/unregister).
+    pub registered: Gauge,
+    /// WebSocket upgrades accepted, ever (incremented per new session).
+    pub connections: Counter,
+    /// Upgrades refused because `server.max_clients` sessions were open.
+    pub rejected_max_clients: Counter,
+    /// Successful registrations, ever (incremented per `relay_registration` accepted).
+    pub registrations: Counter,
+    /// Registrations that replaced an older socket's registration (4004 sent).
+    pub takeovers: Counter,
+    /// `peer_connection` messages delivered to their target.
+    pub forwarded: Counter,
+    /// `peer_connection` messages echoed back with `error` set.
+    pub forward_errors: Counter,
+    /// Frames received from clients (text, binary, ping, pong).
+    pub frames_received: Counter,
+    /// Sessions closed because their outbound queue was full.
+    pub slow_consumers: Counter,
+    /// Sessions closed because they were silent past the heartbeat timeout.
+    pub heartbeat_timeouts: Counter,
+    /// Authentication failures (4001 or 4002 from the authenticator).
+    pub auth_failures: Counter,
+    /// Closes sent by the server, by close code.
+    pub closes: Family<CloseLabels, Counter>,
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `switchboard_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchboard");
+        let connected = Gauge::default();
+        let registered = Gauge::default();
+        let connections = Counter::default();
+        let rejected_max_clients = Counter::default();
+        let registrations = Counter::default();
+        let takeovers = Counter::default();
+        let forwarded = Counter::default();
+        let forward_errors = Counter::default();
+        let frames_received = Counter::default();
+        let slow_consumers = Counter::default();
+        let heartbeat_timeouts = Counter::default();
+        let auth_failures = Counter::default();
+        let closes = Family::<CloseLabels, Counter>::default();
+        registry.register(
+            "connected_clients",
+            "WebSocket sessions open now",
+            connected.clone(),
+        );
+        registry.register(
+            "registered_clients",
+            "UUIDs registered now",
+            registered.clone(),
+        );
+        registry.register(
+            "connections",
+            "WebSocket upgrades accepted",
+            connections.clone(),
+        );
+        registry.register(
+            "rejected_max_clients",
+            "Upgrades refused because max_clients sessions were open",
+            rejected_max_clients.clone(),
+        );
+        registry.register(
+            "registrations",
+            "Registrations accepted",
+            registrations.clone(),
+        );
+        registry.register(
+            "takeovers",
+            "Registrations that replaced an older socket (4004)",
+            takeovers.clone(),
+        );
+        registry.register(
+            "forwarded_messages",
+            "peer_connection messages delivered",
+            forwarded.clone(),
+        );
+        registry.register(
+            "forward_errors",
+            "peer_connection messages echoed back with an error",
+            forward_errors.clone(),
+        );
+        registry.register(
+            "frames_received",
+            "Frames received from clients",
+            frames_received.clone(),
+        );
+        registry.register(
+            "slow_consumer_disconnects",
+            "Sessions closed because their outbound queue was full",
+            slow_consumers.clone(),
+        );
+        registry.register(
+            "heartbeat_timeouts",
+            "Sessions closed after the heartbeat timeout",
+            heartbeat_timeouts.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Registrations refused by the authenticator",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "closes",
+            "Close frames sent by the server, by code",
+            closes.clone(),
+        );
+        Metrics {
+            registry,
+            connected,
+            registered,
+            connections,
+            rejected_max_clients,
+            registrations,
+            takeovers,
+            forwarded,
+            forward_errors,
+            frames_received,
+            slow_consumers,
+            heartbeat_timeouts,
+            auth_failures,
+            closes,
+        }
+    }
+
+    /// Counts one close sent with `code`.
+    pub fn closed_with(&self, code: u16) {
+        self.closes.get_or_create(&CloseLabels { code }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

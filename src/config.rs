@@ -1,0 +1,428 @@
+//! The settings tree: loading, layering and validation.
+//!
+//! Layers, later wins: built-in defaults ([`crate::defaults`]) → the TOML file
+//! given with `--config` → environment variables `SWITCHBOARD__SECTION__KEY`
+//! → CLI flags. Unknown keys and invalid values fail at load with the key
+//! named. Secrets are held in [`Secret`], whose `Debug` prints `MASKED`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::defaults;
+
+/// Environment variable prefix: `SWITCHBOARD__SERVER__PORT=9000`.
+pub const ENV_PREFIX: &str = "SWITCHBOARD";
+
+/// A value that must never be printed (tokens, client secrets).
+#[derive(Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret string.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a layer is malformed.
+    #[error("cannot load settings: {0}")]
+    Load(String),
+    /// A key has a value of the wrong type, or is unknown.
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid {
+        /// Dotted path of the offending key, e.g. `server.port`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The whole settings tree.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The public WebSocket listener and its limits.
+    pub server: ServerSettings,
+    /// The admin HTTP listener.
+    pub admin: AdminSettings,
+    /// How clients are authenticated.
+    pub auth: AuthSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[server]`: the public relay listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind (0 picks a free one).
+    pub port: u16,
+    /// Largest accepted frame in bytes.
+    pub max_message_bytes: usize,
+    /// Most sessions open at once.
+    pub max_clients: usize,
+    /// HTTP worker threads (0 = one per core).
+    pub workers: usize,
+    /// Ping interval in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which a session is closed, in milliseconds.
+    pub heartbeat_timeout_ms: u64,
+    /// Frames queued per session before it is a slow consumer.
+    pub outbound_queue: usize,
+    /// Shutdown grace period in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// PEM certificate chain; with `keyfile`, serves `wss://`.
+    pub certfile: Option<PathBuf>,
+    /// PEM private key for `certfile`.
+    pub keyfile: Option<PathBuf>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            host: defaults::HOST.into(),
+            port: defaults::PORT,
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            max_clients: defaults::MAX_CLIENTS,
+            workers: defaults::WORKERS,
+            heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_MS,
+            heartbeat_timeout_ms: defaults::HEARTBEAT_TIMEOUT_MS,
+            outbound_queue: defaults::OUTBOUND_QUEUE,
+            shutdown_grace_ms: defaults::SHUTDOWN_GRACE_MS,
+            certfile: None,
+            keyfile: None,
+        }
+    }
+}
+
+/// `[admin]`: the admin HTTP listener (`/health`, `/clients`, `/metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Whether the admin listener runs at all.
+    pub enabled: bool,
+    /// Address to bind (loopback by default).
+    pub host: String,
+    /// Port to bind (0 picks a free one).
+    pub port: u16,
+    /// If set, requests need `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            enabled: true,
+            host: defaults::ADMIN_HOST.into(),
+            port: defaults::ADMIN_PORT,
+            token: None,
+        }
+    }
+}
+
+/// How the relay identifies users.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// Everyone is the same anonymous user (ProxyStore's default).
+    #[default]
+    None,
+    /// Static bearer tokens mapped to user names.
+    Token,
+    /// OAuth 2.0 token introspection (RFC 7662).
+    Introspection,
+}
+
+/// `[auth]`: authentication of WebSocket upgrade requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// `none`, `token` or `introspection`.
+    pub method: AuthMethod,
+    /// `token`: user name → bearer token (`[auth.tokens]`, or
+    /// `SWITCHBOARD__AUTH__TOKENS__<USER>=<token>`).
+    pub tokens: BTreeMap<String, Secret>,
+    /// `token`: a file of `user token` lines (`#` comments), merged with `tokens`.
+    pub tokens_file: Option<PathBuf>,
+    /// `introspection`: the provider's RFC 7662 endpoint (`http://` or `https://`).
+    pub introspection_url: Option<String>,
+    /// `introspection`: this relay's client id at the provider.
+    pub client_id: Option<String>,
+    /// `introspection`: this relay's client secret at the provider.
+    pub client_secret: Option<Secret>,
+    /// `introspection`: required audience (`aud`), if any.
+    pub audience: Option<String>,
+    /// `introspection`: HTTP timeout in milliseconds.
+    pub introspection_timeout_ms: u64,
+    /// `introspection`: seconds a positive result is reused (0 disables the cache).
+    pub introspection_cache_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            method: AuthMethod::None,
+            tokens: BTreeMap::new(),
+            tokens_file: None,
+            introspection_url: None,
+            client_id: None,
+            client_secret: None,
+            audience: None,
+            introspection_timeout_ms: defaults::INTROSPECTION_TIMEOUT_MS,
+            introspection_cache_secs: defaults::INTROSPECTION_CACHE_SECS,
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// An env_logger filter: a level (`info`) or a spec (`info,actix_web=warn`).
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: defaults::LOG_LEVEL.into(),
+        }
+    }
+}
+
+/// Overrides given on the command line (highest precedence).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--host`.
+    pub host: Option<String>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
+impl Settings {
+    /// Loads defaults → `file` → environment (`SWITCHBOARD__…`) → `overrides`, then validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
+        let env = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true);
+        Self::load_with_env(file, overrides, env)
+    }
+
+    /// Like [`Settings::load`] with an explicit environment source (tests use this).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: config::Environment,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(env);
+        let set = |b: config::ConfigBuilder<_>, key: &str, value: Option<config::Value>| match value
+        {
+            Some(v) => b.set_override(key, v),
+            None => Ok(b),
+        };
+        let load = |e: config::ConfigError| ConfigError::Load(e.to_string());
+        builder = set(
+            builder,
+            "server.host",
+            overrides.host.clone().map(Into::into),
+        )
+        .map_err(load)?;
+        builder = set(
+            builder,
+            "server.port",
+            overrides.port.map(|p| i64::from(p).into()),
+        )
+        .map_err(load)?;
+        builder = set(
+            builder,
+            "log.level",
+            overrides.log_level.clone().map(Into::into),
+        )
+        .map_err(load)?;
+        let layered = builder.build().map_err(load)?;
+        let settings: Settings = serde_path_to_error::deserialize(layered).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(&key, e.into_inner().to_string())
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.max_message_bytes == 0 {
+            return Err(invalid("server.max_message_bytes", "must be at least 1"));
+        }
+        if s.max_clients == 0 {
+            return Err(invalid("server.max_clients", "must be at least 1"));
+        }
+        if s.outbound_queue == 0 {
+            return Err(invalid("server.outbound_queue", "must be at least 1"));
+        }
+        if s.heartbeat_interval_ms == 0 {
+            return Err(invalid(
+                "server.heartbeat_interval_ms",
+                "must be at least 1",
+            ));
+        }
+        if s.heartbeat_timeout_ms <= s.heartbeat_interval_ms {
+            return Err(invalid(
+                "server.heartbeat_timeout_ms",
+                "must be larger than server.heartbeat_interval_ms",
+            ));
+        }
+        check_host("server.host", &s.host)?;
+        check_host("admin.host", &self.admin.host)?;
+        match (&s.certfile, &s.keyfile) {
+            (Some(_), None) => {
+                return Err(invalid("server.keyfile", "required with server.certfile"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid("server.certfile", "required with server.keyfile"))
+            }
+            _ => {}
+        }
+        for (key, path) in [
+            ("server.certfile", &s.certfile),
+            ("server.keyfile", &s.keyfile),
+        ] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(invalid(
+                        key,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
+        }
+        if self
+            .admin
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().is_empty())
+        {
+            return Err(invalid("admin.token", "must not be empty"));
+        }
+        self.validate_auth()?;
+        check_log_level(&self.log.level)
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if let Some(path) = &a.tokens_file {
+            if !path.is_file() {
+                return Err(invalid(
+                    "auth.tokens_file",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+        if a.tokens.values().any(|t| t.expose().is_empty()) {
+            return Err(invalid("auth.tokens", "tokens must not be empty"));
+        }
+        match a.method {
+            AuthMethod::None => Ok(()),
+            AuthMethod::Token if a.tokens.is_empty() && a.tokens_file.is_none() => Err(invalid(
+                "auth.tokens",
+                "method \"token\" needs auth.tokens or auth.tokens_file",
+            )),
+            AuthMethod::Token => Ok(()),
+            AuthMethod::Introspection => {
+                let url = a.introspection_url.as_deref().unwrap_or("");
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        "auth.introspection_url",
+                        "method \"introspection\" needs an http:// or https:// URL",
+                    ));
+                }
+                if a.client_id.as_deref().unwrap_or("").is_empty() {
+                    return Err(invalid(
+                        "auth.client_id",
+                        "required by method \"introspection\"",
+                    ));
+                }
+                if a.client_secret
+                    .as_ref()
+                    .is_none_or(|s| s.expose().is_empty())
+                {
+                    return Err(invalid(
+                        "auth.client_secret",
+                        "required by method \"introspection\"",
+                    ));
+                }
+                if a.introspection_timeout_ms == 0 {
+                    return Err(invalid(
+                        "auth.introspection_timeout_ms",
+                        "must be at least 1",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn check_host(key: &str, host: &str) -> Result<(), ConfigError> {
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(invalid(
+            key,
+            format!("{host:?} is not a host name or address"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    let is_level = ["off", "error", "warn", "info", "debug", "trace"]
+        .contains(&level.to_ascii_lowercase().as_str());
+    if is_level || level.contains('=') {
+        Ok(())
+    } else {
+        Err(invalid(
+            "log.level",
+            format!(
+                "{level:?} is not one of off, error, warn, info, debug, trace or a filter spec"
+            ),
+        ))
+    }
+}

@@ -1,0 +1,42 @@
+//! Every default, timeout and limit, as a named and documented constant.
+//!
+//! Settings (`config.rs`) start from these values; a TOML file, environment
+//! variables and CLI flags can override each of them.
+
+/// Public WebSocket listener address (all interfaces, like ProxyStore's relay).
+pub const HOST: &str = "0.0.0.0";
+/// Public WebSocket port: ProxyStore's relay default.
+pub const PORT: u16 = 8700;
+/// Largest accepted frame, in bytes (1 MiB). Larger frames close the session with 4003.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Most WebSocket sessions open at once; further upgrades get HTTP 503.
+pub const MAX_CLIENTS: usize = 50_000;
+/// HTTP worker threads; 0 means one per CPU core.
+pub const WORKERS: usize = 0;
+/// Interval between server pings, in milliseconds.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 15_000;
+/// A session that sends nothing (not even a pong) for this long is closed, in milliseconds.
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 45_000;
+/// Frames queued for one session's socket before it counts as a slow consumer.
+pub const OUTBOUND_QUEUE: usize = 256;
+/// Time a session gets to flush its close frame before its socket is dropped, in milliseconds.
+pub const CLOSE_FLUSH_MS: u64 = 1_000;
+/// Time the whole server gets to close its sessions on shutdown, in milliseconds.
+pub const SHUTDOWN_GRACE_MS: u64 = 3_000;
+/// Limit on concurrently pending upgrade handshakes per worker (actix `max_connection_rate`).
+pub const MAX_CONNECTION_RATE: usize = 1_024;
+
+/// Admin listener address: loopback only unless the operator says otherwise.
+pub const ADMIN_HOST: &str = "127.0.0.1";
+/// Admin listener port.
+pub const ADMIN_PORT: u16 = 8701;
+
+/// Token introspection HTTP timeout, in milliseconds.
+pub const INTROSPECTION_TIMEOUT_MS: u64 = 5_000;
+/// How long a positive introspection result is reused for the same token, in seconds.
+pub const INTROSPECTION_CACHE_SECS: u64 = 60;
+/// Most introspection results kept in the cache.
+pub const INTROSPECTION_CACHE_ENTRIES: usize = 10_000;
+
+/// Default log filter when neither `--log-level` nor `RUST_LOG` is given.
+pub const LOG_LEVEL: &str = "info";

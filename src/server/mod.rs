@@ -1,0 +1,280 @@
+//! The relay server: a function of (settings, bound listeners) returning a handle.
+//!
+//! - [`registry`]: the one actor that owns registrations.
+//! - [`session`]: one actor per WebSocket.
+//! - [`auth`]: authentication of upgrade requests.
+//! - [`messages`]: actor messages between them.
+//! - [`tls`]: rustls server configuration from PEM files.
+
+pub mod auth;
+pub mod messages;
+pub mod registry;
+pub mod session;
+pub mod tls;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admin::{self, metrics::Metrics};
+use crate::config::{ConfigError, Settings};
+use crate::defaults;
+use crate::protocol::close;
+use auth::Authenticator;
+use messages::{CloseAll, Counts};
+use registry::Registry;
+use session::WsSession;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A setting could not be turned into a running component.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// A listener could not be used.
+    #[error("listener error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by every session, the admin endpoints and the shutdown path.
+pub struct ServerState {
+    /// The loaded settings.
+    pub settings: Settings,
+    /// All metrics.
+    pub metrics: Arc<Metrics>,
+    /// The one registry of this process.
+    pub registry: Addr<Registry>,
+    /// Checks credentials at registration.
+    pub authenticator: Authenticator,
+    /// Sessions open now (incremented at upgrade, decremented when a session stops).
+    pub connected: AtomicUsize,
+    /// Source of session ids.
+    pub next_session_id: AtomicU64,
+    /// Set once shutdown begins: new upgrades are refused.
+    pub shutting_down: AtomicBool,
+    /// When the server started (for `/health` uptime).
+    pub started: Instant,
+    /// How long a closing session may flush its close frame.
+    pub close_flush: Duration,
+}
+
+/// A running relay: its addresses and the way to stop it.
+pub struct Relay {
+    state: Arc<ServerState>,
+    public_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    public: actix_web::dev::ServerHandle,
+    admin: Option<actix_web::dev::ServerHandle>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Relay {
+    /// Address of the public WebSocket listener.
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    /// Address of the admin listener, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Shared state (metrics, registry address).
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+
+    /// Closes every session with 1001, waits for them (bounded by
+    /// `server.shutdown_grace_ms`), then stops both listeners.
+    pub async fn shutdown(self) {
+        let state = &self.state;
+        state.shutting_down.store(true, Ordering::SeqCst);
+        let grace = Duration::from_millis(state.settings.server.shutdown_grace_ms);
+        let asked = state
+            .registry
+            .send(CloseAll {
+                code: close::GOING_AWAY,
+                reason: close::REASON_SHUTDOWN,
+            })
+            .await
+            .unwrap_or(0);
+        log::info!("shutting down: closing {asked} sessions with 1001");
+        let deadline = Instant::now() + grace;
+        while state.connected.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = state.connected.load(Ordering::Acquire);
+        if left > 0 {
+            log::warn!("{left} sessions still open after the grace period; dropping them");
+        }
+        self.public.stop(false).await;
+        if let Some(admin) = &self.admin {
+            admin.stop(false).await;
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        log::info!("relay stopped");
+    }
+
+    /// Resolves when both listeners have stopped.
+    pub async fn wait(&mut self) {
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts the relay on already-bound listeners. Must run inside an actix System.
+pub fn start(
+    settings: Settings,
+    public: TcpListener,
+    admin: Option<TcpListener>,
+) -> Result<Relay, ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let authenticator = Authenticator::from_settings(&settings.auth)?;
+    let tls = match (&settings.server.certfile, &settings.server.keyfile) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let registry = Registry::new(metrics.clone()).start();
+    let workers = match settings.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let max_clients = settings.server.max_clients;
+    let state = Arc::new(ServerState {
+        settings,
+        metrics,
+        registry,
+        authenticator,
+        connected: AtomicUsize::new(0),
+        next_session_id: AtomicU64::new(1),
+        shutting_down: AtomicBool::new(false),
+        started: Instant::now(),
+        close_flush: Duration::from_millis(defaults::CLOSE_FLUSH_MS),
+    });
+    public.set_nonblocking(true)?;
+    let public_addr = public.local_addr()?;
+    let data = web::Data::from(state.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .default_service(web::to(upgrade))
+    })
+    .workers(workers)
+    .max_connections(max_clients.saturating_add(1024))
+    .max_connection_rate(defaults::MAX_CONNECTION_RATE)
+    .backlog(4096)
+    .disable_signals()
+    .shutdown_timeout(1);
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(public, config)?,
+        None => server.listen(public)?,
+    }
+    .run();
+    let public_handle = server.handle();
+    let mut tasks = vec![actix_rt::spawn(server)];
+    let (admin_addr, admin_handle) = match admin {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let server = admin::serve(state.clone(), listener)?;
+            let handle = server.handle();
+            tasks.push(actix_rt::spawn(server));
+            (Some(addr), Some(handle))
+        }
+        None => (None, None),
+    };
+    log::info!(
+        "relay listening on {}://{public_addr}; admin on {}",
+        if state.settings.server.certfile.is_some() {
+            "wss"
+        } else {
+            "ws"
+        },
+        admin_addr.map_or("(disabled)".to_string(), |a| format!("http://{a}"))
+    );
+    Ok(Relay {
+        state,
+        public_addr,
+        admin_addr,
+        public: public_handle,
+        admin: admin_handle,
+        tasks,
+    })
+}
+
+/// Binds the listeners the settings name (public, then admin if enabled).
+pub fn bind(settings: &Settings) -> Result<(TcpListener, Option<TcpListener>), ServerError> {
+    let s = &settings.server;
+    let public = TcpListener::bind((s.host.as_str(), s.port))?;
+    let admin = if settings.admin.enabled {
+        Some(TcpListener::bind((
+            settings.admin.host.as_str(),
+            settings.admin.port,
+        ))?)
+    } else {
+        None
+    };
+    Ok((public, admin))
+}
+
+/// Accepts a WebSocket upgrade on any path and starts its session actor.
+async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<ServerState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if state.shutting_down.load(Ordering::Acquire) {
+        return Ok(HttpResponse::ServiceUnavailable().body("relay is shutting down"));
+    }
+    let max = state.settings.server.max_clients;
+    if state.connected.fetch_add(1, Ordering::AcqRel) >= max {
+        state.connected.fetch_sub(1, Ordering::AcqRel);
+        state.metrics.rejected_max_clients.inc();
+        log::warn!(
+            "refused connection from {:?}: max_clients ({max}) reached",
+            req.peer_addr()
+        );
+        return Ok(HttpResponse::ServiceUnavailable().body("relay is at max_clients"));
+    }
+    let (response, ws, stream) = match actix_ws::handle(&req, body) {
+        Ok(parts) => parts,
+        Err(error) => {
+            state.connected.fetch_sub(1, Ordering::AcqRel);
+            return Err(error);
+        }
+    };
+    let limit = state.settings.server.max_message_bytes;
+    let stream = stream
+        .max_frame_size(limit)
+        .aggregate_continuations()
+        .max_continuation_size(limit);
+    let authorization = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let (out_tx, out_rx) = mpsc::channel(state.settings.server.outbound_queue);
+    let (close_tx, close_rx) = oneshot::channel();
+    actix_rt::spawn(session::writer(ws, out_rx, close_rx, state.close_flush));
+    let state = state.into_inner();
+    let remote = req.peer_addr();
+    WsSession::create(move |ctx| {
+        ctx.add_stream(stream);
+        WsSession::new(state, authorization, remote, out_tx, close_tx)
+    });
+    Ok(response)
+}
+
+/// Counts for `/health`.
+pub async fn counts(state: &ServerState) -> Option<messages::CountsReply> {
+    state.registry.send(Counts).await.ok()
+}

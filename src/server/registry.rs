@@ -1,0 +1,271 @@
+//! The Registry: the one actor per process that owns "who is registered where".
+//!
+//! It maps every registered UUID to the session holding it, tracks every open
+//! session (registered or not) so shutdown can reach them all, forwards peer
+//! connection requests, and echoes forwarding errors back to the sender.
+//! Sessions are held as `Recipient<ToSession>`, never as concrete types.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use uuid::Uuid;
+
+use super::messages::*;
+use crate::admin::metrics::Metrics;
+use crate::protocol::{close, encode, RelayMessage};
+
+struct SessionEntry {
+    recipient: Recipient<ToSession>,
+    remote: Option<SocketAddr>,
+    connected_since: SystemTime,
+    uuids: Vec<Uuid>,
+}
+
+struct Registration {
+    session: SessionId,
+    name: String,
+    user: User,
+    forwarded: u64,
+}
+
+/// The registry actor. Start exactly one per process, before the HTTP server.
+pub struct Registry {
+    sessions: HashMap<SessionId, SessionEntry>,
+    registrations: HashMap<Uuid, Registration>,
+    metrics: Arc<Metrics>,
+}
+
+impl Registry {
+    /// A registry reporting to `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Registry {
+            sessions: HashMap::new(),
+            registrations: HashMap::new(),
+            metrics,
+        }
+    }
+
+    fn update_gauges(&self) {
+        self.metrics.connected.set(self.sessions.len() as i64);
+        self.metrics.registered.set(self.registrations.len() as i64);
+    }
+
+    /// Sends `message` to a session; a full mailbox means the session is not
+    /// keeping up, which the session itself detects on its outbound queue.
+    fn tell(&self, session: SessionId, message: ToSession) {
+        if let Some(entry) = self.sessions.get(&session) {
+            entry.recipient.do_send(message);
+        }
+    }
+
+    fn echo_error(&self, msg: Forward, error: String) {
+        self.metrics.forward_errors.inc();
+        let mut request = msg.request;
+        request.error = Some(error);
+        let text = encode(&RelayMessage::PeerConnection(request));
+        self.tell(msg.session, ToSession::Deliver(ByteString::from(text)));
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Sessions on every worker send here; never let the mailbox refuse them.
+        ctx.set_mailbox_capacity(usize::MAX);
+        log::debug!("registry started");
+    }
+}
+
+impl Handler<Connect> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
+        self.sessions.insert(
+            msg.session,
+            SessionEntry {
+                recipient: msg.recipient,
+                remote: msg.remote,
+                connected_since: SystemTime::now(),
+                uuids: Vec::new(),
+            },
+        );
+        self.update_gauges();
+    }
+}
+
+impl Handler<Disconnect> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
+        if let Some(entry) = self.sessions.remove(&msg.session) {
+            for uuid in entry.uuids {
+                // Only remove registrations this session still holds: a takeover
+                // may already have moved the UUID to a newer session.
+                if self
+                    .registrations
+                    .get(&uuid)
+                    .is_some_and(|r| r.session == msg.session)
+                {
+                    self.registrations.remove(&uuid);
+                    log::info!("[{uuid}] unregistered (session {} closed)", msg.session);
+                }
+            }
+        }
+        self.update_gauges();
+    }
+}
+
+impl Handler<Register> for Registry {
+    type Result = Result<(), RegisterError>;
+
+    fn handle(&mut self, msg: Register, _: &mut Self::Context) -> Self::Result {
+        if !self.sessions.contains_key(&msg.session) {
+            return Err(RegisterError::SessionGone);
+        }
+        if let Some(existing) = self.registrations.get(&msg.uuid) {
+            if existing.user != msg.user {
+                return Err(RegisterError::OwnedByAnotherUser(msg.uuid));
+            }
+            if existing.session != msg.session {
+                let old = existing.session;
+                log::info!(
+                    "[{}] registered again on session {}; closing older session {old} with 4004",
+                    msg.uuid,
+                    msg.session
+                );
+                if let Some(entry) = self.sessions.get_mut(&old) {
+                    entry.uuids.retain(|u| *u != msg.uuid);
+                }
+                self.metrics.takeovers.inc();
+                self.tell(
+                    old,
+                    ToSession::Close {
+                        code: close::REPLACED,
+                        reason: close::REASON_REPLACED,
+                    },
+                );
+            }
+        }
+        if let Some(entry) = self.sessions.get_mut(&msg.session) {
+            if !entry.uuids.contains(&msg.uuid) {
+                entry.uuids.push(msg.uuid);
+            }
+        }
+        let forwarded = self
+            .registrations
+            .get(&msg.uuid)
+            .filter(|r| r.session == msg.session)
+            .map_or(0, |r| r.forwarded);
+        self.registrations.insert(
+            msg.uuid,
+            Registration {
+                session: msg.session,
+                name: msg.name,
+                user: msg.user,
+                forwarded,
+            },
+        );
+        self.metrics.registrations.inc();
+        self.update_gauges();
+        Ok(())
+    }
+}
+
+impl Handler<Forward> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forward, _: &mut Self::Context) {
+        let source = msg.request.source_uuid;
+        let peer = msg.request.peer_uuid;
+        let user = match self.registrations.get(&source) {
+            Some(reg) if reg.session == msg.session => reg.user.clone(),
+            // The source registration moved to another session (takeover) and
+            // this session is being closed; drop the message.
+            _ => return,
+        };
+        let target = match self.registrations.get(&peer) {
+            None => {
+                log::warn!("[{source}] cannot forward to unknown peer {peer}");
+                let error = format!(
+                    "Cannot forward peer connection message to peer {peer} because this peer is not registered this relay server."
+                );
+                return self.echo_error(msg, error);
+            }
+            Some(target) if target.user != user => {
+                log::warn!("[{source}] refused forward to peer {peer} owned by another user");
+                let error = format!("The requested peer {peer} is owned by a different user.");
+                return self.echo_error(msg, error);
+            }
+            Some(target) => target.session,
+        };
+        log::debug!(
+            "[{source}] forwarding {} to {peer}",
+            msg.request.description_type.as_str()
+        );
+        self.tell(target, ToSession::Deliver(msg.text));
+        self.metrics.forwarded.inc();
+        if let Some(reg) = self.registrations.get_mut(&source) {
+            reg.forwarded += 1;
+        }
+    }
+}
+
+impl Handler<CloseAll> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: CloseAll, _: &mut Self::Context) -> usize {
+        for entry in self.sessions.values() {
+            entry.recipient.do_send(ToSession::Close {
+                code: msg.code,
+                reason: msg.reason,
+            });
+        }
+        self.sessions.len()
+    }
+}
+
+impl Handler<ListClients> for Registry {
+    type Result = MessageResult<ListClients>;
+
+    fn handle(&mut self, _: ListClients, _: &mut Self::Context) -> Self::Result {
+        let mut clients: Vec<ClientInfo> = self
+            .registrations
+            .iter()
+            .map(|(uuid, reg)| {
+                let session = self.sessions.get(&reg.session);
+                ClientInfo {
+                    uuid: *uuid,
+                    name: reg.name.clone(),
+                    user: reg.user.as_deref().map(str::to_owned),
+                    remote_address: session.and_then(|s| s.remote).map(|a| a.to_string()),
+                    connected_since: session
+                        .map(|s| rfc3339(s.connected_since))
+                        .unwrap_or_default(),
+                    messages_forwarded: reg.forwarded,
+                }
+            })
+            .collect();
+        clients.sort_by(|a, b| {
+            a.connected_since
+                .cmp(&b.connected_since)
+                .then(a.uuid.cmp(&b.uuid))
+        });
+        MessageResult(clients)
+    }
+}
+
+impl Handler<Counts> for Registry {
+    type Result = CountsReply;
+
+    fn handle(&mut self, _: Counts, _: &mut Self::Context) -> CountsReply {
+        CountsReply {
+            connected: self.sessions.len(),
+            registered: self.registrations.len(),
+        }
+    }
+}

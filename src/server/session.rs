@@ -1,0 +1,387 @@
+//! `WsSession`: one actor per WebSocket, fed by an actix-ws message stream.
+//!
+//! The actor decodes frames, authenticates and registers through the
+//! [`Registry`](super::registry::Registry), checks forwards against its own
+//! registrations, and answers with close codes. Outbound frames go through a
+//! bounded queue to one writer task that owns the actix-ws `Session`; a full
+//! queue marks a slow consumer, which is disconnected. Every close path ends
+//! in `stopping`, which tells the registry to drop all of this socket's UUIDs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use bytestring::ByteString;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::auth::AuthError;
+use super::messages::*;
+use super::ServerState;
+use crate::protocol::{
+    close, decode, encode, PeerConnection, RelayMessage, RelayRegistration, RelayResponse,
+};
+
+/// A frame for the writer task.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A text frame.
+    Text(ByteString),
+    /// A ping with this payload.
+    Ping(Vec<u8>),
+    /// A pong answering a client ping.
+    Pong(Vec<u8>),
+}
+
+/// One WebSocket connection.
+pub struct WsSession {
+    id: SessionId,
+    state: Arc<ServerState>,
+    authorization: Option<String>,
+    remote: Option<SocketAddr>,
+    out: mpsc::Sender<Outbound>,
+    close_tx: Option<oneshot::Sender<CloseReason>>,
+    /// The authenticated user, once the first registration succeeded.
+    user: Option<User>,
+    /// UUIDs registered on this socket.
+    uuids: Vec<Uuid>,
+    name: String,
+    last_seen: Instant,
+    /// Log prefix: session id and registered UUIDs.
+    tag: String,
+}
+
+impl WsSession {
+    /// A session for an accepted upgrade; `out`/`close_tx` feed its writer task.
+    pub fn new(
+        state: Arc<ServerState>,
+        authorization: Option<String>,
+        remote: Option<SocketAddr>,
+        out: mpsc::Sender<Outbound>,
+        close_tx: oneshot::Sender<CloseReason>,
+    ) -> Self {
+        let id = state.next_session_id.fetch_add(1, Ordering::Relaxed);
+        WsSession {
+            id,
+            state,
+            authorization,
+            remote,
+            out,
+            close_tx: Some(close_tx),
+            user: None,
+            uuids: Vec::new(),
+            name: String::new(),
+            last_seen: Instant::now(),
+            tag: format!("[session {id}]"),
+        }
+    }
+
+    fn closing(&self) -> bool {
+        self.close_tx.is_none()
+    }
+
+    /// Starts the close handshake; the actor stops when the client answers or
+    /// after the flush period, whichever comes first.
+    fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: impl Into<String>) {
+        let Some(close_tx) = self.close_tx.take() else {
+            return;
+        };
+        self.state.metrics.closed_with(code);
+        let reason = CloseReason {
+            code: CloseCode::from(code),
+            description: Some(reason.into()),
+        };
+        let _ = close_tx.send(reason);
+        ctx.run_later(self.state.close_flush, |_, ctx| ctx.stop());
+    }
+
+    /// Queues a text frame; a full queue means a slow consumer.
+    fn send_text(&mut self, ctx: &mut Context<Self>, text: ByteString) {
+        if self.closing() {
+            return;
+        }
+        match self.out.try_send(Outbound::Text(text)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                log::warn!(
+                    "{} slow consumer: {} frames queued and unread; disconnecting",
+                    self.tag,
+                    self.state.settings.server.outbound_queue
+                );
+                self.state.metrics.slow_consumers.inc();
+                self.close(ctx, close::SLOW_CONSUMER, close::REASON_SLOW_CONSUMER);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.closing() {
+            return;
+        }
+        let timeout = Duration::from_millis(self.state.settings.server.heartbeat_timeout_ms);
+        if self.last_seen.elapsed() > timeout {
+            log::warn!(
+                "{} silent for {timeout:?}: heartbeat timeout, disconnecting",
+                self.tag
+            );
+            self.state.metrics.heartbeat_timeouts.inc();
+            self.close(ctx, close::HEARTBEAT_TIMEOUT, close::REASON_HEARTBEAT);
+            return;
+        }
+        // A full queue here is handled by the next delivery; pings are best effort.
+        let _ = self.out.try_send(Outbound::Ping(Vec::new()));
+    }
+
+    fn handle_text(&mut self, ctx: &mut Context<Self>, text: &str) {
+        match decode(text) {
+            Err(error) => {
+                log::warn!(
+                    "{} undecodable frame ({error}); closing with 4000",
+                    self.tag
+                );
+                self.close(ctx, close::UNKNOWN_MESSAGE, close::REASON_UNKNOWN_MESSAGE);
+            }
+            Ok(RelayMessage::Registration(request)) => self.register(ctx, request),
+            Ok(RelayMessage::PeerConnection(request)) => self.forward(ctx, request),
+            Ok(RelayMessage::Response(_)) => {
+                log::warn!(
+                    "{} client sent a relay_response; closing with 4000",
+                    self.tag
+                );
+                self.close(ctx, close::UNKNOWN_MESSAGE, close::REASON_UNKNOWN_MESSAGE);
+            }
+        }
+    }
+
+    fn forward(&mut self, ctx: &mut Context<Self>, request: PeerConnection) {
+        if self.uuids.is_empty() {
+            log::warn!(
+                "{} forward (claimed source {}) before registering; closing with 4002",
+                self.tag,
+                request.source_uuid
+            );
+            self.close(ctx, close::FORBIDDEN, close::REASON_NOT_REGISTERED);
+            return;
+        }
+        if !self.uuids.contains(&request.source_uuid) {
+            log::warn!(
+                "{} spoofed source_uuid {} (not registered on this socket); echoing error",
+                self.tag,
+                request.source_uuid
+            );
+            self.state.metrics.forward_errors.inc();
+            let mut echo = request;
+            echo.error = Some(format!(
+                "The source_uuid {} is not registered on this connection.",
+                echo.source_uuid
+            ));
+            let text = encode(&RelayMessage::PeerConnection(echo));
+            self.send_text(ctx, text.into());
+            return;
+        }
+        let text = ByteString::from(encode(&RelayMessage::PeerConnection(request.clone())));
+        self.state.registry.do_send(Forward {
+            session: self.id,
+            request,
+            text,
+        });
+    }
+
+    fn register(&mut self, ctx: &mut Context<Self>, request: RelayRegistration) {
+        let state = self.state.clone();
+        let known_user = self.user.clone();
+        let authorization = self.authorization.clone();
+        let session = self.id;
+        let work = async move {
+            let user = match known_user {
+                Some(user) => user,
+                None => {
+                    state
+                        .authenticator
+                        .authenticate(authorization.as_deref())
+                        .await?
+                }
+            };
+            let register = Register {
+                session,
+                uuid: request.uuid,
+                name: request.name.clone(),
+                user: user.clone(),
+            };
+            let answer = state.registry.send(register).await;
+            Ok::<_, AuthError>((user, request, answer))
+        };
+        // `wait` holds every other event (frames included) until registration
+        // completes, so frames after a registration see its result.
+        ctx.wait(work.into_actor(self).map(|result, act, ctx| match result {
+            Err(error) => act.refuse(ctx, error),
+            Ok((user, request, answer)) => {
+                act.user = Some(user);
+                act.registered(ctx, request, answer);
+            }
+        }));
+    }
+
+    fn refuse(&mut self, ctx: &mut Context<Self>, error: AuthError) {
+        log::warn!(
+            "{} authentication failed from {:?}: {error}; closing with {}",
+            self.tag,
+            self.remote,
+            error.close_code()
+        );
+        self.state.metrics.auth_failures.inc();
+        self.close(ctx, error.close_code(), error.to_string());
+    }
+
+    fn registered(
+        &mut self,
+        ctx: &mut Context<Self>,
+        request: RelayRegistration,
+        answer: Result<Result<(), RegisterError>, MailboxError>,
+    ) {
+        match answer {
+            Ok(Ok(())) => {
+                if !self.uuids.contains(&request.uuid) {
+                    self.uuids.push(request.uuid);
+                }
+                self.name = request.name;
+                let ids: Vec<String> = self.uuids.iter().map(Uuid::to_string).collect();
+                self.tag = format!("[session {} {}]", self.id, ids.join(","));
+                log::info!(
+                    "{} registered as {:?} from {:?}",
+                    self.tag,
+                    self.name,
+                    self.remote
+                );
+                let response = encode(&RelayMessage::Response(RelayResponse::default()));
+                self.send_text(ctx, response.into());
+            }
+            Ok(Err(error @ RegisterError::OwnedByAnotherUser(_))) => {
+                log::warn!("{} {error} Closing with 4002", self.tag);
+                self.close(ctx, close::FORBIDDEN, format!("ForbiddenError: {error}"));
+            }
+            Ok(Err(RegisterError::SessionGone)) => ctx.stop(),
+            Err(error) => {
+                log::error!("{} registry unavailable ({error}); closing", self.tag);
+                self.close(ctx, close::TRY_AGAIN_LATER, "Registry unavailable.");
+            }
+        }
+    }
+}
+
+impl Actor for WsSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.state.metrics.connections.inc();
+        self.state.registry.do_send(Connect {
+            session: self.id,
+            recipient: ctx.address().recipient(),
+            remote: self.remote,
+        });
+        let interval = Duration::from_millis(self.state.settings.server.heartbeat_interval_ms);
+        ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
+        log::debug!("{} connected from {:?}", self.tag, self.remote);
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.state.registry.do_send(Disconnect { session: self.id });
+        log::info!("{} closed", self.tag);
+        Running::Stop
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.state.connected.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Handler<ToSession> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
+        match msg {
+            ToSession::Deliver(text) => self.send_text(ctx, text),
+            ToSession::Close { code, reason } => {
+                log::info!("{} closing with {code}: {reason}", self.tag);
+                self.close(ctx, code, reason);
+            }
+        }
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+        if self.closing() {
+            return;
+        }
+        self.last_seen = Instant::now();
+        self.state.metrics.frames_received.inc();
+        match item {
+            Ok(AggregatedMessage::Text(text)) => self.handle_text(ctx, &text),
+            Ok(AggregatedMessage::Binary(_)) => {
+                log::warn!("{} binary frame; closing with 4000", self.tag);
+                self.close(ctx, close::UNKNOWN_MESSAGE, close::REASON_UNKNOWN_MESSAGE);
+            }
+            Ok(AggregatedMessage::Ping(payload)) => {
+                let _ = self.out.try_send(Outbound::Pong(payload.to_vec()));
+            }
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(reason)) => {
+                log::debug!("{} client closed ({reason:?})", self.tag);
+                let code = reason.as_ref().map_or(1000, |r| u16::from(r.code));
+                self.close(ctx, code, "");
+            }
+            Err(ProtocolError::Overflow) => {
+                log::warn!(
+                    "{} frame larger than max_message_bytes ({}); closing with 4003",
+                    self.tag,
+                    self.state.settings.server.max_message_bytes
+                );
+                self.close(ctx, close::TOO_LARGE, close::REASON_TOO_LARGE);
+            }
+            Err(error) => {
+                log::warn!(
+                    "{} WebSocket protocol error ({error}); closing with 1002",
+                    self.tag
+                );
+                self.close(ctx, 1002, "Protocol error.");
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        log::debug!("{} socket ended", self.tag);
+        ctx.stop();
+    }
+}
+
+/// Owns the actix-ws `Session`: writes queued frames in order, then the close frame.
+pub async fn writer(
+    mut ws: actix_ws::Session,
+    mut rx: mpsc::Receiver<Outbound>,
+    mut close_rx: oneshot::Receiver<CloseReason>,
+    flush: Duration,
+) {
+    let reason = loop {
+        tokio::select! {
+            biased;
+            reason = &mut close_rx => break reason.ok(),
+            frame = rx.recv() => {
+                let sent = match frame {
+                    Some(Outbound::Text(text)) => ws.text(text).await,
+                    Some(Outbound::Ping(payload)) => ws.ping(&payload).await,
+                    Some(Outbound::Pong(payload)) => ws.pong(&payload).await,
+                    None => break None,
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(flush, ws.close(reason)).await;
+}
