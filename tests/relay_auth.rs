@@ -19,8 +19,14 @@ use switchboard::config::{AuthMethod, Secret, Settings};
 fn token_settings() -> Settings {
     let mut settings = test_settings();
     settings.auth.method = AuthMethod::Token;
-    settings.auth.tokens.insert("alice".into(), Secret::new("alice-token"));
-    settings.auth.tokens.insert("bob".into(), Secret::new("bob-token"));
+    settings
+        .auth
+        .tokens
+        .insert("alice".into(), Secret::new("alice-token"));
+    settings
+        .auth
+        .tokens
+        .insert("bob".into(), Secret::new("bob-token"));
     settings
 }
 
@@ -56,7 +62,10 @@ async fn wrong_token_is_4002() {
     assert_eq!(code, 4002);
     assert!(reason.starts_with("ForbiddenError"), "{reason}");
     let (_, metrics) = http_get(relay.admin, "/metrics", None).await;
-    assert!(metrics.contains("switchboard_auth_failures_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("switchboard_auth_failures_total 1"),
+        "{metrics}"
+    );
     assert_still_serving_as(&relay.url, "bob-token").await;
 }
 
@@ -68,7 +77,10 @@ async fn another_users_uuid_is_4002_and_same_user_takes_over() {
     let mut bob = authed(&relay.url, "bob-token").await;
     let (code, reason) = register_closes(&mut bob, UUID_A).await;
     assert_eq!(code, 4002);
-    assert!(reason.contains("already registered to another user"), "{reason}");
+    assert!(
+        reason.contains("already registered to another user"),
+        "{reason}"
+    );
     // Alice still owns it; a second Alice socket takes it over with 4004.
     let mut alice2 = authed(&relay.url, "alice-token").await;
     register(&mut alice2, "alice-2", UUID_A).await;
@@ -95,7 +107,9 @@ async fn forwarding_to_another_users_peer_is_echoed() {
     register(&mut alice2, "alice-2", UUID_C).await;
     send(&mut alice, offer(UUID_A, UUID_C, "offer")).await;
     assert_eq!(recv_text(&mut alice2).await, offer(UUID_A, UUID_C, "offer"));
-    bob.send(tokio_tungstenite::tungstenite::Message::Close(None)).await.unwrap();
+    bob.send(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -111,8 +125,16 @@ async fn tokens_file_is_read() {
     let mut dave = authed(&relay.url, "dave-token").await;
     register(&mut dave, "dave", UUID_B).await;
     let json = wait_clients(relay.admin, |j| j.as_array().unwrap().len() == 2).await;
-    let users: Vec<_> = json.as_array().unwrap().iter().map(|c| c["user"].clone()).collect();
-    assert!(users.contains(&"carol".into()) && users.contains(&"dave".into()), "{json}");
+    let users: Vec<_> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["user"].clone())
+        .collect();
+    assert!(
+        users.contains(&"carol".into()) && users.contains(&"dave".into()),
+        "{json}"
+    );
 }
 
 /// Registers two fresh clients with `token` and exchanges an offer.
@@ -143,15 +165,24 @@ async fn introspect(
     calls: web::Data<AtomicUsize>,
 ) -> HttpResponse {
     calls.fetch_add(1, Ordering::SeqCst);
-    let auth = req.headers().get("Authorization").and_then(|v| v.to_str().ok());
+    let auth = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok());
     if auth != Some(BASIC) {
         return HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid_client"}));
     }
     let body = match form.token.as_str() {
-        "alice-oauth" => serde_json::json!({"active": true, "sub": "alice-id", "aud": ["switchboard", "other"], "username": "alice"}),
-        "alice-again" => serde_json::json!({"active": true, "sub": "alice-id", "aud": "switchboard"}),
+        "alice-oauth" => {
+            serde_json::json!({"active": true, "sub": "alice-id", "aud": ["switchboard", "other"], "username": "alice"})
+        }
+        "alice-again" => {
+            serde_json::json!({"active": true, "sub": "alice-id", "aud": "switchboard"})
+        }
         "bob-oauth" => serde_json::json!({"active": true, "sub": "bob-id", "aud": "switchboard"}),
-        "wrong-aud" => serde_json::json!({"active": true, "sub": "eve-id", "aud": "another-service"}),
+        "wrong-aud" => {
+            serde_json::json!({"active": true, "sub": "eve-id", "aud": "another-service"})
+        }
         "no-sub" => serde_json::json!({"active": true, "aud": "switchboard"}),
         _ => serde_json::json!({"active": false}),
     };
@@ -189,7 +220,11 @@ impl Provider {
             })
         });
         let (addr, calls, handle) = rx.recv_timeout(WAIT).unwrap();
-        Provider { addr, calls, handle }
+        Provider {
+            addr,
+            calls,
+            handle,
+        }
     }
 }
 
@@ -269,8 +304,14 @@ async fn introspection_provider_failure_is_1013_try_again_later() {
     assert!(reason.contains("HTTP 401"), "{reason}");
 
     // Nobody listening at all.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let relay = TestRelay::start(introspection_settings(format!("http://{closed}/introspect"), "s3cret"));
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let relay = TestRelay::start(introspection_settings(
+        format!("http://{closed}/introspect"),
+        "s3cret",
+    ));
     let mut ws = authed(&relay.url, "alice-oauth").await;
     assert_eq!(register_closes(&mut ws, UUID_A).await.0, 1013);
 }

@@ -58,20 +58,31 @@ async fn unknown_message_type_and_class_name_spelling() {
     let relay = TestRelay::start(test_settings());
     text_closes_4000(&relay, r#"{"message_type": "hello"}"#).await;
     text_closes_4000(&relay, r#"{"name": "a"}"#).await;
-    let class_name = registration("a", UUID_A).replace("relay_registration", "RelayRegistrationRequest");
+    let class_name =
+        registration("a", UUID_A).replace("relay_registration", "RelayRegistrationRequest");
     text_closes_4000(&relay, &class_name).await;
-    let class_name = offer(UUID_A, UUID_B, "offer").replace("\"peer_connection\"", "\"PeerConnectionRequest\"");
+    let class_name =
+        offer(UUID_A, UUID_B, "offer").replace("\"peer_connection\"", "\"PeerConnectionRequest\"");
     text_closes_4000(&relay, &class_name).await;
 }
 
 #[tokio::test]
 async fn missing_and_extra_fields() {
     let relay = TestRelay::start(test_settings());
-    text_closes_4000(&relay, &format!(r#"{{"uuid": "{UUID_A}", "message_type": "relay_registration"}}"#)).await;
-    text_closes_4000(&relay, r#"{"name": "a", "message_type": "relay_registration"}"#).await;
+    text_closes_4000(
+        &relay,
+        &format!(r#"{{"uuid": "{UUID_A}", "message_type": "relay_registration"}}"#),
+    )
+    .await;
+    text_closes_4000(
+        &relay,
+        r#"{"name": "a", "message_type": "relay_registration"}"#,
+    )
+    .await;
     let extra = registration("a", UUID_A).replace("\"name\"", "\"color\": \"red\", \"name\"");
     text_closes_4000(&relay, &extra).await;
-    let missing_desc = offer(UUID_A, UUID_B, "offer").replace("\"description_type\"", "\"description_kind\"");
+    let missing_desc =
+        offer(UUID_A, UUID_B, "offer").replace("\"description_type\"", "\"description_kind\"");
     text_closes_4000(&relay, &missing_desc).await;
 }
 
@@ -79,8 +90,16 @@ async fn missing_and_extra_fields() {
 async fn invalid_or_null_uuid() {
     let relay = TestRelay::start(test_settings());
     text_closes_4000(&relay, &registration("a", "not-a-uuid")).await;
-    text_closes_4000(&relay, &registration("a", "0b02e3e1-3e68-41e9-9712-6aedce7b75dbff")).await;
-    text_closes_4000(&relay, r#"{"name": "a", "uuid": null, "message_type": "relay_registration"}"#).await;
+    text_closes_4000(
+        &relay,
+        &registration("a", "0b02e3e1-3e68-41e9-9712-6aedce7b75dbff"),
+    )
+    .await;
+    text_closes_4000(
+        &relay,
+        r#"{"name": "a", "uuid": null, "message_type": "relay_registration"}"#,
+    )
+    .await;
     text_closes_4000(&relay, &offer(UUID_A, "zzz", "offer")).await;
 }
 
@@ -106,13 +125,19 @@ async fn frame_over_the_limit_gets_4003() {
     send(&mut a, fits.clone()).await;
     assert_eq!(recv_text(&mut b).await, fits);
     let (_, metrics) = http_get(relay.admin, "/metrics", None).await;
-    assert!(metrics.contains("switchboard_closes_total{code=\"4003\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("switchboard_closes_total{code=\"4003\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn another_description_type_is_rejected() {
     let relay = TestRelay::start(test_settings());
-    let bad = offer(UUID_A, UUID_B, "offer").replace("\"description_type\": \"offer\"", "\"description_type\": \"pranswer\"");
+    let bad = offer(UUID_A, UUID_B, "offer").replace(
+        "\"description_type\": \"offer\"",
+        "\"description_type\": \"pranswer\"",
+    );
     text_closes_4000(&relay, &bad).await;
 }
 
@@ -122,5 +147,8 @@ async fn bad_input_is_counted_in_metrics() {
     text_closes_4000(&relay, "nope").await;
     let (status, metrics) = http_get(relay.admin, "/metrics", None).await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("switchboard_closes_total{code=\"4000\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("switchboard_closes_total{code=\"4000\"} 2"),
+        "{metrics}"
+    );
 }

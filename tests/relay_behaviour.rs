@@ -16,7 +16,11 @@ async fn register_and_forward_offer_and_answer() {
 
     let frame = offer(UUID_A, UUID_B, "offer");
     send(&mut a, frame.clone()).await;
-    assert_eq!(recv_text(&mut b).await, frame, "forwarded frame must be byte-identical");
+    assert_eq!(
+        recv_text(&mut b).await,
+        frame,
+        "forwarded frame must be byte-identical"
+    );
 
     let answer = offer(UUID_B, UUID_A, "answer").replace("peer-A", "peer-B");
     send(&mut b, answer.clone()).await;
@@ -67,13 +71,22 @@ async fn same_user_reregistration_takes_over_with_4004() {
     let mut new = client(&relay.url, "peer-A2", UUID_A).await;
     let (code, reason) = expect_close(&mut old).await;
     assert_eq!(code, 4004);
-    assert!(reason.starts_with("Relay received a registration with the same ID"), "{reason}");
+    assert!(
+        reason.starts_with("Relay received a registration with the same ID"),
+        "{reason}"
+    );
     // The new socket owns the UUID: messages reach it.
     let mut b = client(&relay.url, "peer-B", UUID_B).await;
     send(&mut b, offer(UUID_B, UUID_A, "offer")).await;
     assert_eq!(recv_text(&mut new).await, offer(UUID_B, UUID_A, "offer"));
     let json = wait_clients(relay.admin, |j| j.as_array().unwrap().len() == 2).await;
-    let entry = json.as_array().unwrap().iter().find(|c| c["uuid"] == UUID_A).unwrap().clone();
+    let entry = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["uuid"] == UUID_A)
+        .unwrap()
+        .clone();
     assert_eq!(entry["name"], "peer-A2");
 }
 
@@ -96,7 +109,10 @@ async fn spoofed_source_uuid_gets_error_echo() {
     // A claims to be C, which it never registered.
     send(&mut a, offer(UUID_C, UUID_B, "offer")).await;
     let echo: serde_json::Value = serde_json::from_str(&recv_text(&mut a).await).unwrap();
-    assert!(echo["error"].as_str().unwrap().contains("not registered on this connection"));
+    assert!(echo["error"]
+        .as_str()
+        .unwrap()
+        .contains("not registered on this connection"));
     // Nothing reached B: the next frame B sees is a legitimate one.
     send(&mut a, offer(UUID_A, UUID_B, "offer")).await;
     assert_eq!(recv_text(&mut b).await, offer(UUID_A, UUID_B, "offer"));
@@ -134,7 +150,9 @@ async fn tcp_cut_without_close_frame_unregisters() {
 async fn client_close_is_answered_with_a_close_frame() {
     let relay = TestRelay::start(test_settings());
     let mut a = client(&relay.url, "peer-A", UUID_A).await;
-    a.send(tokio_tungstenite::tungstenite::Message::Close(None)).await.unwrap();
+    a.send(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await
+        .unwrap();
     let (code, _) = expect_close(&mut a).await;
     assert_eq!(code, 1000);
 }

@@ -26,12 +26,18 @@ async fn max_clients_refuses_extra_upgrades() {
         other => panic!("third client should get HTTP 503, got {other:?}"),
     }
     let (_, metrics) = http_get(relay.admin, "/metrics", None).await;
-    assert!(metrics.contains("switchboard_rejected_max_clients_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("switchboard_rejected_max_clients_total 1"),
+        "{metrics}"
+    );
     // A slot frees when a client leaves.
     drop(_a);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if tokio_tungstenite::connect_async(relay.url.as_str()).await.is_ok() {
+        if tokio_tungstenite::connect_async(relay.url.as_str())
+            .await
+            .is_ok()
+        {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "slot never freed");
@@ -75,12 +81,20 @@ async fn slow_consumer_is_disconnected_and_others_keep_working() {
     }
     assert!(dropped, "slow consumer was never disconnected");
     let (_, metrics) = http_get(relay.admin, "/metrics", None).await;
-    assert!(metrics.contains("switchboard_slow_consumer_disconnects_total 1"), "{metrics}");
-    assert!(metrics.contains("switchboard_closes_total{code=\"1008\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("switchboard_slow_consumer_disconnects_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_closes_total{code=\"1008\"} 1"),
+        "{metrics}"
+    );
     drop(slow);
     // The flooder's next frame to B is echoed as an unknown-peer error,
     // proving its own session survived.
-    sink.send(Message::text(offer(UUID_A, UUID_B, "offer"))).await.unwrap();
+    sink.send(Message::text(offer(UUID_A, UUID_B, "offer")))
+        .await
+        .unwrap();
     tokio::time::timeout(WAIT, echo_rx.recv())
         .await
         .expect("flooder got no error echo")
@@ -101,7 +115,10 @@ async fn silent_connection_is_dropped_by_heartbeat() {
     wait_clients(relay.admin, |j| lists(j, UUID_A)).await;
     wait_clients(relay.admin, |j| !lists(j, UUID_A)).await;
     let (_, metrics) = http_get(relay.admin, "/metrics", None).await;
-    assert!(metrics.contains("switchboard_heartbeat_timeouts_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("switchboard_heartbeat_timeouts_total 1"),
+        "{metrics}"
+    );
     drop(silent);
     assert_still_serving(&relay.url).await;
 }

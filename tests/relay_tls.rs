@@ -28,7 +28,9 @@ fn generate() -> Pem {
     let mut cert_file = tempfile::NamedTempFile::new().unwrap();
     cert_file.write_all(cert.pem().as_bytes()).unwrap();
     let mut key_file = tempfile::NamedTempFile::new().unwrap();
-    key_file.write_all(signing_key.serialize_pem().as_bytes()).unwrap();
+    key_file
+        .write_all(signing_key.serialize_pem().as_bytes())
+        .unwrap();
     Pem {
         cert: cert_file,
         key: key_file,
@@ -74,7 +76,9 @@ async fn wss_registers_and_forwards() {
 
     let mut a = wss_client(&relay.url, &config, "peer-A", UUID_A).await;
     let mut b = wss_client(&relay.url, &config, "peer-B", UUID_B).await;
-    a.send(Message::text(offer(UUID_A, UUID_B, "offer"))).await.unwrap();
+    a.send(Message::text(offer(UUID_A, UUID_B, "offer")))
+        .await
+        .unwrap();
     match tokio::time::timeout(WAIT, b.next()).await.unwrap() {
         Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), offer(UUID_A, UUID_B, "offer")),
         other => panic!("expected the offer, got {other:?}"),
@@ -82,7 +86,9 @@ async fn wss_registers_and_forwards() {
 
     // Plain ws:// against the TLS listener fails; the server keeps serving.
     let plain = relay.url.replace("wss://", "ws://");
-    assert!(tokio_tungstenite::connect_async(plain.as_str()).await.is_err());
+    assert!(tokio_tungstenite::connect_async(plain.as_str())
+        .await
+        .is_err());
     // A client that does not trust the certificate is refused by its own TLS check.
     let untrusted = client_config(&generate().der);
     let refused = tokio_tungstenite::connect_async_tls_with_config(
@@ -94,7 +100,9 @@ async fn wss_registers_and_forwards() {
     .await;
     assert!(refused.is_err());
     let mut c = wss_client(&relay.url, &config, "peer-C", UUID_C).await;
-    c.send(Message::text(offer(UUID_C, UUID_A, "offer"))).await.unwrap();
+    c.send(Message::text(offer(UUID_C, UUID_A, "offer")))
+        .await
+        .unwrap();
     match tokio::time::timeout(WAIT, a.next()).await.unwrap() {
         Some(Ok(Message::Text(text))) => assert!(text.contains(UUID_C)),
         other => panic!("expected C's offer, got {other:?}"),

@@ -1,0 +1,168 @@
+//! Proves settings loading: every file in config/ and tests/fixtures/config/valid
+//! loads, every file in tests/fixtures/config/invalid fails naming the key on its
+//! `# key:` line, and layers apply in order defaults → file → env → CLI.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use switchboard::config::{AuthMethod, ConfigError, Overrides, Settings, ENV_PREFIX};
+
+fn no_env() -> config::Environment {
+    env_with(&[])
+}
+
+fn env_with(vars: &[(&str, &str)]) -> config::Environment {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(map))
+}
+
+fn toml_files(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .toml files in {}", dir.display());
+    files
+}
+
+#[test]
+fn every_shipped_config_loads() {
+    for file in toml_files("config") {
+        Settings::load_with_env(Some(&file), &Overrides::default(), no_env())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    let prod = Settings::load_with_env(
+        Some(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/prod.toml"
+        ))),
+        &Overrides::default(),
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(prod.server.port, 8700, "ProxyStore's port");
+    assert_eq!(prod.admin.host, "127.0.0.1", "admin stays on loopback");
+}
+
+#[test]
+fn valid_fixtures_load() {
+    for file in toml_files("tests/fixtures/config/valid") {
+        Settings::load_with_env(Some(&file), &Overrides::default(), no_env())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+}
+
+#[test]
+fn invalid_fixtures_fail_naming_the_key() {
+    for file in toml_files("tests/fixtures/config/invalid") {
+        let text = fs::read_to_string(&file).unwrap();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# key: "))
+            .unwrap_or_else(|| panic!("{} has no `# key:` line", file.display()))
+            .trim()
+            .to_string();
+        let error = Settings::load_with_env(Some(&file), &Overrides::default(), no_env())
+            .err()
+            .unwrap_or_else(|| panic!("{} loaded but must fail", file.display()));
+        let message = error.to_string();
+        assert!(
+            message.contains(&key),
+            "{}: error {message:?} does not name {key:?}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn defaults_without_any_file() {
+    let settings = Settings::load_with_env(None, &Overrides::default(), no_env()).unwrap();
+    assert_eq!(settings.server.port, 8700);
+    assert_eq!(settings.server.host, "0.0.0.0");
+    assert_eq!(settings.server.max_message_bytes, 1024 * 1024);
+    assert_eq!(settings.auth.method, AuthMethod::None);
+    assert!(settings.admin.enabled);
+}
+
+#[test]
+fn layers_apply_in_order() {
+    let file = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/config/valid/token_auth.toml"
+    ));
+    // File over defaults.
+    let s = Settings::load_with_env(Some(file), &Overrides::default(), no_env()).unwrap();
+    assert_eq!(s.server.port, 9000);
+    assert_eq!(s.server.max_message_bytes, 65536);
+    // Env over file; env can add tokens so they need not sit in the TOML.
+    let env = env_with(&[
+        ("SWITCHBOARD__SERVER__PORT", "9100"),
+        ("SWITCHBOARD__SERVER__HOST", "127.0.0.2"),
+        ("SWITCHBOARD__AUTH__TOKENS__CAROL", "carol-secret"),
+        ("SWITCHBOARD__ADMIN__TOKEN", "ops-secret"),
+    ]);
+    let s = Settings::load_with_env(Some(file), &Overrides::default(), env).unwrap();
+    assert_eq!(s.server.port, 9100);
+    assert_eq!(s.server.host, "127.0.0.2");
+    assert_eq!(s.auth.tokens["carol"].expose(), "carol-secret");
+    assert_eq!(s.auth.tokens["alice"].expose(), "alice-secret");
+    assert_eq!(s.admin.token.as_ref().unwrap().expose(), "ops-secret");
+    // CLI over env.
+    let env = env_with(&[("SWITCHBOARD__SERVER__PORT", "9100")]);
+    let cli = Overrides {
+        host: Some("127.0.0.3".into()),
+        port: Some(9200),
+        log_level: Some("debug".into()),
+    };
+    let s = Settings::load_with_env(Some(file), &cli, env).unwrap();
+    assert_eq!(s.server.port, 9200);
+    assert_eq!(s.server.host, "127.0.0.3");
+    assert_eq!(s.log.level, "debug");
+}
+
+#[test]
+fn bad_env_values_name_the_key() {
+    let env = env_with(&[("SWITCHBOARD__SERVER__MAX_CLIENTS", "many")]);
+    let error = Settings::load_with_env(None, &Overrides::default(), env).unwrap_err();
+    assert!(error.to_string().contains("server.max_clients"), "{error}");
+    let env = env_with(&[("SWITCHBOARD__SERVER__BOGUS", "1")]);
+    let error = Settings::load_with_env(None, &Overrides::default(), env).unwrap_err();
+    assert!(error.to_string().contains("bogus"), "{error}");
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let error = Settings::load_with_env(
+        Some(Path::new("/nonexistent.toml")),
+        &Overrides::default(),
+        no_env(),
+    )
+    .unwrap_err();
+    assert!(matches!(error, ConfigError::Load(_)), "{error}");
+}
+
+#[test]
+fn secrets_are_masked_in_debug_output() {
+    let env = env_with(&[
+        ("SWITCHBOARD__AUTH__TOKENS__ALICE", "super-secret-token"),
+        ("SWITCHBOARD__ADMIN__TOKEN", "admin-secret"),
+    ]);
+    let s = Settings::load_with_env(None, &Overrides::default(), env).unwrap();
+    let debug = format!("{s:?}");
+    assert!(
+        !debug.contains("super-secret-token") && !debug.contains("admin-secret"),
+        "{debug}"
+    );
+    assert!(debug.contains("MASKED"));
+}

@@ -1,0 +1,219 @@
+//! Proves the `switchboard` binary as an operator runs it: the startup line
+//! names the listen addresses, session log lines carry the UUID, bad input is
+//! logged, SIGTERM and SIGINT close every session with 1001 and exit promptly,
+//! `--log-level` beats RUST_LOG, and an invalid config exits 2 naming the key.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn start(config: &str, args: &[&str], env: &[(&str, &str)]) -> (Proc, tempfile::NamedTempFile) {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(config.as_bytes()).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command
+            .arg("--config")
+            .arg(file.path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (
+            Proc {
+                child,
+                lines,
+                seen: Vec::new(),
+            },
+            file,
+        )
+    }
+
+    /// Waits (≤ 5 s) for a log line containing `needle` and returns it.
+    fn wait_line(&mut self, needle: &str) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no log line containing {needle:?}; saw:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Parses the startup line: (ws url, admin address).
+    fn addresses(&mut self) -> (String, std::net::SocketAddr) {
+        let line = self.wait_line("relay listening on");
+        let url = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let admin = line
+            .split("admin on http://")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        (url, admin)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit within `limit`; returns the exit code.
+    fn exit_within(&mut self, limit: Duration) -> i32 {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CONFIG: &str = r#"
+[server]
+host = "127.0.0.1"
+port = 0
+[admin]
+port = 0
+[log]
+level = "info"
+"#;
+
+async fn shutdown_closes_sessions_with_1001(signal: &str) {
+    let (mut proc, _file) = Proc::start(CONFIG, &[], &[]);
+    let (url, admin) = proc.addresses();
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+    let mut a = client(&url, "peer-A", UUID_A).await;
+    let mut idle = connect(&url).await;
+    let line = proc.wait_line("registered as \"peer-A\"");
+    assert!(
+        line.contains(UUID_A),
+        "session lines carry the uuid: {line}"
+    );
+    assert_eq!(http_get(admin, "/health", None).await.0, 200);
+
+    let started = Instant::now();
+    proc.signal(signal);
+    assert_eq!(expect_close(&mut a).await.0, 1001);
+    assert_eq!(expect_close(&mut idle).await.0, 1001);
+    assert_eq!(proc.exit_within(Duration::from_secs(5)), 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    proc.wait_line(&format!("received {signal}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_every_session_with_1001_and_exits() {
+    shutdown_closes_sessions_with_1001("SIGTERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_closes_every_session_with_1001_and_exits() {
+    shutdown_closes_sessions_with_1001("SIGINT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_logged_and_others_keep_working() {
+    let (mut proc, _file) = Proc::start(CONFIG, &[], &[]);
+    let (url, _) = proc.addresses();
+    let mut bad = connect(&url).await;
+    send(&mut bad, "[1, 2]").await;
+    assert_eq!(expect_close(&mut bad).await.0, 4000);
+    proc.wait_line("undecodable frame (frame is JSON but not an object); closing with 4000");
+    let mut big = client(&url, "big", UUID_C).await;
+    send(&mut big, "x".repeat(2 * 1024 * 1024)).await;
+    assert_eq!(expect_close(&mut big).await.0, 4003);
+    let line = proc.wait_line("larger than max_message_bytes");
+    assert!(line.contains(UUID_C), "{line}");
+    assert_still_serving(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_level_flag_beats_rust_log() {
+    let quiet = CONFIG.replace("level = \"info\"", "level = \"error\"");
+    let (mut proc, _file) =
+        Proc::start(&quiet, &["--log-level", "debug"], &[("RUST_LOG", "error")]);
+    proc.wait_line("relay listening on");
+    proc.wait_line("DEBUG");
+}
+
+#[test]
+fn cli_host_and_port_flags_override_the_file() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (mut proc, _file) = Proc::start(
+        CONFIG,
+        &["--host", "127.0.0.1", "--port", &port.to_string()],
+        &[],
+    );
+    let (url, _) = proc.addresses();
+    assert_eq!(url, format!("ws://127.0.0.1:{port}"));
+}
+
+#[test]
+fn invalid_config_exits_2_naming_the_key() {
+    let (mut proc, _file) = Proc::start("[server]\nport = \"eighty\"\n", &[], &[]);
+    assert_eq!(proc.exit_within(WAIT), 2);
+    proc.wait_line("server.port");
+}
