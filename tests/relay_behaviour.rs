@@ -156,3 +156,32 @@ async fn client_close_is_answered_with_a_close_frame() {
     let (code, _) = expect_close(&mut a).await;
     assert_eq!(code, 1000);
 }
+
+/// After the close handshake the relay hangs up at once (RFC 6455 §7.1.1: the
+/// server closes TCP first) instead of lingering until a timeout; clients such
+/// as Python `websockets` wait for that before `close()` returns.
+#[tokio::test]
+async fn relay_hangs_up_right_after_the_close_handshake() {
+    use futures_util::StreamExt;
+    let relay = TestRelay::start(test_settings());
+    for client_starts in [false, true] {
+        let mut ws = client(&relay.url, "peer-A", UUID_A).await;
+        if client_starts {
+            ws.send(tokio_tungstenite::tungstenite::Message::Close(None))
+                .await
+                .unwrap();
+        } else {
+            send(&mut ws, "not json").await;
+        }
+        expect_close(&mut ws).await;
+        // tungstenite has answered the close; the relay must now end the TCP stream.
+        let ended = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "relay kept the socket open after the close handshake (client_starts={client_starts})"
+        );
+    }
+}

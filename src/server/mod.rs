@@ -175,6 +175,10 @@ pub fn start(
     .max_connection_rate(defaults::MAX_CONNECTION_RATE)
     .backlog(4096)
     .disable_signals()
+    // Once a session's close frame is flushed the socket is shut down at once;
+    // actix's default lingers up to 1 s waiting for the client to hang up first,
+    // while WebSocket clients wait for the server to (RFC 6455 §7.1.1).
+    .client_disconnect_timeout(Duration::ZERO)
     .shutdown_timeout(1);
     let server = match tls {
         Some(config) => server.listen_rustls_0_23(public, config)?,

@@ -316,6 +316,11 @@ impl Handler<ToSession> for WsSession {
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
         if self.closing() {
+            // The client's answer to our close frame completes the handshake:
+            // stop now so the connection is shut down without waiting.
+            if matches!(item, Ok(AggregatedMessage::Close(_))) {
+                ctx.stop();
+            }
             return;
         }
         self.last_seen = Instant::now();
@@ -334,6 +339,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
                 log::debug!("{} client closed ({reason:?})", self.tag);
                 let code = reason.as_ref().map_or(1000, |r| u16::from(r.code));
                 self.close(ctx, code, "");
+                ctx.stop();
             }
             Err(ProtocolError::Overflow) => {
                 log::warn!(
