@@ -19,6 +19,9 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 15_000;
 pub const HEARTBEAT_TIMEOUT_MS: u64 = 45_000;
 /// Frames queued for one session's socket before it counts as a slow consumer.
 pub const OUTBOUND_QUEUE: usize = 256;
+/// Forward requests queued in the registry's mailbox before senders wait
+/// (their sockets stop being read, so TCP pushes back on the clients).
+pub const REGISTRY_MAILBOX: usize = 8192;
 /// Time a session gets to flush its close frame before its socket is dropped, in milliseconds.
 pub const CLOSE_FLUSH_MS: u64 = 1_000;
 /// Time the whole server gets to close its sessions on shutdown, in milliseconds.

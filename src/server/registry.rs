@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::messages::*;
 use crate::admin::metrics::Metrics;
+use crate::defaults;
 use crate::protocol::{close, encode, RelayMessage};
 
 struct SessionEntry {
@@ -23,6 +24,8 @@ struct SessionEntry {
     remote: Option<SocketAddr>,
     connected_since: SystemTime,
     uuids: Vec<Uuid>,
+    /// Set once the registry has told the session to close; later deliveries are dropped.
+    closing: bool,
 }
 
 struct Registration {
@@ -54,15 +57,36 @@ impl Registry {
         self.metrics.registered.set(self.registrations.len() as i64);
     }
 
-    /// Sends `message` to a session; a full mailbox means the session is not
-    /// keeping up, which the session itself detects on its outbound queue.
-    fn tell(&self, session: SessionId, message: ToSession) {
-        if let Some(entry) = self.sessions.get(&session) {
+    /// Sends `message` to a session. Deliveries respect the session's bounded
+    /// mailbox: a session that cannot even take them into its mailbox is a slow
+    /// consumer and is told to close (control messages bypass the bound).
+    fn tell(&mut self, session: SessionId, message: ToSession) {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if entry.closing {
+            return;
+        }
+        if let ToSession::Close { .. } = message {
+            entry.closing = true;
             entry.recipient.do_send(message);
+            return;
+        }
+        match entry.recipient.try_send(message) {
+            Ok(()) | Err(SendError::Closed(_)) => {}
+            Err(SendError::Full(_)) => {
+                log::warn!("[session {session}] mailbox full: slow consumer, disconnecting");
+                self.metrics.slow_consumers.inc();
+                entry.closing = true;
+                entry.recipient.do_send(ToSession::Close {
+                    code: close::SLOW_CONSUMER,
+                    reason: close::REASON_SLOW_CONSUMER,
+                });
+            }
         }
     }
 
-    fn echo_error(&self, msg: Forward, error: String) {
+    fn echo_error(&mut self, msg: Forward, error: String) {
         self.metrics.forward_errors.inc();
         let mut request = msg.request;
         request.error = Some(error);
@@ -75,8 +99,8 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Sessions on every worker send here; never let the mailbox refuse them.
-        ctx.set_mailbox_capacity(usize::MAX);
+        // Bounded: sessions that find it full wait (and stop reading their sockets).
+        ctx.set_mailbox_capacity(defaults::REGISTRY_MAILBOX);
         log::debug!("registry started");
     }
 }
@@ -92,6 +116,7 @@ impl Handler<Connect> for Registry {
                 remote: msg.remote,
                 connected_since: SystemTime::now(),
                 uuids: Vec::new(),
+                closing: false,
             },
         );
         self.update_gauges();

@@ -184,11 +184,24 @@ impl WsSession {
             return;
         }
         let text = ByteString::from(encode(&RelayMessage::PeerConnection(request.clone())));
-        self.state.registry.do_send(Forward {
+        let forward = Forward {
             session: self.id,
             request,
             text,
-        });
+        };
+        match self.state.registry.try_send(forward) {
+            Ok(()) => {}
+            // The registry is saturated: wait for room before reading more
+            // frames, so the backlog stays in the clients' TCP buffers.
+            Err(SendError::Full(forward)) => {
+                let send = self.state.registry.send(forward);
+                ctx.wait(send.into_actor(self).map(|_, _, _| ()));
+            }
+            Err(SendError::Closed(_)) => {
+                log::error!("{} registry is gone; closing", self.tag);
+                self.close(ctx, close::TRY_AGAIN_LATER, "Registry unavailable.");
+            }
+        }
     }
 
     fn register(&mut self, ctx: &mut Context<Self>, request: RelayRegistration) {
@@ -277,6 +290,9 @@ impl Actor for WsSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Deliveries wait here only briefly before the outbound queue; a
+        // session that lets this fill up is a slow consumer (see Registry::tell).
+        ctx.set_mailbox_capacity(self.state.settings.server.outbound_queue.max(16));
         self.state.metrics.connections.inc();
         self.state.registry.do_send(Connect {
             session: self.id,
