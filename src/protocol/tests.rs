@@ -140,3 +140,34 @@ fn non_ascii_names_survive_round_trip() {
     assert!(text.contains(r#""p\u00eber-\ud83d\ude00""#));
     assert_eq!(decode(&text).unwrap(), reg);
 }
+
+/// Every truncation and every single-byte corruption of the literal frames
+/// decodes to a value or a typed error (never a panic), and whatever decodes
+/// re-encodes to a frame that decodes to the same value.
+#[test]
+fn mutated_frames_never_panic_and_round_trip() {
+    let replacements = [b'"', b'{', b'}', b'\\', b'0', b'x', b' ', 0xff, b'\n'];
+    let mut decoded = 0usize;
+    for frame in [REGISTRATION, RESPONSE, OFFER] {
+        let bytes = frame.as_bytes();
+        let mut candidates: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+        for i in 0..bytes.len() {
+            for &r in &replacements {
+                let mut mutated = bytes.to_vec();
+                mutated[i] = r;
+                candidates.push(mutated);
+            }
+        }
+        for candidate in candidates {
+            let Ok(text) = std::str::from_utf8(&candidate) else {
+                continue;
+            };
+            if let Ok(message) = decode(text) {
+                decoded += 1;
+                let again = encode(&message);
+                assert_eq!(decode(&again).as_ref(), Ok(&message), "{text}");
+            }
+        }
+    }
+    assert!(decoded > 0, "some harmless mutations (e.g. inside strings) must still decode");
+}
