@@ -49,99 +49,56 @@ impl Metrics {
     /// Creates and registers every metric under the `switchboard_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("switchboard");
-        let connected = Gauge::default();
-        let registered = Gauge::default();
-        let connections = Counter::default();
-        let rejected_max_clients = Counter::default();
-        let registrations = Counter::default();
-        let takeovers = Counter::default();
-        let forwarded = Counter::default();
-        let forward_errors = Counter::default();
-        let frames_received = Counter::default();
-        let slow_consumers = Counter::default();
-        let heartbeat_timeouts = Counter::default();
-        let auth_failures = Counter::default();
+        let r = &mut registry;
         let closes = Family::<CloseLabels, Counter>::default();
-        registry.register(
-            "connected_clients",
-            "WebSocket sessions open now",
-            connected.clone(),
-        );
-        registry.register(
-            "registered_clients",
-            "UUIDs registered now",
-            registered.clone(),
-        );
-        registry.register(
-            "connections",
-            "WebSocket upgrades accepted",
-            connections.clone(),
-        );
-        registry.register(
-            "rejected_max_clients",
-            "Upgrades refused because max_clients sessions were open",
-            rejected_max_clients.clone(),
-        );
-        registry.register(
-            "registrations",
-            "Registrations accepted",
-            registrations.clone(),
-        );
-        registry.register(
-            "takeovers",
-            "Registrations that replaced an older socket (4004)",
-            takeovers.clone(),
-        );
-        registry.register(
-            "forwarded_messages",
-            "peer_connection messages delivered",
-            forwarded.clone(),
-        );
-        registry.register(
-            "forward_errors",
-            "peer_connection messages echoed back with an error",
-            forward_errors.clone(),
-        );
-        registry.register(
-            "frames_received",
-            "Frames received from clients",
-            frames_received.clone(),
-        );
-        registry.register(
-            "slow_consumer_disconnects",
-            "Sessions closed because their outbound queue was full",
-            slow_consumers.clone(),
-        );
-        registry.register(
-            "heartbeat_timeouts",
-            "Sessions closed after the heartbeat timeout",
-            heartbeat_timeouts.clone(),
-        );
-        registry.register(
-            "auth_failures",
-            "Registrations refused by the authenticator",
-            auth_failures.clone(),
-        );
-        registry.register(
+        r.register(
             "closes",
             "Close frames sent by the server, by code",
             closes.clone(),
         );
         Metrics {
-            registry,
-            connected,
-            registered,
-            connections,
-            rejected_max_clients,
-            registrations,
-            takeovers,
-            forwarded,
-            forward_errors,
-            frames_received,
-            slow_consumers,
-            heartbeat_timeouts,
-            auth_failures,
+            connected: gauge(r, "connected_clients", "WebSocket sessions open now"),
+            registered: gauge(r, "registered_clients", "UUIDs registered now"),
+            connections: counter(r, "connections", "WebSocket upgrades accepted"),
+            rejected_max_clients: counter(
+                r,
+                "rejected_max_clients",
+                "Upgrades refused because max_clients sessions were open",
+            ),
+            registrations: counter(r, "registrations", "Registrations accepted"),
+            takeovers: counter(
+                r,
+                "takeovers",
+                "Registrations that replaced an older socket (4004)",
+            ),
+            forwarded: counter(
+                r,
+                "forwarded_messages",
+                "peer_connection messages delivered",
+            ),
+            forward_errors: counter(
+                r,
+                "forward_errors",
+                "peer_connection messages echoed back with an error",
+            ),
+            frames_received: counter(r, "frames_received", "Frames received from clients"),
+            slow_consumers: counter(
+                r,
+                "slow_consumer_disconnects",
+                "Sessions closed because they did not read their messages",
+            ),
+            heartbeat_timeouts: counter(
+                r,
+                "heartbeat_timeouts",
+                "Sessions closed after the heartbeat timeout",
+            ),
+            auth_failures: counter(
+                r,
+                "auth_failures",
+                "Registrations refused by the authenticator",
+            ),
             closes,
+            registry,
         }
     }
 
@@ -163,4 +120,16 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let metric = Counter::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
+    let metric = Gauge::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
