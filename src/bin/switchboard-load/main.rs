@@ -1,0 +1,200 @@
+//! `switchboard-load`: a load generator speaking the relay protocol.
+//!
+//! It targets any relay URL (Switchboard or ProxyStore's `proxystore-relay`)
+//! and measures forwarding throughput (`flood`), one-way latency with one
+//! message in flight (`latency`), and the relay's memory per idle registered
+//! client (`idle`). Each subcommand prints human text and exactly one
+//! machine-readable line starting with `RESULT`. `scripts/bench relay` runs
+//! all three against both relays.
+
+mod client;
+mod flood;
+mod idle;
+mod latency;
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Load generator for relay (signaling) servers speaking ProxyStore's relay protocol.
+#[derive(Parser, Debug)]
+#[command(name = "switchboard-load", version, about)]
+struct Cli {
+    /// Relay URL (ws:// only).
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:8700")]
+    url: String,
+    /// Runtime threads of the load generator (1 = single-threaded runtime).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    /// Seconds allowed to connect and register one client.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    connect_timeout: f64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// P pairs; A sends to B as fast as the window allows; reports forwarded msg/s.
+    Flood {
+        /// Sender/receiver pairs.
+        #[arg(long, default_value_t = 4)]
+        pairs: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Warm-up seconds before measuring.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Encoded size of each peer_connection frame, in bytes.
+        #[arg(long, default_value_t = 1800)]
+        size: usize,
+        /// Most unacknowledged messages in flight per pair (keep it below the
+        /// relay's per-client outbound queue, 256 for Switchboard).
+        #[arg(long, default_value_t = 64)]
+        window: u64,
+    },
+    /// One pair, one message in flight; reports one-way latency percentiles.
+    Latency {
+        /// Measured messages.
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Unmeasured messages sent first.
+        #[arg(long, default_value_t = 1_000)]
+        warmup: usize,
+        /// Encoded size of each peer_connection frame, in bytes.
+        #[arg(long, default_value_t = 1800)]
+        size: usize,
+        /// Longest wait for one message, in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        message_timeout: f64,
+        /// Longest whole run, in seconds.
+        #[arg(long, default_value_t = 300.0)]
+        max_seconds: f64,
+    },
+    /// N idle registered clients; reports the relay's RSS growth per client.
+    Idle {
+        /// Clients to open and register.
+        #[arg(long, default_value_t = 1_000)]
+        clients: usize,
+        /// Comma-separated local source addresses (round robin), e.g. 127.0.0.1,127.0.0.2.
+        #[arg(long, value_delimiter = ',')]
+        sources: Vec<IpAddr>,
+        /// Process id of the relay (its VmRSS is read from /proc/PID/status).
+        #[arg(long)]
+        server_pid: u32,
+        /// Connections opened at once.
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+        /// Seconds to wait after the last registration before reading RSS again.
+        #[arg(long, default_value_t = 2.0)]
+        settle: f64,
+        /// How far each client goes: `registered` is the measurement; `tcp` and
+        /// `websocket` break the cost down.
+        #[arg(long, value_enum, default_value_t = idle::Stage::Registered)]
+        stage: idle::Stage,
+    },
+}
+
+fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
+    if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+        anyhow::bail!("{name} must be a number of seconds in (0, 86400]");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let target = client::Target::resolve(&cli.url).await?;
+    let connect_timeout = seconds("--connect-timeout", cli.connect_timeout)?;
+    match cli.command {
+        Command::Flood {
+            pairs,
+            seconds: secs,
+            warmup,
+            size,
+            window,
+        } => {
+            let args = flood::FloodArgs {
+                pairs,
+                seconds: secs,
+                warmup,
+                size,
+                window,
+                connect_timeout,
+            };
+            flood::run(&target, &args).await
+        }
+        Command::Latency {
+            count,
+            warmup,
+            size,
+            message_timeout,
+            max_seconds,
+        } => {
+            let args = latency::LatencyArgs {
+                count,
+                warmup,
+                size,
+                message_timeout: seconds("--message-timeout", message_timeout)?,
+                max_duration: seconds("--max-seconds", max_seconds)?,
+                connect_timeout,
+            };
+            latency::run(&target, &args).await
+        }
+        Command::Idle {
+            clients,
+            sources,
+            server_pid,
+            concurrency,
+            settle,
+            stage,
+        } => {
+            let args = idle::IdleArgs {
+                clients,
+                sources,
+                server_pid,
+                concurrency,
+                connect_timeout,
+                settle: seconds("--settle", settle)?,
+                stage,
+            };
+            idle::run(&target, &args).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match cli.threads {
+        0 => {
+            eprintln!("switchboard-load: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("switchboard-load: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Do not wait for tasks stuck on a dead relay.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("switchboard-load: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
