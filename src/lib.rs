@@ -16,7 +16,8 @@
 //! - [`admin`]: `/health`, `/clients`, `/metrics` on the admin listener, and
 //!   `admin::metrics`, the one struct holding every metric.
 //! - [`logging`]: env_logger set-up from `--log-level` / `RUST_LOG` / `log.level`.
-//! - `src/bin/switchboard-load.rs`: a load generator speaking the relay protocol.
+//! - `src/bin/switchboard-load/`: a load generator speaking the relay protocol
+//!   (flood, latency, idle memory) against any relay URL; `scripts/bench` drives it.
 #![deny(missing_docs)]
 
 pub mod admin;

@@ -8,35 +8,60 @@
 use std::fmt::Write;
 
 /// Appends `value` as a JSON string literal the way `json.dumps` writes it.
+///
+/// Scans bytes: runs of printable ASCII other than `"` and `\\` are copied
+/// in one go; everything else is escaped.
 pub fn push_str(out: &mut String, value: &str) {
+    out.reserve(value.len() + 2);
     out.push('"');
+    let bytes = value.as_bytes();
     let mut start = 0;
-    for (index, ch) in value.char_indices() {
-        let plain = ch.is_ascii() && ch >= ' ' && ch != '"' && ch != '\\';
-        if plain {
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if is_plain(byte) {
+            index += 1;
             continue;
         }
         out.push_str(&value[start..index]);
-        start = index + ch.len_utf8();
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            other => {
-                let mut units = [0u16; 2];
-                for unit in other.encode_utf16(&mut units) {
-                    // Writing to a String cannot fail.
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
+        if byte < 0x80 {
+            push_ascii_escape(out, byte);
+            index += 1;
+        } else {
+            // A non-ASCII character: `index` is on a char boundary because
+            // every byte before it in this run was ASCII or a whole char.
+            let ch = value[index..].chars().next().unwrap_or('\u{fffd}');
+            let mut units = [0u16; 2];
+            for unit in ch.encode_utf16(&mut units) {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\u{unit:04x}");
             }
+            index += ch.len_utf8();
         }
+        start = index;
     }
     out.push_str(&value[start..]);
     out.push('"');
+}
+
+/// Printable ASCII (and DEL, which `json.dumps` leaves as is) except `"` and `\\`.
+fn is_plain(byte: u8) -> bool {
+    (0x20..=0x7f).contains(&byte) && byte != b'"' && byte != b'\\'
+}
+
+fn push_ascii_escape(out: &mut String, byte: u8) {
+    match byte {
+        b'"' => out.push_str("\\\""),
+        b'\\' => out.push_str("\\\\"),
+        b'\n' => out.push_str("\\n"),
+        b'\r' => out.push_str("\\r"),
+        b'\t' => out.push_str("\\t"),
+        0x08 => out.push_str("\\b"),
+        0x0c => out.push_str("\\f"),
+        other => {
+            let _ = write!(out, "\\u{other:04x}");
+        }
+    }
 }
 
 /// Appends an optional string: the literal or `null`.

@@ -7,7 +7,7 @@
 //! absent optional fields, every UUID spelling of Python's `uuid.UUID`) and
 //! returns a typed [`DecodeError`] for everything else.
 
-use serde::de::{Deserializer, Error as _};
+use serde::de::Deserializer;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -124,78 +124,206 @@ pub enum DecodeError {
     },
 }
 
-fn de_uuid<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Uuid, D::Error> {
-    let text = String::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected a UUID string"))?;
-    parse_python_uuid(&text).ok_or_else(|| D::Error::custom(format!("invalid UUID {text:?}")))
+/// A field that may be absent, `null`, or hold a value.
+#[derive(Default)]
+enum Slot<T> {
+    #[default]
+    Absent,
+    Null,
+    Value(T),
 }
 
-// Wire shapes: serde checks field names, presence and types; defaults and
-// UUID spellings are resolved when converting to the public types.
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Slot<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(deserializer)? {
+            Some(value) => Slot::Value(value),
+            None => Slot::Null,
+        })
+    }
+}
+
+impl<T> Slot<T> {
+    fn present(&self) -> bool {
+        !matches!(self, Slot::Absent)
+    }
+
+    fn value(self) -> Option<T> {
+        match self {
+            Slot::Value(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// `error` is a bool in `relay_response` and a string in `peer_connection`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorField {
+    Flag(bool),
+    Text(String),
+}
+
+/// Every field of every message in one flat shape: serde streams the frame
+/// straight into it (no intermediate buffering of the whole object), and the
+/// per-type rules below decide what is allowed, required and well-typed.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WireRegistration {
-    name: String,
-    #[serde(deserialize_with = "de_uuid")]
-    uuid: Uuid,
+struct Flat {
+    #[serde(default)]
+    message_type: Slot<String>,
+    #[serde(default)]
+    name: Slot<String>,
+    #[serde(default)]
+    uuid: Slot<String>,
+    #[serde(default)]
+    success: Slot<bool>,
+    #[serde(default)]
+    message: Slot<String>,
+    #[serde(default)]
+    error: Slot<ErrorField>,
+    #[serde(default)]
+    source_uuid: Slot<String>,
+    #[serde(default)]
+    source_name: Slot<String>,
+    #[serde(default)]
+    peer_uuid: Slot<String>,
+    #[serde(default)]
+    description_type: Slot<DescriptionType>,
+    #[serde(default)]
+    description: Slot<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WireResponse {
-    #[serde(default)]
-    success: Option<bool>,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    error: Option<bool>,
+fn field_error(kind: &'static str, detail: String) -> DecodeError {
+    DecodeError::InvalidField { kind, detail }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WirePeerConnection {
-    #[serde(deserialize_with = "de_uuid")]
-    source_uuid: Uuid,
-    source_name: String,
-    #[serde(deserialize_with = "de_uuid")]
-    peer_uuid: Uuid,
-    description_type: DescriptionType,
-    description: String,
-    #[serde(default)]
-    error: Option<String>,
+fn required<T>(kind: &'static str, field: &str, slot: Slot<T>) -> Result<T, DecodeError> {
+    match slot {
+        Slot::Value(value) => Ok(value),
+        Slot::Null => Err(field_error(
+            kind,
+            format!("field `{field}` must not be null"),
+        )),
+        Slot::Absent => Err(field_error(kind, format!("missing field `{field}`"))),
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "message_type")]
-enum Wire {
-    #[serde(rename = "relay_registration")]
-    Registration(WireRegistration),
-    #[serde(rename = "relay_response")]
-    Response(WireResponse),
-    #[serde(rename = "peer_connection")]
-    PeerConnection(WirePeerConnection),
+fn uuid_field(kind: &'static str, field: &str, slot: Slot<String>) -> Result<Uuid, DecodeError> {
+    match slot {
+        Slot::Value(text) => parse_python_uuid(&text)
+            .ok_or_else(|| field_error(kind, format!("field `{field}`: invalid UUID {text:?}"))),
+        Slot::Null => Err(field_error(
+            kind,
+            format!("field `{field}`: expected a UUID string, got null"),
+        )),
+        Slot::Absent => Err(field_error(kind, format!("missing field `{field}`"))),
+    }
+}
+
+impl Flat {
+    /// Rejects fields that do not belong to `kind`.
+    fn only(&self, kind: &'static str, allowed: &[&str]) -> Result<(), DecodeError> {
+        let fields = [
+            ("name", self.name.present()),
+            ("uuid", self.uuid.present()),
+            ("success", self.success.present()),
+            ("message", self.message.present()),
+            ("error", self.error.present()),
+            ("source_uuid", self.source_uuid.present()),
+            ("source_name", self.source_name.present()),
+            ("peer_uuid", self.peer_uuid.present()),
+            ("description_type", self.description_type.present()),
+            ("description", self.description.present()),
+        ];
+        match fields
+            .iter()
+            .find(|(name, present)| *present && !allowed.contains(name))
+        {
+            Some((name, _)) => Err(field_error(kind, format!("unknown field `{name}`"))),
+            None => Ok(()),
+        }
+    }
+
+    fn into_message(self) -> Result<RelayMessage, DecodeError> {
+        let message_type = match &self.message_type {
+            Slot::Value(t) => t.as_str(),
+            _ => return Err(DecodeError::MissingType),
+        };
+        match message_type {
+            TYPE_REGISTRATION => self.into_registration(),
+            TYPE_RESPONSE => self.into_response(),
+            TYPE_PEER_CONNECTION => self.into_peer_connection(),
+            other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+
+    fn into_registration(self) -> Result<RelayMessage, DecodeError> {
+        let kind = TYPE_REGISTRATION;
+        self.only(kind, &["name", "uuid"])?;
+        Ok(RelayMessage::Registration(RelayRegistration {
+            name: required(kind, "name", self.name)?,
+            uuid: uuid_field(kind, "uuid", self.uuid)?,
+        }))
+    }
+
+    fn into_response(self) -> Result<RelayMessage, DecodeError> {
+        let kind = TYPE_RESPONSE;
+        self.only(kind, &["success", "message", "error"])?;
+        let error = match self.error {
+            Slot::Value(ErrorField::Flag(flag)) => flag,
+            Slot::Value(ErrorField::Text(_)) => {
+                return Err(field_error(
+                    kind,
+                    "field `error`: expected a boolean".into(),
+                ))
+            }
+            Slot::Absent | Slot::Null => false,
+        };
+        Ok(RelayMessage::Response(RelayResponse {
+            success: self.success.value().unwrap_or(true),
+            message: self.message.value(),
+            error,
+        }))
+    }
+
+    fn into_peer_connection(self) -> Result<RelayMessage, DecodeError> {
+        let kind = TYPE_PEER_CONNECTION;
+        self.only(
+            kind,
+            &[
+                "source_uuid",
+                "source_name",
+                "peer_uuid",
+                "description_type",
+                "description",
+                "error",
+            ],
+        )?;
+        let error = match self.error {
+            Slot::Value(ErrorField::Text(text)) => Some(text),
+            Slot::Value(ErrorField::Flag(_)) => {
+                return Err(field_error(
+                    kind,
+                    "field `error`: expected a string or null".into(),
+                ))
+            }
+            Slot::Absent | Slot::Null => None,
+        };
+        Ok(RelayMessage::PeerConnection(PeerConnection {
+            source_uuid: uuid_field(kind, "source_uuid", self.source_uuid)?,
+            source_name: required(kind, "source_name", self.source_name)?,
+            peer_uuid: uuid_field(kind, "peer_uuid", self.peer_uuid)?,
+            description_type: required(kind, "description_type", self.description_type)?,
+            description: required(kind, "description", self.description)?,
+            error,
+        }))
+    }
 }
 
 /// Decodes one text frame.
 pub fn decode(text: &str) -> Result<RelayMessage, DecodeError> {
-    match serde_json::from_str::<Wire>(text) {
-        Ok(Wire::Registration(w)) => Ok(RelayMessage::Registration(RelayRegistration {
-            name: w.name,
-            uuid: w.uuid,
-        })),
-        Ok(Wire::Response(w)) => Ok(RelayMessage::Response(RelayResponse {
-            success: w.success.unwrap_or(true),
-            message: w.message,
-            error: w.error.unwrap_or(false),
-        })),
-        Ok(Wire::PeerConnection(w)) => Ok(RelayMessage::PeerConnection(PeerConnection {
-            source_uuid: w.source_uuid,
-            source_name: w.source_name,
-            peer_uuid: w.peer_uuid,
-            description_type: w.description_type,
-            description: w.description,
-            error: w.error,
-        })),
+    match serde_json::from_str::<Flat>(text) {
+        Ok(flat) => flat.into_message(),
         Err(error) => Err(classify(text, error)),
     }
 }

@@ -169,5 +169,8 @@ fn mutated_frames_never_panic_and_round_trip() {
             }
         }
     }
-    assert!(decoded > 0, "some harmless mutations (e.g. inside strings) must still decode");
+    assert!(
+        decoded > 0,
+        "some harmless mutations (e.g. inside strings) must still decode"
+    );
 }

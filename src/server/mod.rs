@@ -174,6 +174,8 @@ pub fn start(
     .max_connections(max_clients.saturating_add(1024))
     .max_connection_rate(defaults::MAX_CONNECTION_RATE)
     .backlog(4096)
+    // Relay frames are small and latency-bound: never hold them back (Nagle).
+    .tcp_nodelay(true)
     .disable_signals()
     // Once a session's close frame is flushed the socket is shut down at once;
     // actix's default lingers up to 1 s waiting for the client to hang up first,
