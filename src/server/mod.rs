@@ -4,10 +4,12 @@
 //! - [`session`]: one actor per WebSocket.
 //! - [`auth`]: authentication of upgrade requests.
 //! - [`messages`]: actor messages between them.
+//! - [`outbound`]: a session's bounded outbound queue and its writer.
 //! - [`tls`]: rustls server configuration from PEM files.
 
 pub mod auth;
 pub mod messages;
+pub mod outbound;
 pub mod registry;
 pub mod session;
 pub mod tls;
@@ -19,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{self, metrics::Metrics};
 use crate::config::{ConfigError, Settings};
@@ -268,14 +269,11 @@ async fn upgrade(
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let (out_tx, out_rx) = mpsc::channel(state.settings.server.outbound_queue);
-    let (close_tx, close_rx) = oneshot::channel();
-    actix_rt::spawn(session::writer(ws, out_rx, close_rx, state.close_flush));
     let state = state.into_inner();
     let remote = req.peer_addr();
     WsSession::create(move |ctx| {
         ctx.add_stream(stream);
-        WsSession::new(state, authorization, remote, out_tx, close_tx)
+        WsSession::new(state, authorization, remote, ws)
     });
     Ok(response)
 }

@@ -3,8 +3,8 @@
 //! The actor decodes frames, authenticates and registers through the
 //! [`Registry`](super::registry::Registry), checks forwards against its own
 //! registrations, and answers with close codes. Outbound frames go through a
-//! bounded queue to one writer task that owns the actix-ws `Session`; a full
-//! queue marks a slow consumer, which is disconnected. Every close path ends
+//! bounded [`Outbound`] queue drained by a writer future inside the actor; a
+//! full queue marks a slow consumer, which is disconnected. Every close path ends
 //! in `stopping`, which tells the registry to drop all of this socket's UUIDs.
 
 use std::net::SocketAddr;
@@ -13,28 +13,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use std::pin::Pin;
+use std::task::Poll;
+
+use actix::fut::ActorFuture;
+use actix_web::web::Bytes;
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError};
 use bytestring::ByteString;
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::auth::AuthError;
 use super::messages::*;
+use super::outbound::{Outbound, WriterDone};
 use super::ServerState;
 use crate::protocol::{
     close, decode, encode, PeerConnection, RelayMessage, RelayRegistration, RelayResponse,
 };
-
-/// A frame for the writer task.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A text frame.
-    Text(ByteString),
-    /// A ping with this payload.
-    Ping(Vec<u8>),
-    /// A pong answering a client ping.
-    Pong(Vec<u8>),
-}
 
 /// One WebSocket connection.
 pub struct WsSession {
@@ -42,8 +36,11 @@ pub struct WsSession {
     state: Arc<ServerState>,
     authorization: Option<String>,
     remote: Option<SocketAddr>,
-    out: mpsc::Sender<Outbound>,
-    close_tx: Option<oneshot::Sender<CloseReason>>,
+    out: Outbound,
+    /// The client sent its close frame.
+    peer_closed: bool,
+    /// Our close frame has been handed to actix-ws.
+    close_sent: bool,
     /// The authenticated user, once the first registration succeeded.
     user: Option<User>,
     /// UUIDs registered on this socket.
@@ -55,14 +52,14 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    /// A session for an accepted upgrade; `out`/`close_tx` feed its writer task.
+    /// A session for an accepted upgrade, writing through `ws`.
     pub fn new(
         state: Arc<ServerState>,
         authorization: Option<String>,
         remote: Option<SocketAddr>,
-        out: mpsc::Sender<Outbound>,
-        close_tx: oneshot::Sender<CloseReason>,
+        ws: actix_ws::Session,
     ) -> Self {
+        let out = Outbound::new(ws, state.settings.server.outbound_queue);
         let id = state.next_session_id.fetch_add(1, Ordering::Relaxed);
         WsSession {
             id,
@@ -70,7 +67,8 @@ impl WsSession {
             authorization,
             remote,
             out,
-            close_tx: Some(close_tx),
+            peer_closed: false,
+            close_sent: false,
             user: None,
             uuids: Vec::new(),
             name: String::new(),
@@ -80,41 +78,33 @@ impl WsSession {
     }
 
     fn closing(&self) -> bool {
-        self.close_tx.is_none()
+        self.out.closing()
     }
 
     /// Starts the close handshake; the actor stops when the client answers or
     /// after the flush period, whichever comes first.
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: impl Into<String>) {
-        let Some(close_tx) = self.close_tx.take() else {
+        if self.closing() {
             return;
-        };
+        }
         self.state.metrics.closed_with(code);
-        let reason = CloseReason {
+        self.out.close(CloseReason {
             code: CloseCode::from(code),
             description: Some(reason.into()),
-        };
-        let _ = close_tx.send(reason);
+        });
         ctx.run_later(self.state.close_flush, |_, ctx| ctx.stop());
     }
 
     /// Queues a text frame; a full queue means a slow consumer.
     fn send_text(&mut self, ctx: &mut Context<Self>, text: ByteString) {
-        if self.closing() {
-            return;
-        }
-        match self.out.try_send(Outbound::Text(text)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                log::warn!(
-                    "{} slow consumer: {} frames queued and unread; disconnecting",
-                    self.tag,
-                    self.state.settings.server.outbound_queue
-                );
-                self.state.metrics.slow_consumers.inc();
-                self.close(ctx, close::SLOW_CONSUMER, close::REASON_SLOW_CONSUMER);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
+        if self.out.push(Message::Text(text)).is_err() {
+            log::warn!(
+                "{} slow consumer: {} frames queued and unread; disconnecting",
+                self.tag,
+                self.state.settings.server.outbound_queue
+            );
+            self.state.metrics.slow_consumers.inc();
+            self.close(ctx, close::SLOW_CONSUMER, close::REASON_SLOW_CONSUMER);
         }
     }
 
@@ -133,7 +123,7 @@ impl WsSession {
             return;
         }
         // A full queue here is handled by the next delivery; pings are best effort.
-        let _ = self.out.try_send(Outbound::Ping(Vec::new()));
+        self.out.push_control(Message::Ping(Bytes::new()));
     }
 
     fn handle_text(&mut self, ctx: &mut Context<Self>, text: &str) {
@@ -299,6 +289,7 @@ impl Actor for WsSession {
             recipient: ctx.address().recipient(),
             remote: self.remote,
         });
+        ctx.spawn(Writer);
         let interval = Duration::from_millis(self.state.settings.server.heartbeat_interval_ms);
         ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
         log::debug!("{} connected from {:?}", self.tag, self.remote);
@@ -335,7 +326,10 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
             // The client's answer to our close frame completes the handshake:
             // stop now so the connection is shut down without waiting.
             if matches!(item, Ok(AggregatedMessage::Close(_))) {
-                ctx.stop();
+                self.peer_closed = true;
+                if self.close_sent {
+                    ctx.stop();
+                }
             }
             return;
         }
@@ -348,14 +342,16 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
                 self.close(ctx, close::UNKNOWN_MESSAGE, close::REASON_UNKNOWN_MESSAGE);
             }
             Ok(AggregatedMessage::Ping(payload)) => {
-                let _ = self.out.try_send(Outbound::Pong(payload.to_vec()));
+                self.out.push_control(Message::Pong(payload));
             }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(reason)) => {
                 log::debug!("{} client closed ({reason:?})", self.tag);
                 let code = reason.as_ref().map_or(1000, |r| u16::from(r.code));
+                // Answer with the same code; the writer stops the actor once
+                // the answer is out, which completes the handshake.
+                self.peer_closed = true;
                 self.close(ctx, code, "");
-                ctx.stop();
             }
             Err(ProtocolError::Overflow) => {
                 log::warn!(
@@ -381,29 +377,33 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
     }
 }
 
-/// Owns the actix-ws `Session`: writes queued frames in order, then the close frame.
-pub async fn writer(
-    mut ws: actix_ws::Session,
-    mut rx: mpsc::Receiver<Outbound>,
-    mut close_rx: oneshot::Receiver<CloseReason>,
-    flush: Duration,
-) {
-    let reason = loop {
-        tokio::select! {
-            biased;
-            reason = &mut close_rx => break reason.ok(),
-            frame = rx.recv() => {
-                let sent = match frame {
-                    Some(Outbound::Text(text)) => ws.text(text).await,
-                    Some(Outbound::Ping(payload)) => ws.ping(&payload).await,
-                    Some(Outbound::Pong(payload)) => ws.pong(&payload).await,
-                    None => break None,
-                };
-                if sent.is_err() {
-                    return;
+/// Drains the session's [`Outbound`] queue; runs inside the actor's context.
+struct Writer;
+
+impl ActorFuture<WsSession> for Writer {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut WsSession,
+        ctx: &mut Context<WsSession>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        match act.out.poll_write(task) {
+            Poll::Pending => Poll::Pending,
+            // The close frame is out: the actor stops when the client has
+            // closed too, or when the flush period set by `close` ends.
+            Poll::Ready(WriterDone::Closed) => {
+                act.close_sent = true;
+                if act.peer_closed {
+                    ctx.stop();
                 }
+                Poll::Ready(())
+            }
+            Poll::Ready(WriterDone::SocketGone) => {
+                ctx.stop();
+                Poll::Ready(())
             }
         }
-    };
-    let _ = tokio::time::timeout(flush, ws.close(reason)).await;
+    }
 }
