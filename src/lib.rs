@@ -11,7 +11,8 @@
 //! - [`config`]: the settings tree, layered defaults → TOML → env → CLI, validation.
 //! - [`defaults`]: every default, timeout and limit as a named constant.
 //! - [`server`]: the relay: `registry` (the one actor owning registrations),
-//!   `session` (one actor per WebSocket), `auth`, `messages`, `tls`, and
+//!   `session` (one actor per WebSocket), `outbound` (its bounded write queue),
+//!   `auth`, `messages`, `tls`, and
 //!   [`server::start`], a function of (settings, bound listeners) returning a handle.
 //! - [`admin`]: `/health`, `/clients`, `/metrics` on the admin listener, and
 //!   `admin::metrics`, the one struct holding every metric.
