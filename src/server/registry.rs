@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::messages::*;
 use crate::admin::metrics::Metrics;
 use crate::defaults;
-use crate::protocol::{close, encode, RelayMessage};
+use crate::protocol::{close, relay::encode_peer_connection};
 
 struct SessionEntry {
     recipient: Recipient<ToSession>,
@@ -90,7 +90,7 @@ impl Registry {
         self.metrics.forward_errors.inc();
         let mut request = msg.request;
         request.error = Some(error);
-        let text = encode(&RelayMessage::PeerConnection(request));
+        let text = encode_peer_connection(&request);
         self.tell(msg.session, ToSession::Deliver(ByteString::from(text)));
     }
 }

@@ -26,6 +26,7 @@ use super::auth::AuthError;
 use super::messages::*;
 use super::outbound::{Outbound, WriterDone};
 use super::ServerState;
+use crate::protocol::relay::encode_peer_connection;
 use crate::protocol::{
     close, decode, encode, PeerConnection, RelayMessage, RelayRegistration, RelayResponse,
 };
@@ -169,11 +170,11 @@ impl WsSession {
                 "The source_uuid {} is not registered on this connection.",
                 echo.source_uuid
             ));
-            let text = encode(&RelayMessage::PeerConnection(echo));
+            let text = encode_peer_connection(&echo);
             self.send_text(ctx, text.into());
             return;
         }
-        let text = ByteString::from(encode(&RelayMessage::PeerConnection(request.clone())));
+        let text = ByteString::from(encode_peer_connection(&request));
         let forward = Forward {
             session: self.id,
             request,
