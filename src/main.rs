@@ -1,4 +1,10 @@
 //! The `switchboard` binary: CLI → settings → logging → run until SIGTERM/SIGINT.
+//!
+//! Without a subcommand it runs the relay server; `switchboard peer ...` is a
+//! WebRTC peer (src/cli/peer.rs) and `switchboard host ...` a tunnel host
+//! agent (src/cli/host.rs).
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,10 +13,19 @@ use clap::Parser;
 use switchboard::config::{Overrides, Settings};
 use switchboard::{logging, server};
 
-/// A ProxyStore-compatible WebRTC relay (signaling) server.
+/// A ProxyStore-compatible WebRTC relay (signaling) server, peer and TCP tunnel.
+///
+/// Without a subcommand, runs the relay server.
 #[derive(Parser, Debug)]
-#[command(name = "switchboard", version, about)]
+#[command(
+    name = "switchboard",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<cli::Command>,
     /// TOML settings file (see config/prod.toml).
     #[arg(long, short = 'c', value_name = "PATH")]
     config: Option<PathBuf>,
@@ -27,6 +42,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        return command.run();
+    }
     let overrides = Overrides {
         host: cli.host.clone(),
         port: cli.port,
