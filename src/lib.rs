@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod defaults;
 pub mod logging;

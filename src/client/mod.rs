@@ -1,0 +1,4 @@
+//! The peer library: a relay session, WebRTC connections and the manager that
+//! supervises them, all actix actors embedded in the application's own System.
+//!
+//! (filled in as the modules land)
