@@ -43,3 +43,19 @@ pub const INTROSPECTION_CACHE_ENTRIES: usize = 10_000;
 
 /// Default log filter when neither `--log-level` nor `RUST_LOG` is given.
 pub const LOG_LEVEL: &str = "info";
+
+// Peer data channels (chunk format)
+
+/// Payload bytes per data-channel chunk (32 KiB, ProxyStore's chunk size).
+pub const CHUNK_SIZE: usize = 32 * 1024;
+/// Largest message a peer connection reassembles, in payload bytes (256 MiB);
+/// larger messages are dropped with an error.
+pub const PEER_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Most bytes one peer connection holds for incomplete messages (512 MiB: two
+/// messages of the largest size in flight at once).
+pub const PEER_MAX_PENDING_BYTES: usize = 2 * PEER_MAX_MESSAGE_BYTES;
+/// Most incomplete messages one peer connection reassembles at once.
+pub const PEER_MAX_PENDING_STREAMS: usize = 1_024;
+/// How many dropped message (stream) ids a peer connection remembers, so the
+/// rest of a dropped message is discarded instead of starting a new one.
+pub const PEER_DROPPED_STREAMS_REMEMBERED: usize = 1_024;

@@ -1,10 +1,12 @@
 //! Wire types and codecs only: no actix, no I/O.
 //!
+//! - [`chunk`]: the data-channel chunk format, its encoder and the [`chunk::Reassembler`].
 //! - [`relay`]: the three relay messages, [`relay::decode`] and [`relay::encode`].
 //! - [`close`]: close codes and the reasons sent with them.
 //! - [`uuid`]: UUID spellings accepted like Python's `uuid.UUID`.
 //! - [`pyjson`]: string escaping identical to Python's `json.dumps`.
 
+pub mod chunk;
 pub mod close;
 pub mod pyjson;
 pub mod relay;
