@@ -59,3 +59,29 @@ pub const PEER_MAX_PENDING_STREAMS: usize = 1_024;
 /// How many dropped message (stream) ids a peer connection remembers, so the
 /// rest of a dropped message is discarded instead of starting a new one.
 pub const PEER_DROPPED_STREAMS_REMEMBERED: usize = 1_024;
+
+// Relay client
+
+/// Relay client: time allowed for TCP connect + TLS + WebSocket handshake, and
+/// again for the relay's answer to the registration, in milliseconds.
+pub const RELAY_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Relay client: delay before the first reconnect attempt, in milliseconds.
+pub const RELAY_BACKOFF_INITIAL_MS: u64 = 1_000;
+/// Relay client: largest delay between reconnect attempts, in milliseconds.
+pub const RELAY_BACKOFF_MAX_MS: u64 = 60_000;
+/// Relay client: a registration that lasted this long resets the backoff, in milliseconds.
+pub const RELAY_BACKOFF_STABLE_MS: u64 = 30_000;
+/// Relay client: largest share of a backoff delay removed at random (0.5 = up to half).
+pub const RELAY_BACKOFF_JITTER: f64 = 0.5;
+/// Relay client: frames queued for the relay socket before sends fail with `QueueFull`.
+pub const RELAY_CLIENT_QUEUE: usize = 64;
+/// Relay client: largest frame or message accepted from the relay, in bytes (4 MiB).
+pub const RELAY_CLIENT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// Relay client: a session with no frame at all (the relay pings every 15 s)
+/// for this long counts as lost, in milliseconds.
+pub const RELAY_CLIENT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Relay client: time the close handshake (or a failed write's read side) gets
+/// before the socket is dropped, in milliseconds.
+pub const RELAY_CLIENT_CLOSE_WAIT_MS: u64 = 1_000;
+/// Relay client: the name registered when none is given and the host name is unknown.
+pub const RELAY_CLIENT_DEFAULT_NAME: &str = "switchboard-peer";
