@@ -274,3 +274,44 @@ pub async fn wait_clients(
 pub fn lists(json: &serde_json::Value, uuid: &str) -> bool {
     json.as_array().unwrap().iter().any(|c| c["uuid"] == uuid)
 }
+
+impl TestRelay {
+    /// Starts a relay on `addr` (e.g. the address of a relay just stopped),
+    /// retrying the bind for up to [`WAIT`] while the old socket goes away.
+    pub fn start_at(settings: Settings, addr: SocketAddr) -> TestRelay {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let tls = settings.server.certfile.is_some();
+        let deadline = std::time::Instant::now() + WAIT;
+        let public = loop {
+            match TcpListener::bind(addr) {
+                Ok(listener) => break listener,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    log::debug!("rebinding {addr}: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("cannot bind {addr} again: {e}"),
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+                let relay = server::start(settings, public, Some(admin)).unwrap();
+                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+                tx.send((relay.public_addr(), relay.admin_addr().unwrap(), stop_tx))
+                    .unwrap();
+                let _ = stop_rx.await;
+                relay.shutdown().await;
+            })
+        });
+        let (addr, admin, stop) = rx.recv_timeout(WAIT).expect("relay did not start");
+        let scheme = if tls { "wss" } else { "ws" };
+        TestRelay {
+            addr,
+            admin,
+            url: format!("{scheme}://127.0.0.1:{}", addr.port()),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
