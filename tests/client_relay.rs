@@ -490,3 +490,103 @@ async fn http_401_at_the_upgrade_is_fatal() {
     a.stops().await;
     let _ = tokio::time::timeout(WAIT, server).await;
 }
+
+async fn status_until(
+    client: &Client,
+    pred: impl Fn(&switchboard::client::relay_client::RelayStatus) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = client.addr.send(GetStatus).await.unwrap();
+        if pred(&status) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never held: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn backoff_grows_while_down_and_resets_after_a_stable_registration() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("ws://{addr}");
+    let mut stable_cfg = config(&url, "stable");
+    stable_cfg.backoff.stable_after = Duration::from_millis(300);
+    let mut unstable_cfg = config(&url, "unstable");
+    unstable_cfg.backoff.stable_after = Duration::from_secs(60);
+    let mut stable = start(stable_cfg);
+    let mut unstable = start(unstable_cfg);
+    // Nothing listens yet: attempts fail and the delays grow, capped at `max`.
+    status_until(&stable, |s| s.retries >= 3).await;
+    status_until(&unstable, |s| s.retries >= 3).await;
+    let mut relay = TestRelay::start_at(test_settings(), addr);
+    for client in [&mut stable, &mut unstable] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "never registered");
+            match client.next().await {
+                RelayEvent::Disconnected { retry_in, .. } => {
+                    assert!(retry_in <= Duration::from_millis(400), "{retry_in:?}");
+                }
+                RelayEvent::Registered { .. } => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relay.stop();
+    for client in [&mut stable, &mut unstable] {
+        match client.next().await {
+            RelayEvent::Disconnected { code, .. } => assert_eq!(code, Some(1001)),
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+    }
+    // Registered for longer than stable_after: the sequence started over.
+    let stable_retries = stable.addr.send(GetStatus).await.unwrap().retries;
+    let unstable_retries = unstable.addr.send(GetStatus).await.unwrap().retries;
+    assert!(stable_retries <= 2, "{stable_retries}");
+    assert!(unstable_retries >= 4, "{unstable_retries}");
+}
+
+/// A scripted relay that registers the client and then never reads: the
+/// bounded send queue fills and sends fail with `QueueFull` instead of buffering.
+#[actix_rt::test]
+async fn a_relay_that_stops_reading_fills_the_queue() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        let _registration = ws.next().await.unwrap().unwrap();
+        ws.send(Message::text(SUCCESS)).await.unwrap();
+        let _ = tokio::time::timeout(WAIT, done_rx).await;
+    });
+    let mut a = start(config(&url, "peer-A"));
+    a.registered().await;
+    let mut pc = a.description(Uuid::new_v4(), DescriptionType::Offer);
+    pc.description = "x".repeat(256 * 1024);
+    let mut full = false;
+    for _ in 0..400 {
+        match a.send(pc.clone()).await {
+            Ok(()) => tokio::task::yield_now().await,
+            Err(RelayClientError::QueueFull) => {
+                full = true;
+                break;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(full, "400 frames of 256 KiB never filled the queue");
+    assert!(a.addr.send(GetStatus).await.unwrap().registered);
+    let _ = done_tx.send(());
+    let _ = tokio::time::timeout(WAIT, server).await;
+    a.addr.send(Shutdown).await.unwrap();
+    a.stops().await;
+}
