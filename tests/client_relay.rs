@@ -4,7 +4,8 @@
 //! reconnects after the relay restarts on the same port, stops for good on
 //! 4001/4002/4004 and HTTP 401, speaks `wss://` with a custom CA or without
 //! verification (and fails without either), answers pings, skips undecodable
-//! frames, and shuts down cleanly.
+//! frames, shuts down cleanly, backs off (growing while the relay is down,
+//! starting over after a stable registration) and bounds its send queue.
 
 mod common;
 
