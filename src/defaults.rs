@@ -44,6 +44,40 @@ pub const INTROSPECTION_CACHE_ENTRIES: usize = 10_000;
 /// Default log filter when neither `--log-level` nor `RUST_LOG` is given.
 pub const LOG_LEVEL: &str = "info";
 
+// Peer connections (WebRTC)
+
+/// Send and receive buffer asked for on every WebRTC UDP socket, in bytes
+/// (the kernel default of ~208 KiB drops datagrams on fast loopback transfers).
+pub const PEER_UDP_SOCKET_BUFFER: usize = 4 << 20;
+/// Data channels a new outgoing connection opens (ProxyStore's default is 1).
+pub const PEER_CHANNELS: usize = 1;
+/// Most data channels one connection may use; an offer with more is refused.
+pub const PEER_MAX_CHANNELS: usize = 64;
+/// Time from starting a connection until all its channels are open, in milliseconds.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 30_000;
+/// Interval between ICE connectivity checks, in milliseconds (webrtc's default is
+/// 200 ms, which delays every connection by one tick).
+pub const PEER_ICE_CHECK_INTERVAL_MS: u64 = 10;
+/// Bytes one data channel may have handed to SCTP but not yet acknowledged;
+/// senders wait above it (flow control, never unbounded buffering).
+pub const PEER_SEND_BUFFER_LIMIT: usize = 4 << 20;
+/// Messages queued for sending on one connection before `send` waits.
+pub const PEER_SEND_QUEUE: usize = 64;
+/// Received messages buffered for `recv()` before the oldest is dropped (logged).
+pub const PEER_RECV_QUEUE: usize = 1024;
+/// Largest chunk payload a connection sends: the 64 KiB SCTP max-message-size
+/// that aiortc advertises, less the chunk header.
+pub const PEER_MAX_CHUNK_SIZE: usize = 65_536 - 18;
+/// While an offer is connecting, how often the driver is woken so packets that
+/// events queued are sent at once instead of at its next timer, in microseconds.
+pub const PEER_SETUP_NUDGE_US: u64 = 500;
+/// Most time a closing connection waits for the peer to acknowledge what was
+/// sent, in milliseconds.
+pub const PEER_CLOSE_FLUSH_MS: u64 = 5_000;
+/// Threads driving WebRTC connections (webrtc's reactor pool, shared by every
+/// connection of the process and separate from the application's actix threads).
+pub const PEER_REACTOR_THREADS: usize = 2;
+
 // Peer data channels (chunk format)
 
 /// Payload bytes per data-channel chunk (32 KiB, ProxyStore's chunk size).
@@ -85,3 +119,9 @@ pub const RELAY_CLIENT_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const RELAY_CLIENT_CLOSE_WAIT_MS: u64 = 1_000;
 /// Relay client: the name registered when none is given and the host name is unknown.
 pub const RELAY_CLIENT_DEFAULT_NAME: &str = "switchboard-peer";
+
+// Peer manager
+
+/// Delay before a peer manager starts a new relay session after one stopped
+/// for a reason other than a rejection, in milliseconds.
+pub const PEER_RELAY_RESTART_MS: u64 = 1_000;

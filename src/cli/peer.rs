@@ -1,8 +1,27 @@
 //! `switchboard peer`: a WebRTC peer on the command line.
+//!
+//! `listen` prints one JSON line per message that arrives (sender UUID, kind,
+//! length, the text or a hex preview of bytes); `send` delivers one message
+//! and waits until the peer has acknowledged it before exiting.
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Args;
+use actix::prelude::*;
+use clap::{Args, Subcommand};
+use switchboard::client::connection::IceServer;
+use switchboard::client::peer_manager::{
+    Close, PeerEvent, PeerManager, PeerManagerConfig, PeerMessage, Recv, Send, SubscribeEvents,
+};
+use switchboard::logging;
+use switchboard::protocol::chunk::Payload;
+use uuid::Uuid;
+
+/// Default log filter: our warnings, only errors from the WebRTC stack (which
+/// warns about normal events such as a check arriving before its candidates).
+const QUIET: &str = "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
 
 /// Arguments of `switchboard peer`.
 #[derive(Args, Debug)]
@@ -10,10 +29,230 @@ pub struct PeerArgs {
     /// Relay URL (ws:// or wss://).
     #[arg(long, value_name = "URL")]
     relay: String,
+    /// UUID to register under (default: random).
+    #[arg(long, value_name = "UUID")]
+    uuid: Option<Uuid>,
+    /// Name to register under (default: host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Data channels per outgoing connection.
+    #[arg(long, default_value_t = switchboard::defaults::PEER_CHANNELS)]
+    channels: usize,
+    /// Local address to gather ICE candidates on (repeatable; default: every interface).
+    #[arg(long = "bind", value_name = "IP")]
+    bind: Vec<IpAddr>,
+    /// STUN/TURN server URL (repeatable), e.g. stun:stun.example.org:3478.
+    #[arg(long = "ice-server", value_name = "URL")]
+    ice_servers: Vec<String>,
+    /// TURN user name for every --ice-server.
+    #[arg(long, value_name = "USER", requires = "turn_credential")]
+    turn_username: Option<String>,
+    /// TURN credential for every --ice-server.
+    #[arg(long, value_name = "SECRET", env = "SWITCHBOARD_TURN_CREDENTIAL")]
+    turn_credential: Option<String>,
+    /// Extra upgrade header "Name: value" (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// File holding a bearer token, sent as "Authorization: Bearer <token>".
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// PEM file of the CA to trust for wss:// (instead of the web PKI roots).
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+    /// Accept any relay certificate (testing only).
+    #[arg(long)]
+    insecure: bool,
+    /// Seconds to wait for the relay and for a peer connection.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Log filter (default: warn).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    action: PeerAction,
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerAction {
+    /// Print every message that arrives, with its sender's UUID.
+    Listen {
+        /// Exit after this many messages (default: run until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Send every message back to its sender.
+        #[arg(long)]
+        echo: bool,
+    },
+    /// Send one message to a peer.
+    Send {
+        /// The receiver's UUID.
+        peer: Uuid,
+        /// Text to send.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        text: Option<String>,
+        /// Send this file's bytes instead.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
 }
 
 /// Runs `switchboard peer`.
 pub fn run(args: PeerArgs) -> ExitCode {
-    eprintln!("switchboard peer: not built yet (relay {})", args.relay);
-    ExitCode::from(2)
+    logging::init(args.log_level.as_deref(), QUIET);
+    let config = match build_config(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("switchboard peer: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = actix_rt::System::new().block_on(drive(config, args));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("switchboard peer: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_config(args: &PeerArgs) -> anyhow::Result<PeerManagerConfig> {
+    let mut config = PeerManagerConfig::new(args.relay.clone());
+    config.relay.uuid = args.uuid;
+    config.relay.name = args.name.clone();
+    config.relay.tls.ca_file = args.ca_file.clone();
+    config.relay.tls.insecure_skip_verify = args.insecure;
+    config.relay.connect_timeout = Duration::from_secs(args.timeout);
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--header {header:?} is not \"Name: value\""))?;
+        config
+            .relay
+            .headers
+            .push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    if let Some(path) = &args.token_file {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
+        config
+            .relay
+            .headers
+            .push(("Authorization".into(), format!("Bearer {}", token.trim())));
+    }
+    config.connection.channels = args.channels;
+    if !args.bind.is_empty() {
+        config.connection.bind_addrs = args.bind.clone();
+    }
+    config.connection.connect_timeout = Duration::from_secs(args.timeout);
+    config.connection.ice_servers = args
+        .ice_servers
+        .iter()
+        .map(|url| IceServer {
+            urls: vec![url.clone()],
+            username: args.turn_username.clone().unwrap_or_default(),
+            credential: args.turn_credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    Ok(config)
+}
+
+async fn drive(config: PeerManagerConfig, args: PeerArgs) -> anyhow::Result<()> {
+    let manager = PeerManager::new(config)?.start();
+    let registered = wait_registered(&manager, Duration::from_secs(args.timeout)).await;
+    let outcome = match (registered, args.action) {
+        (Err(error), _) => Err(error),
+        (Ok(uuid), PeerAction::Listen { count, echo }) => {
+            println!("{}", serde_json::json!({"event": "ready", "uuid": uuid}));
+            listen(&manager, count, echo).await
+        }
+        (Ok(_), PeerAction::Send { peer, text, file }) => {
+            let payload = match (text, file) {
+                (_, Some(path)) => Payload::Bytes(
+                    std::fs::read(&path)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                        .into(),
+                ),
+                (Some(text), None) => Payload::Text(text),
+                (None, None) => Payload::Text(String::new()),
+            };
+            let len = payload.len();
+            manager.send(Send { peer, payload }).await??;
+            eprintln!("sent {len} bytes to {peer}");
+            Ok(())
+        }
+    };
+    let _ = manager.send(Close).await;
+    outcome
+}
+
+/// Waits for the first registration, or fails with the relay's reason.
+async fn wait_registered(manager: &Addr<PeerManager>, limit: Duration) -> anyhow::Result<Uuid> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    manager
+        .send(SubscribeEvents(Forward(tx).start().recipient()))
+        .await?;
+    let wait = async {
+        while let Some(event) = rx.recv().await {
+            match event {
+                PeerEvent::Registered { uuid } => return Ok(uuid),
+                PeerEvent::RelayFailed(error) => return Err(anyhow::anyhow!("relay: {error}")),
+                PeerEvent::RelayLost { reason } => log::warn!("relay: {reason}; retrying"),
+                _ => {}
+            }
+        }
+        Err(anyhow::anyhow!("peer manager stopped"))
+    };
+    tokio::time::timeout(limit, wait)
+        .await
+        .map_err(|_| anyhow::anyhow!("not registered with the relay within {limit:?}"))?
+}
+
+async fn listen(manager: &Addr<PeerManager>, count: Option<u64>, echo: bool) -> anyhow::Result<()> {
+    let mut seen = 0u64;
+    while count.is_none_or(|limit| seen < limit) {
+        let message = manager.send(Recv(None)).await??;
+        println!("{}", describe(&message));
+        seen += 1;
+        if echo {
+            let reply = Send {
+                peer: message.peer,
+                payload: message.payload,
+            };
+            if let Err(error) = manager.send(reply).await? {
+                log::warn!("echo to {} failed: {error}", message.peer);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One JSON line describing a received message.
+fn describe(message: &PeerMessage) -> serde_json::Value {
+    match &message.payload {
+        Payload::Text(text) => serde_json::json!({
+            "event": "recv", "peer": message.peer, "kind": "text", "len": text.len(), "text": text,
+        }),
+        Payload::Bytes(bytes) => {
+            let preview: String = bytes.iter().take(32).map(|b| format!("{b:02x}")).collect();
+            serde_json::json!({
+                "event": "recv", "peer": message.peer, "kind": "bytes", "len": bytes.len(),
+                "hex_preview": preview,
+            })
+        }
+    }
+}
+
+/// Forwards PeerEvents to a channel.
+struct Forward(tokio::sync::mpsc::UnboundedSender<PeerEvent>);
+
+impl Actor for Forward {
+    type Context = Context<Self>;
+}
+
+impl Handler<PeerEvent> for Forward {
+    type Result = ();
+    fn handle(&mut self, event: PeerEvent, _: &mut Context<Self>) {
+        let _ = self.0.send(event);
+    }
 }

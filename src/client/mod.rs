@@ -3,10 +3,12 @@
 //!
 //! (filled in as the modules land)
 //! - [`relay_client`]: [`relay_client::RelayClient`], one relay session that registers,
-//!   relays offers/answers and reconnects; rejections (4001/4002/4004) are final.
-//! - [`backoff`]: capped, jittered exponential backoff for reconnecting.
-//! - [`tls`]: rustls client configurations for `wss://` (custom CA, skip-verify).
+//!   relays offers/answers and reconnects with [`backoff`]; `wss://` options in [`tls`].
+//! - `runtime`: [`runtime::SwitchboardRuntime`], tokio for `webrtc` with larger UDP buffers.
 
 pub mod backoff;
+pub mod connection;
+pub mod peer_manager;
 pub mod relay_client;
+pub mod runtime;
 pub mod tls;

@@ -315,3 +315,4 @@ impl TestRelay {
         }
     }
 }
+pub mod peers;

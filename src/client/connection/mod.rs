@@ -1,0 +1,558 @@
+//! [`Connection`]: one actor per remote peer, wrapping a `webrtc` peer connection
+//! with N data channels that carry chunked messages (DESIGN.md "Data-channel
+//! chunk format").
+//!
+//! The offerer creates channels `p2p-{i}-{N}` (unordered, reliable), gathers
+//! every ICE candidate (no trickle) and reports its offer as a
+//! [`ConnectionEventKind::LocalDescription`]; the owner forwards it through the
+//! relay and hands the answer back with [`SetAnswer`]. The answerer starts from
+//! the offer, learns N from the first label and reports its answer the same
+//! way. The connection is ready once all N channels are open; it reports
+//! [`ConnectionEventKind::Ready`], every reassembled message, and exactly one
+//! [`ConnectionEventKind::Closed`] when it ends, whatever the cause.
+
+mod channels;
+mod handler;
+pub mod setup;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+use webrtc::data_channel::{DataChannel, RTCDataChannelInit};
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
+
+use crate::defaults;
+use crate::protocol::chunk::{Payload, Reassembler, ReassemblerLimits};
+use crate::protocol::DescriptionType;
+use channels::Outgoing;
+pub use setup::{ConnectionConfig, IceServer};
+
+/// Why a connection could not be made, or ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionError {
+    /// The settings cannot work (e.g. 0 channels).
+    #[error("invalid connection settings: {0}")]
+    Config(String),
+    /// The WebRTC stack failed (ICE, DTLS, SCTP).
+    #[error("webrtc: {0}")]
+    WebRtc(String),
+    /// The peer's session description is not `{"sdp","type"}` JSON with valid SDP.
+    #[error("invalid session description: {0}")]
+    InvalidSdp(String),
+    /// The peer opened a channel whose label is not `p2p-{i}-{N}`.
+    #[error("data channel label {0:?} is not p2p-<i>-<n> with i < n <= the channel limit")]
+    BadLabel(String),
+    /// Not every channel opened within the connect timeout.
+    #[error("connection not ready within {0:?}")]
+    Timeout(Duration),
+    /// The connection closed (by either side) before or while this was asked.
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// The relay answered the offer with an error (e.g. unknown peer).
+    #[error("relay error: {0}")]
+    Relay(String),
+    /// A message could not be cut into chunks.
+    #[error("chunking: {0}")]
+    Chunk(String),
+}
+
+/// Which side of the handshake this connection is.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Creates the channels and sends the offer.
+    Offerer,
+    /// Answers this offer (the relay's `description` text).
+    Answerer {
+        /// The offer as received: `{"sdp": ..., "type": "offer"}`.
+        offer: String,
+    },
+}
+
+/// What a connection reports to its owner.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ConnectionEvent {
+    /// The remote peer.
+    pub peer: Uuid,
+    /// The owner's id for this connection, to tell a replaced one from its successor.
+    pub id: u64,
+    /// What happened.
+    pub kind: ConnectionEventKind,
+}
+
+/// The events of a [`ConnectionEvent`].
+#[derive(Debug)]
+pub enum ConnectionEventKind {
+    /// Our offer or answer, complete with candidates, to forward through the relay.
+    LocalDescription {
+        /// Offer (offerer) or answer (answerer).
+        description_type: DescriptionType,
+        /// `{"sdp": ..., "type": ...}` JSON, as ProxyStore sends it.
+        description: String,
+    },
+    /// Every channel is open.
+    Ready,
+    /// A whole message from the peer.
+    Message(Payload),
+    /// The connection ended; `None` when closed on request. Always the last event.
+    Closed(Option<ConnectionError>),
+}
+
+/// Hands the peer's answer to an offering connection.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ConnectionError>")]
+pub struct SetAnswer(pub String);
+
+/// Sends one message; resolves once every chunk is handed to the channels.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ConnectionError>")]
+pub struct SendMessage(pub Payload);
+
+/// Resolves when the connection is ready, or with why it cannot become so.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ConnectionError>")]
+pub struct WaitReady(pub Duration);
+
+/// Closes the connection once the peer has every chunk sent so far (waiting at
+/// most [`defaults::PEER_CLOSE_FLUSH_MS`]); a `Closed(None)` event follows.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+/// A relay error echo for our offer: the connection fails with it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RelayFailed(pub String);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ChannelOpen {
+    index: usize,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ChannelClosed {
+    index: usize,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ChunkIn {
+    data: Bytes,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct IncomingChannel {
+    channel: Arc<dyn DataChannel>,
+    label: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StateChanged(RTCPeerConnectionState);
+
+type ReadyWaiter = oneshot::Sender<Result<mpsc::Sender<Outgoing>, ConnectionError>>;
+
+/// One WebRTC peer connection and its data channels.
+pub struct Connection {
+    peer: Uuid,
+    id: u64,
+    role: Option<Role>,
+    config: Arc<ConnectionConfig>,
+    events: Recipient<ConnectionEvent>,
+    pc: Option<Arc<dyn PeerConnection>>,
+    channels: Vec<Option<Arc<dyn DataChannel>>>,
+    open: Vec<bool>,
+    sender: Option<mpsc::Sender<Outgoing>>,
+    waiters: Vec<ReadyWaiter>,
+    ended: Option<ConnectionError>,
+    closed_reported: bool,
+    reassembler: Reassembler,
+    next_stream: u32,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    nudge: Option<tokio::task::JoinHandle<()>>,
+    log: String,
+}
+
+impl Connection {
+    /// A connection to `peer`, reporting to `events` with `id`.
+    pub fn new(
+        peer: Uuid,
+        id: u64,
+        role: Role,
+        config: Arc<ConnectionConfig>,
+        events: Recipient<ConnectionEvent>,
+    ) -> Self {
+        let limits = ReassemblerLimits {
+            max_message_bytes: config.max_message_bytes,
+            ..ReassemblerLimits::default()
+        };
+        let channels = match role {
+            Role::Offerer => config.channels,
+            Role::Answerer { .. } => 0,
+        };
+        Connection {
+            peer,
+            id,
+            role: Some(role),
+            config,
+            events,
+            pc: None,
+            channels: vec![None; channels],
+            open: vec![false; channels],
+            sender: None,
+            waiters: Vec::new(),
+            ended: None,
+            closed_reported: false,
+            reassembler: Reassembler::new(limits),
+            next_stream: 0,
+            tasks: Vec::new(),
+            nudge: None,
+            log: format!("[peer {peer}]"),
+        }
+    }
+
+    fn emit(&self, kind: ConnectionEventKind) {
+        self.events.do_send(ConnectionEvent {
+            peer: self.peer,
+            id: self.id,
+            kind,
+        });
+    }
+
+    /// Ends the connection with `error` (None: closed on request).
+    fn end(&mut self, error: Option<ConnectionError>, ctx: &mut Context<Self>) {
+        if self.ended.is_some() {
+            return;
+        }
+        let reason = error
+            .clone()
+            .unwrap_or_else(|| ConnectionError::Closed("closed locally".into()));
+        match &error {
+            Some(ConnectionError::Closed(reason)) => log::info!("{} closed: {reason}", self.log),
+            Some(e) => log::warn!("{} connection failed: {e}", self.log),
+            None => log::info!("{} connection closed", self.log),
+        }
+        self.ended = Some(reason.clone());
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Err(reason.clone()));
+        }
+        self.sender = None;
+        self.closed_reported = true;
+        self.emit(ConnectionEventKind::Closed(error));
+        ctx.stop();
+    }
+
+    fn spawn_reader(&mut self, index: usize, channel: Arc<dyn DataChannel>, ctx: &Context<Self>) {
+        let weak = ctx.address().downgrade();
+        self.tasks
+            .push(tokio::spawn(channels::read_channel(channel, index, weak)));
+    }
+
+    fn check_ready(&mut self) {
+        if self.sender.is_some() || self.open.is_empty() || !self.open.iter().all(|o| *o) {
+            return;
+        }
+        let channels: Vec<_> = self.channels.iter().flatten().cloned().collect();
+        let (tx, rx) = mpsc::channel(defaults::PEER_SEND_QUEUE);
+        self.tasks.push(tokio::spawn(channels::send_loop(
+            channels,
+            self.config.chunk_size,
+            rx,
+        )));
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Ok(tx.clone()));
+        }
+        self.sender = Some(tx);
+        if let Some(nudge) = self.nudge.take() {
+            nudge.abort();
+        }
+        log::info!("{} ready ({} channels)", self.log, self.open.len());
+        self.emit(ConnectionEventKind::Ready);
+    }
+
+    /// Works around a stall in `webrtc` 0.21's driver while the offerer connects.
+    ///
+    /// The driver flushes writes at the top of its loop, before it handles
+    /// events, so a packet queued *by an event* (the DCEP OPEN on "SCTP done")
+    /// waits for the next timer, about 200 ms. Waking the driver flushes it, so
+    /// until the connection is ready a task wakes it every
+    /// [`defaults::PEER_SETUP_NUDGE_US`] (bounded by the connect timeout;
+    /// aborted once ready or closed). Measured: 424 ms → 228 ms to ready on
+    /// loopback. The SCTP INIT still waits one timer tick; see BENCHMARKS.md.
+    fn start_nudging(&mut self) {
+        let Some(pc) = self.pc.clone() else {
+            return;
+        };
+        let interval = Duration::from_micros(defaults::PEER_SETUP_NUDGE_US);
+        let limit = self.config.connect_timeout;
+        self.nudge = Some(tokio::spawn(async move {
+            // Re-applying the same configuration is a no-op that wakes the driver.
+            let configuration = pc.get_configuration().await;
+            let nudging = async {
+                while pc.set_configuration(configuration.clone()).await.is_ok() {
+                    tokio::time::sleep(interval).await;
+                }
+            };
+            let _ = tokio::time::timeout(limit, nudging).await;
+        }));
+    }
+
+    /// A future resolving to the send queue once ready.
+    fn ready_sender(
+        &mut self,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<mpsc::Sender<Outgoing>, ConnectionError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(error) = &self.ended {
+            let _ = tx.send(Err(error.clone()));
+        } else if let Some(sender) = &self.sender {
+            let _ = tx.send(Ok(sender.clone()));
+        } else {
+            self.waiters.push(tx);
+        }
+        async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(ConnectionError::Closed("connection went away".into())),
+                Err(_) => Err(ConnectionError::Timeout(timeout)),
+            }
+        }
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(defaults::PEER_SEND_QUEUE);
+        let timeout = self.config.connect_timeout;
+        ctx.run_later(timeout, move |act, ctx| {
+            if act.sender.is_none() {
+                act.end(Some(ConnectionError::Timeout(timeout)), ctx);
+            }
+        });
+        let Some(role) = self.role.take() else {
+            return;
+        };
+        let (gathered_tx, gathered_rx) = watch::channel(false);
+        let handler = Arc::new(handler::Events::new(ctx.address().downgrade(), gathered_tx));
+        let config = self.config.clone();
+        let fut = handler::negotiate(config, role, handler, gathered_rx);
+        ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(negotiated) => {
+                act.pc = Some(negotiated.pc);
+                for (index, channel) in negotiated.channels.into_iter().enumerate() {
+                    act.channels[index] = Some(channel.clone());
+                    act.spawn_reader(index, channel, ctx);
+                }
+                act.emit(ConnectionEventKind::LocalDescription {
+                    description_type: negotiated.description_type,
+                    description: negotiated.description,
+                });
+            }
+            Err(error) => act.end(Some(error), ctx),
+        }));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        for task in self.tasks.drain(..).chain(self.nudge.take()) {
+            task.abort();
+        }
+        self.reassembler.clear();
+        if !self.closed_reported {
+            self.closed_reported = true;
+            self.emit(ConnectionEventKind::Closed(None));
+        }
+        if let Some(pc) = self.pc.take() {
+            let log = self.log.clone();
+            tokio::spawn(async move {
+                if let Err(e) = pc.close().await {
+                    log::debug!("{log} closing the peer connection: {e}");
+                }
+            });
+        }
+    }
+}
+
+impl Handler<SetAnswer> for Connection {
+    type Result = ResponseActFuture<Self, Result<(), ConnectionError>>;
+
+    fn handle(&mut self, msg: SetAnswer, _ctx: &mut Context<Self>) -> Self::Result {
+        let pc = self.pc.clone();
+        let fut = async move {
+            let desc = setup::description_from_json(&msg.0, DescriptionType::Answer)?;
+            let pc = pc.ok_or_else(|| ConnectionError::Closed("no peer connection".into()))?;
+            pc.set_remote_description(desc)
+                .await
+                .map_err(|e| ConnectionError::InvalidSdp(format!("answer rejected: {e}")))
+        };
+        Box::pin(fut.into_actor(self).map(|result, act, ctx| {
+            match &result {
+                Ok(()) => act.start_nudging(),
+                Err(error) => act.end(Some(error.clone()), ctx),
+            }
+            result
+        }))
+    }
+}
+
+impl Handler<SendMessage> for Connection {
+    type Result = ResponseFuture<Result<(), ConnectionError>>;
+
+    fn handle(&mut self, msg: SendMessage, _ctx: &mut Context<Self>) -> Self::Result {
+        let stream_id = self.next_stream;
+        self.next_stream = self.next_stream.wrapping_add(1);
+        let ready = self.ready_sender(self.config.connect_timeout);
+        Box::pin(async move {
+            let queue = ready.await?;
+            let (done, result) = oneshot::channel();
+            let outgoing = Outgoing {
+                payload: msg.0,
+                stream_id,
+                done,
+            };
+            queue
+                .send(outgoing)
+                .await
+                .map_err(|_| ConnectionError::Closed("connection is closing".into()))?;
+            result
+                .await
+                .map_err(|_| ConnectionError::Closed("connection is closing".into()))?
+        })
+    }
+}
+
+impl Handler<WaitReady> for Connection {
+    type Result = ResponseFuture<Result<(), ConnectionError>>;
+
+    fn handle(&mut self, msg: WaitReady, _ctx: &mut Context<Self>) -> Self::Result {
+        let ready = self.ready_sender(msg.0);
+        Box::pin(async move { ready.await.map(|_| ()) })
+    }
+}
+
+impl Handler<Close> for Connection {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Waits (bounded) until the peer has acknowledged every chunk sent, so a
+    /// message handed over just before the close is not lost, then closes.
+    fn handle(&mut self, _msg: Close, _ctx: &mut Context<Self>) -> Self::Result {
+        let channels: Vec<_> = self.channels.iter().flatten().cloned().collect();
+        let limit = Duration::from_millis(defaults::PEER_CLOSE_FLUSH_MS);
+        let flushed = async move {
+            let drain = async {
+                for channel in &channels {
+                    while let Ok(outstanding) = channel.outstanding_bytes().await {
+                        if outstanding == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(limit, drain).await;
+        };
+        Box::pin(
+            flushed
+                .into_actor(self)
+                .map(|(), act, ctx| act.end(None, ctx)),
+        )
+    }
+}
+
+impl Handler<RelayFailed> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: RelayFailed, ctx: &mut Context<Self>) {
+        self.end(Some(ConnectionError::Relay(msg.0)), ctx);
+    }
+}
+
+impl Handler<ChannelOpen> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChannelOpen, _ctx: &mut Context<Self>) {
+        if let Some(open) = self.open.get_mut(msg.index) {
+            *open = true;
+        }
+        self.check_ready();
+    }
+}
+
+impl Handler<ChannelClosed> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChannelClosed, ctx: &mut Context<Self>) {
+        let error = ConnectionError::Closed(format!("data channel {} closed", msg.index));
+        self.end(Some(error), ctx);
+    }
+}
+
+impl Handler<ChunkIn> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChunkIn, _ctx: &mut Context<Self>) {
+        match self.reassembler.push(msg.data) {
+            Ok(Some((_, payload))) => self.emit(ConnectionEventKind::Message(payload)),
+            Ok(None) => {}
+            Err(error) => log::warn!("{} dropped a chunk: {error}", self.log),
+        }
+    }
+}
+
+impl Handler<IncomingChannel> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: IncomingChannel, ctx: &mut Context<Self>) {
+        let (index, total) = match setup::parse_label(&msg.label, defaults::PEER_MAX_CHANNELS) {
+            Ok(parsed) => parsed,
+            Err(error) => return self.end(Some(error), ctx),
+        };
+        if self.channels.is_empty() {
+            self.channels = vec![None; total];
+            self.open = vec![false; total];
+        }
+        if total != self.channels.len() || self.channels[index].is_some() {
+            return self.end(Some(ConnectionError::BadLabel(msg.label)), ctx);
+        }
+        self.channels[index] = Some(msg.channel.clone());
+        // A channel announced by the peer is open when it arrives.
+        self.open[index] = true;
+        self.spawn_reader(index, msg.channel, ctx);
+        self.check_ready();
+    }
+}
+
+impl Handler<StateChanged> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: StateChanged, ctx: &mut Context<Self>) {
+        log::debug!("{} connection state {}", self.log, msg.0);
+        match msg.0 {
+            RTCPeerConnectionState::Failed => self.end(
+                Some(ConnectionError::WebRtc("connection failed".into())),
+                ctx,
+            ),
+            RTCPeerConnectionState::Closed => self.end(
+                Some(ConnectionError::Closed("peer connection closed".into())),
+                ctx,
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// The channel options ProxyStore uses: unordered, reliable.
+fn channel_init() -> RTCDataChannelInit {
+    RTCDataChannelInit {
+        ordered: false,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,219 @@
+//! Building a `webrtc` peer connection from [`ConnectionConfig`], and the
+//! `{"sdp", "type"}` JSON that session descriptions travel in over the relay.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use serde::{Deserialize, Serialize};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceServer, RTCSdpType, RTCSessionDescription, SettingEngineBuilder,
+};
+
+use super::ConnectionError;
+use crate::client::runtime::SwitchboardRuntime;
+use crate::defaults;
+use crate::protocol::DescriptionType;
+
+/// A STUN or TURN server offered to ICE.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, ...
+    pub urls: Vec<String>,
+    /// TURN user name (empty for STUN).
+    pub username: String,
+    /// TURN credential (empty for STUN); never logged.
+    pub credential: String,
+}
+
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &"MASKED")
+            .finish()
+    }
+}
+
+/// How peer connections are made; shared by every connection of a PeerManager.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// Data channels an outgoing connection opens (`p2p-{i}-{N}`); incoming
+    /// connections use the number the offerer chose.
+    pub channels: usize,
+    /// STUN/TURN servers (none: host candidates only).
+    pub ice_servers: Vec<IceServer>,
+    /// Local addresses to gather host candidates on, each bound on port 0.
+    /// `0.0.0.0` means every non-loopback interface; tests use `127.0.0.1`.
+    pub bind_addrs: Vec<IpAddr>,
+    /// Payload bytes per chunk (ProxyStore sends 32 KiB).
+    pub chunk_size: usize,
+    /// Largest message accepted from a peer; a bigger one is dropped with an error.
+    pub max_message_bytes: usize,
+    /// Per-channel bytes handed to SCTP but not yet acknowledged before sends wait.
+    pub send_buffer_limit: usize,
+    /// From creation until every channel is open; also bounds ICE gathering.
+    pub connect_timeout: Duration,
+    /// UDP send/receive buffer asked for per socket.
+    pub udp_socket_buffer: usize,
+    /// Interval between ICE connectivity checks.
+    pub ice_check_interval: Duration,
+    /// Accept remote mDNS (`.local`) candidates. Off by default: it costs a
+    /// multicast socket per connection and is useless with host IPs.
+    pub mdns: bool,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            channels: defaults::PEER_CHANNELS,
+            ice_servers: Vec::new(),
+            bind_addrs: vec![IpAddr::from([0, 0, 0, 0])],
+            chunk_size: defaults::CHUNK_SIZE,
+            max_message_bytes: defaults::PEER_MAX_MESSAGE_BYTES,
+            send_buffer_limit: defaults::PEER_SEND_BUFFER_LIMIT,
+            connect_timeout: Duration::from_millis(defaults::PEER_CONNECT_TIMEOUT_MS),
+            udp_socket_buffer: defaults::PEER_UDP_SOCKET_BUFFER,
+            ice_check_interval: Duration::from_millis(defaults::PEER_ICE_CHECK_INTERVAL_MS),
+            mdns: false,
+        }
+    }
+}
+
+impl ConnectionConfig {
+    /// Checks the values a connection cannot work with.
+    pub fn validate(&self) -> Result<(), ConnectionError> {
+        if self.channels == 0 || self.channels > defaults::PEER_MAX_CHANNELS {
+            return Err(ConnectionError::Config(format!(
+                "channels must be 1..={}, not {}",
+                defaults::PEER_MAX_CHANNELS,
+                self.channels
+            )));
+        }
+        if self.chunk_size < crate::protocol::chunk::MIN_CHUNK_SIZE
+            || self.chunk_size > defaults::PEER_MAX_CHUNK_SIZE
+        {
+            return Err(ConnectionError::Config(format!(
+                "chunk_size must be {}..={}, not {}",
+                crate::protocol::chunk::MIN_CHUNK_SIZE,
+                defaults::PEER_MAX_CHUNK_SIZE,
+                self.chunk_size
+            )));
+        }
+        if self.bind_addrs.is_empty() {
+            return Err(ConnectionError::Config("bind_addrs is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Builds a peer connection whose events go to `handler`.
+pub(super) async fn build(
+    config: &ConnectionConfig,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+) -> Result<Arc<dyn PeerConnection>, ConnectionError> {
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(if config.mdns {
+            MulticastDnsMode::QueryOnly
+        } else {
+            MulticastDnsMode::Disabled
+        })
+        .with_ice_connection_attempts(Some(config.ice_check_interval), None)
+        .build();
+    let ice_servers = config
+        .ice_servers
+        .iter()
+        .map(|server| RTCIceServer {
+            urls: server.urls.clone(),
+            username: server.username.clone(),
+            credential: server.credential.clone(),
+        })
+        .collect();
+    let addrs: Vec<SocketAddr> = config
+        .bind_addrs
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, 0))
+        .collect();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(ice_servers)
+                .build(),
+        )
+        .with_setting_engine(settings)
+        .with_handler(handler)
+        .with_runtime(Arc::new(SwitchboardRuntime::new(config.udp_socket_buffer)))
+        .with_udp_addrs(addrs)
+        .with_dedicated_reactor_pool_size(defaults::PEER_REACTOR_THREADS)
+        .with_data_channel_send_buffer_limit(config.send_buffer_limit)
+        .build()
+        .await
+        .map_err(|e| ConnectionError::WebRtc(format!("building the peer connection: {e}")))?;
+    Ok(Arc::new(pc))
+}
+
+/// A session description as ProxyStore (aiortc's `object_to_string`) sends it.
+#[derive(Debug, Serialize, Deserialize)]
+struct SdpJson {
+    sdp: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// `{"sdp": ..., "type": "offer"|"answer"}`, keys sorted like aiortc's.
+pub fn description_to_json(desc: &RTCSessionDescription) -> String {
+    let kind = match desc.sdp_type {
+        RTCSdpType::Answer => "answer",
+        _ => "offer",
+    };
+    serde_json::to_string(&SdpJson {
+        sdp: desc.sdp.clone(),
+        kind: kind.to_owned(),
+    })
+    .unwrap_or_default()
+}
+
+/// Parses the relay's `description` text as a session description of `expected` type.
+///
+/// Errors: [`ConnectionError::InvalidSdp`] when the JSON, the type or the SDP
+/// itself does not parse.
+pub fn description_from_json(
+    text: &str,
+    expected: DescriptionType,
+) -> Result<RTCSessionDescription, ConnectionError> {
+    let parsed: SdpJson = serde_json::from_str(text)
+        .map_err(|e| ConnectionError::InvalidSdp(format!("not {{\"sdp\",\"type\"}} JSON: {e}")))?;
+    if parsed.kind != expected.as_str() {
+        return Err(ConnectionError::InvalidSdp(format!(
+            "description type {:?} where {:?} was expected",
+            parsed.kind,
+            expected.as_str()
+        )));
+    }
+    let desc = match expected {
+        DescriptionType::Offer => RTCSessionDescription::offer(parsed.sdp),
+        DescriptionType::Answer => RTCSessionDescription::answer(parsed.sdp),
+    };
+    desc.map_err(|e| ConnectionError::InvalidSdp(format!("SDP does not parse: {e}")))
+}
+
+/// Parses a channel label `p2p-{i}-{N}` into `(i, N)`, checking `i < N ≤ max`.
+pub fn parse_label(label: &str, max: usize) -> Result<(usize, usize), ConnectionError> {
+    let bad = || ConnectionError::BadLabel(label.to_owned());
+    let rest = label.strip_prefix("p2p-").ok_or_else(bad)?;
+    let (index, total) = rest.split_once('-').ok_or_else(bad)?;
+    let index: usize = index.parse().map_err(|_| bad())?;
+    let total: usize = total.parse().map_err(|_| bad())?;
+    if total == 0 || index >= total || total > max {
+        return Err(bad());
+    }
+    Ok((index, total))
+}
+
+/// The label of channel `index` of `total`.
+pub fn label(index: usize, total: usize) -> String {
+    format!("p2p-{index}-{total}")
+}

@@ -1,0 +1,216 @@
+//! [`PeerManager`]: the one actor an application adds to talk to peers.
+//!
+//! It owns a [`RelayClient`](crate::client::relay_client::RelayClient) and one
+//! [`Connection`](crate::client::connection::Connection) per remote peer.
+//! [`Send`] opens a connection on demand and waits until it is ready;
+//! incoming offers create connections; every message received is delivered,
+//! tagged with its sender, to the subscribers ([`Subscribe`]) or, when there
+//! are none, to a bounded inbox read with [`Recv`].
+//!
+//! Supervision: the relay client reconnects by itself after transient losses
+//! and re-registers under the same UUID; if it stops for any reason other than
+//! a rejection (4001/4002/4004), the manager starts a new one after a delay.
+//! Existing connections never depend on the relay. Glare (both sides offer
+//! at once) is resolved by UUID: the lower UUID stays offerer, the higher one
+//! drops its own offer and answers. An offer from a peer we already have a
+//! connection with replaces that connection.
+//!
+//! ```no_run
+//! use actix::Actor;
+//! use switchboard::client::peer_manager::{PeerManager, PeerManagerConfig, Send, Recv};
+//! use switchboard::protocol::chunk::Payload;
+//!
+//! # async fn example(peer: uuid::Uuid) -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = PeerManager::new(PeerManagerConfig::new("ws://relay.example:8700"))?.start();
+//! manager.send(Send::text(peer, "hello")).await??;
+//! let message = manager.send(Recv::default()).await??;
+//! println!("{} sent {} bytes", message.peer, message.payload.len());
+//! # Ok(())
+//! # }
+//! ```
+
+mod actor;
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::client::connection::{ConnectionConfig, ConnectionError};
+use crate::client::relay_client::{RelayClientConfig, RelayClientError};
+use crate::defaults;
+use crate::protocol::chunk::Payload;
+pub use actor::PeerManager;
+
+/// Everything a [`PeerManager`] needs.
+#[derive(Debug, Clone)]
+pub struct PeerManagerConfig {
+    /// The relay session (URL, name, UUID, headers, TLS, backoff).
+    pub relay: RelayClientConfig,
+    /// How connections are made (channels, ICE servers, addresses, limits).
+    pub connection: ConnectionConfig,
+    /// Received messages kept for [`Recv`] when nobody subscribed; the oldest is
+    /// dropped (and logged) beyond this.
+    pub recv_queue: usize,
+}
+
+impl PeerManagerConfig {
+    /// Defaults for everything but the relay URL.
+    pub fn new(relay_url: impl Into<String>) -> Self {
+        PeerManagerConfig {
+            relay: RelayClientConfig::new(relay_url),
+            connection: ConnectionConfig::default(),
+            recv_queue: defaults::PEER_RECV_QUEUE,
+        }
+    }
+}
+
+/// Why a [`PeerManager`] request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// The settings cannot work.
+    #[error("invalid peer manager settings: {0}")]
+    Config(String),
+    /// The relay session failed for good (rejected, or a bad URL).
+    #[error("relay: {0}")]
+    Relay(RelayClientError),
+    /// The connection to this peer failed or closed.
+    #[error("connection to {peer}: {error}")]
+    Connection {
+        /// The remote peer.
+        peer: Uuid,
+        /// What went wrong.
+        error: ConnectionError,
+    },
+    /// Sending to ourselves is not possible.
+    #[error("cannot send to our own UUID {0}")]
+    SelfSend(Uuid),
+    /// No message arrived within the timeout given to [`Recv`].
+    #[error("no message within {0:?}")]
+    RecvTimeout(Duration),
+    /// The manager is closed.
+    #[error("peer manager is closed")]
+    Closed,
+}
+
+/// A message from a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct PeerMessage {
+    /// The sender.
+    pub peer: Uuid,
+    /// What it sent.
+    pub payload: Payload,
+}
+
+/// Connection life-cycle notifications, for [`SubscribeEvents`].
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub enum PeerEvent {
+    /// The relay accepted our registration (again, after a reconnect).
+    Registered {
+        /// Our UUID.
+        uuid: Uuid,
+    },
+    /// The relay session was lost; it is being re-established.
+    RelayLost {
+        /// Why.
+        reason: String,
+    },
+    /// The relay session failed for good.
+    RelayFailed(RelayClientError),
+    /// A connection to `peer` is ready.
+    Connected {
+        /// The remote peer.
+        peer: Uuid,
+    },
+    /// The connection to `peer` closed; `error` is `None` when closed on request.
+    Disconnected {
+        /// The remote peer.
+        peer: Uuid,
+        /// Why, unless closed on request.
+        error: Option<ConnectionError>,
+    },
+}
+
+/// Sends `payload` to `peer`, connecting first if needed. Resolves once every
+/// chunk is handed to the data channels.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), PeerError>")]
+pub struct Send {
+    /// The receiver.
+    pub peer: Uuid,
+    /// The message.
+    pub payload: Payload,
+}
+
+impl Send {
+    /// Sends bytes.
+    pub fn bytes(peer: Uuid, data: impl Into<Bytes>) -> Self {
+        Send {
+            peer,
+            payload: Payload::Bytes(data.into()),
+        }
+    }
+
+    /// Sends text.
+    pub fn text(peer: Uuid, text: impl Into<String>) -> Self {
+        Send {
+            peer,
+            payload: Payload::Text(text.into()),
+        }
+    }
+}
+
+/// The next received message (when nobody subscribed), waiting at most the
+/// given time (default: forever).
+#[derive(Debug, Default, Message)]
+#[rtype(result = "Result<PeerMessage, PeerError>")]
+pub struct Recv(pub Option<Duration>);
+
+/// Delivers every received message to this recipient from now on.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<PeerMessage>);
+
+/// Delivers every [`PeerEvent`] to this recipient from now on.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SubscribeEvents(pub Recipient<PeerEvent>);
+
+/// Opens a connection to `peer` (if there is none) and waits until it is ready.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), PeerError>")]
+pub struct Connect(pub Uuid);
+
+/// Closes the connection to one peer (no-op if there is none).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CloseConnection(pub Uuid);
+
+/// Closes every connection (each first waits, bounded, until the peer has
+/// what was sent) and the relay session, then stops the manager.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+/// Our UUID and the peers we have connections with.
+#[derive(Debug, Message)]
+#[rtype(result = "ManagerStatus")]
+pub struct Status;
+
+/// The answer to [`Status`].
+#[derive(Debug, Clone, MessageResponse)]
+pub struct ManagerStatus {
+    /// The UUID we register under.
+    pub uuid: Uuid,
+    /// The name we register under.
+    pub name: String,
+    /// The relay accepted our registration and the session is up.
+    pub registered: bool,
+    /// Peers with a connection (ready or not).
+    pub peers: Vec<Uuid>,
+    /// Relay clients started so far (1 + restarts).
+    pub relay_sessions: u64,
+}
