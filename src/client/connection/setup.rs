@@ -217,3 +217,69 @@ pub fn parse_label(label: &str, max: usize) -> Result<(usize, usize), Connection
 pub fn label(index: usize, total: usize) -> String {
     format!("p2p-{index}-{total}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_round_trip_and_bad_labels_are_refused() {
+        assert_eq!(parse_label(&label(3, 4), 64), Ok((3, 4)));
+        assert_eq!(parse_label("p2p-0-1", 64), Ok((0, 1)));
+        for bad in [
+            "",
+            "p2p",
+            "p2p-",
+            "p2p-1",
+            "p2p-1-1",
+            "p2p-0-0",
+            "p2p--1-2",
+            "p2p-a-2",
+            "x2p-0-1",
+            "p2p-0-65",
+            "p2p-0-1-2",
+            "p2p-99999999999999999999-1",
+        ] {
+            assert!(
+                matches!(parse_label(bad, 64), Err(ConnectionError::BadLabel(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn descriptions_are_aiortc_json_with_sorted_keys() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_owned();
+        let desc = RTCSessionDescription::offer(sdp.clone()).unwrap();
+        let json = description_to_json(&desc);
+        assert!(json.starts_with(r#"{"sdp":"#), "{json}");
+        assert!(json.ends_with(r#","type":"offer"}"#), "{json}");
+        let back = description_from_json(&json, DescriptionType::Offer).unwrap();
+        assert_eq!(back.sdp, sdp);
+        // The wrong type for the message is refused.
+        assert!(matches!(
+            description_from_json(&json, DescriptionType::Answer),
+            Err(ConnectionError::InvalidSdp(_))
+        ));
+    }
+
+    #[test]
+    fn config_validation_names_the_problem() {
+        let mut config = ConnectionConfig::default();
+        assert!(config.validate().is_ok());
+        config.channels = 0;
+        assert!(
+            matches!(config.validate(), Err(ConnectionError::Config(m)) if m.contains("channels"))
+        );
+        config.channels = 1;
+        config.chunk_size = 1 << 20;
+        assert!(
+            matches!(config.validate(), Err(ConnectionError::Config(m)) if m.contains("chunk_size"))
+        );
+        config.chunk_size = 1024;
+        config.bind_addrs.clear();
+        assert!(
+            matches!(config.validate(), Err(ConnectionError::Config(m)) if m.contains("bind_addrs"))
+        );
+    }
+}
