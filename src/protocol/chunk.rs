@@ -351,7 +351,7 @@ impl Chunks {
     /// character boundary for text.
     fn chunk_end(&self, start: usize) -> usize {
         let bytes = self.payload.as_bytes();
-        let mut end = (start + self.chunk_size).min(bytes.len());
+        let mut end = start.saturating_add(self.chunk_size).min(bytes.len());
         if let Payload::Text(text) = &self.payload {
             while !text.is_char_boundary(end) {
                 end -= 1;
@@ -471,6 +471,9 @@ impl Reassembler {
     /// Adds one received chunk. Returns the stream id and message when this
     /// chunk completes it, `None` while it is incomplete, or the error; a
     /// stream-level error drops that stream and frees its state.
+    ///
+    /// `chunk` should be exactly one data-channel message: stored chunks keep
+    /// its buffer alive, and the budget counts `chunk.len()`.
     pub fn push(&mut self, chunk: Bytes) -> Result<Option<(u32, Payload)>, ChunkError> {
         let header = parse_chunk(&chunk)?.header;
         let id = header.stream_id;

@@ -207,6 +207,35 @@ fn proxystore_chunks_are_accepted() {
     ));
 }
 
+/// Bytes written by ProxyStore 1.1.0's `bytes(Chunk(...))`, recorded from the venv.
+#[test]
+fn literal_proxystore_chunks_parse() {
+    // Chunk(5, 0, 1, 'grüß ✓'): length 24 = 18 + 6 characters, 10 payload bytes.
+    let text: &[u8] = &[
+        0, 2, 0, 0, 0, 24, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 1, 103, 114, 195, 188, 195, 159, 32,
+        226, 156, 147,
+    ];
+    // Chunk(6, 1, 2, b'\x00\xff') and Chunk(7, 0, 1, '').
+    let bytes: &[u8] = &[
+        0, 1, 0, 0, 0, 20, 0, 0, 0, 6, 0, 0, 0, 1, 0, 0, 0, 2, 0, 255,
+    ];
+    let empty: &[u8] = &[0, 2, 0, 0, 0, 18, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1];
+    let mut r = Reassembler::default();
+    let out = r.push(Bytes::from_static(text));
+    assert_eq!(out, Ok(Some((5, Payload::from("grüß ✓")))));
+    assert_eq!(r.push(Bytes::from_static(bytes)), Ok(None));
+    assert_eq!(parse_chunk(bytes).unwrap().payload, &[0, 255]);
+    assert_eq!(
+        r.push(Bytes::from_static(empty)),
+        Ok(Some((7, Payload::from(""))))
+    );
+    // Our encoding of the same text differs only in the length field (bytes).
+    let ours = all("grüß ✓", 5, 64).remove(0);
+    assert_eq!(&ours[..5], &text[..5]);
+    assert_eq!(ours[5], 28);
+    assert_eq!(&ours[6..], &text[6..]);
+}
+
 #[test]
 fn malformed_chunks_get_typed_errors() {
     let body = b"abcd";
@@ -266,6 +295,9 @@ fn encoder_rejects_tiny_chunk_sizes() {
         Some(ChunkError::ChunkSizeTooSmall(3))
     );
     assert_eq!(all("🦀🦀", 0, MIN_CHUNK_SIZE).len(), 2);
+    // A chunk size beyond the message (even usize::MAX) gives one chunk.
+    assert_eq!(all("é".repeat(10), 0, usize::MAX).len(), 1);
+    assert_eq!(all(vec![1u8; 10], 0, usize::MAX).len(), 1);
 }
 
 #[test]
