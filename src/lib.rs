@@ -1,8 +1,13 @@
-//! Switchboard: a ProxyStore-compatible WebRTC relay (signaling) server on actix.
+//! Switchboard: a ProxyStore-compatible WebRTC relay (signaling) server, and a
+//! peer library and command line that talk over WebRTC data channels, on actix.
 //!
 //! Peers open a WebSocket to the relay, register a UUID, and forward WebRTC
 //! session descriptions to each other. Switchboard speaks ProxyStore's relay
 //! protocol byte for byte, so ProxyStore's Python clients use it unchanged.
+//! The peer library ([`client`]) is the other end: an actix application adds
+//! one actor, the [`PeerManager`](client::peer_manager::PeerManager), and sends
+//! bytes or text to any peer UUID registered on a relay; `switchboard peer
+//! listen` / `switchboard peer send` do the same from a shell.
 //!
 //! # Layout
 //!
@@ -16,9 +21,18 @@
 //!   [`server::start`], a function of (settings, bound listeners) returning a handle.
 //! - [`admin`]: `/health`, `/clients`, `/metrics` on the admin listener, and
 //!   `admin::metrics`, the one struct holding every metric.
+//! - [`client`]: the peer library, actix actors embedded in the application's
+//!   System: `relay_client` (one relay session, reconnecting with `backoff`;
+//!   `wss://` options in `tls`), `connection` (one WebRTC peer connection, N
+//!   data channels, chunked messages), `runtime` (tokio for `webrtc` with larger
+//!   UDP buffers) and `peer_manager` (the one actor an application adds).
 //! - [`logging`]: env_logger set-up from `--log-level` / `RUST_LOG` / `log.level`.
+//! - `src/cli/`: the binary's subcommands besides the relay itself: `peer`
+//!   (`listen`, `send`), and `host` later.
 //! - `src/bin/switchboard-load/`: a load generator speaking the relay protocol
 //!   (flood, latency, idle memory) against any relay URL; `scripts/bench` drives it.
+//! - `examples/`: `two_peers` (a relay and two peers in one process) and
+//!   `peer_http` (an actix-web application embedding a PeerManager).
 #![deny(missing_docs)]
 
 pub mod admin;

@@ -10,6 +10,54 @@
 //! way. The connection is ready once all N channels are open; it reports
 //! [`ConnectionEventKind::Ready`], every reassembled message, and exactly one
 //! [`ConnectionEventKind::Closed`] when it ends, whatever the cause.
+//!
+//! # Examples
+//!
+//! Applications normally let the
+//! [`PeerManager`](crate::client::peer_manager::PeerManager) do all of this.
+//! Driving one connection by hand, as its owner:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use actix::prelude::*;
+//! use switchboard::client::connection::{
+//!     Connection, ConnectionConfig, ConnectionEvent, ConnectionEventKind, Role, SendMessage,
+//!     SetAnswer, WaitReady,
+//! };
+//! use switchboard::protocol::chunk::Payload;
+//!
+//! /// Receives what the connection reports.
+//! struct Owner;
+//! impl Actor for Owner {
+//!     type Context = Context<Self>;
+//! }
+//! impl Handler<ConnectionEvent> for Owner {
+//!     type Result = ();
+//!     fn handle(&mut self, event: ConnectionEvent, _: &mut Context<Self>) {
+//!         match event.kind {
+//!             // Forward the offer to `event.peer` through the relay.
+//!             ConnectionEventKind::LocalDescription { description, .. } => drop(description),
+//!             ConnectionEventKind::Message(payload) => {
+//!                 log::info!("{} sent {} bytes", event.peer, payload.len())
+//!             }
+//!             other => log::info!("{}: {other:?}", event.peer),
+//!         }
+//!     }
+//! }
+//!
+//! # async fn example(peer: uuid::Uuid, answer: String) -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Arc::new(ConnectionConfig::default());
+//! let owner = Owner.start().recipient();
+//! let connection = Connection::new(peer, 1, Role::Offerer, config, owner).start();
+//! // Once the peer's answer comes back through the relay:
+//! connection.send(SetAnswer(answer)).await??;
+//! connection.send(WaitReady(Duration::from_secs(10))).await??;
+//! connection.send(SendMessage(Payload::Text("hello".into()))).await??;
+//! # Ok(())
+//! # }
+//! ```
 
 mod channels;
 mod handler;

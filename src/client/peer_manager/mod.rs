@@ -15,13 +15,27 @@
 //! drops its own offer and answers. An offer from a peer we already have a
 //! connection with replaces that connection.
 //!
+//! # Examples
+//!
+//! Start a manager inside the application's actix System, send, and receive
+//! (a complete program is `examples/two_peers.rs`; `examples/peer_http.rs`
+//! shares the manager's `Addr` with actix-web handlers):
+//!
 //! ```no_run
+//! use std::time::Duration;
+//!
 //! use actix::Actor;
-//! use switchboard::client::peer_manager::{PeerManager, PeerManagerConfig, Send, Recv};
-//! use switchboard::protocol::chunk::Payload;
+//! use switchboard::client::peer_manager::{PeerManager, PeerManagerConfig, Recv, Send, Status};
 //!
 //! # async fn example(peer: uuid::Uuid) -> Result<(), Box<dyn std::error::Error>> {
 //! let manager = PeerManager::new(PeerManagerConfig::new("ws://relay.example:8700"))?.start();
+//! // A send fails until the relay has accepted our registration.
+//! for _ in 0..100 {
+//!     if manager.send(Status).await?.registered {
+//!         break;
+//!     }
+//!     tokio::time::sleep(Duration::from_millis(50)).await;
+//! }
 //! manager.send(Send::text(peer, "hello")).await??;
 //! let message = manager.send(Recv::default()).await??;
 //! println!("{} sent {} bytes", message.peer, message.payload.len());

@@ -24,6 +24,8 @@
 //! small signaling frames, and waiting for the subscriber's reply could
 //! deadlock a subscriber that itself waits on this actor.
 //!
+//! # Examples
+//!
 //! ```no_run
 //! use actix::prelude::*;
 //! use switchboard::client::relay_client::{RelayClient, RelayClientConfig, RelayEvent};
