@@ -1,0 +1,274 @@
+//! Proves the `switchboard peer` command as a user runs it: real processes of
+//! the binary against a real relay on loopback. `listen` prints one JSON line
+//! per message with the sender's UUID, kind, length and text, for a text and a
+//! 200 KiB file sent over 4 channels by separate `send` processes; `listen
+//! --echo` returns every byte to a library peer. A non-WebSocket relay URL, an
+//! unknown peer, a missing token file, no token and a wrong token each fail
+//! with a non-zero exit and a message naming the cause; the right token file
+//! works.
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::peers::{manager, peer_config, recv};
+use common::{test_settings, TestRelay};
+use serde_json::{json, Value};
+use switchboard::client::peer_manager::{Close, Send};
+use switchboard::config::{AuthMethod, Secret, Settings};
+use switchboard::protocol::chunk::Payload;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// How long any one process or line may take.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// `switchboard peer --relay URL` with loopback candidates, then `args`.
+fn peer(relay: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "peer",
+            "--relay",
+            relay,
+            "--bind",
+            "127.0.0.1",
+            "--timeout",
+            "15",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs a command to completion (bounded); returns its output.
+async fn run(mut command: Command) -> Output {
+    tokio::time::timeout(LIMIT, command.output())
+        .await
+        .expect("process did not exit in time")
+        .expect("process could not start")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A running `peer ... listen` and its printed UUID.
+struct Listener {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    uuid: Uuid,
+}
+
+impl Listener {
+    /// Starts `peer <global> listen <listen>` and waits for its "ready" line.
+    async fn start(relay: &str, global: &[&str], listen: &[&str]) -> Listener {
+        let mut command = peer(relay, global);
+        command.arg("listen").args(listen).stdout(Stdio::piped());
+        let mut child = command.spawn().expect("listener could not start");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut listener = Listener {
+            child,
+            lines: BufReader::new(stdout).lines(),
+            uuid: Uuid::nil(),
+        };
+        let ready = listener.next_json().await;
+        assert_eq!(ready["event"], "ready", "{ready}");
+        listener.uuid = ready["uuid"].as_str().unwrap().parse().unwrap();
+        listener
+    }
+
+    /// The next line of stdout, parsed as JSON (bounded).
+    async fn next_json(&mut self) -> Value {
+        let line = tokio::time::timeout(LIMIT, self.lines.next_line())
+            .await
+            .expect("no line in time")
+            .unwrap()
+            .expect("listener closed its stdout");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+    }
+
+    /// Waits (bounded) for the process to exit; asserts success.
+    async fn exits_ok(mut self) {
+        let status = tokio::time::timeout(LIMIT, self.child.wait())
+            .await
+            .expect("listener did not exit in time")
+            .unwrap();
+        assert!(status.success(), "listener exited with {status}");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 200 KiB of a repeating non-trivial pattern.
+fn file_bytes() -> Vec<u8> {
+    (0..200 * 1024).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[actix_rt::test]
+async fn listen_prints_text_and_a_file_sent_by_other_processes() {
+    let relay = TestRelay::start(test_settings());
+    let mut listener = Listener::start(&relay.url, &[], &["--count", "2"]).await;
+    let to = listener.uuid.to_string();
+
+    let text = "héllo ✓ wörld";
+    let sender = Uuid::new_v4();
+    let output = run(peer(
+        &relay.url,
+        &["--uuid", &sender.to_string(), "send", &to, text],
+    ))
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains(&format!("sent {} bytes to {to}", text.len())));
+    assert_eq!(
+        listener.next_json().await,
+        json!({"event": "recv", "peer": sender, "kind": "text", "len": text.len(), "text": text})
+    );
+
+    let data = file_bytes();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &data).unwrap();
+    let sender = Uuid::new_v4();
+    let path = file.path().to_str().unwrap();
+    let args = [
+        "--uuid",
+        &sender.to_string(),
+        "--channels",
+        "4",
+        "send",
+        &to,
+        "--file",
+        path,
+    ];
+    let output = run(peer(&relay.url, &args)).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        listener.next_json().await,
+        json!({"event": "recv", "peer": sender, "kind": "bytes", "len": data.len(),
+               "hex_preview": hex(&data[..32])})
+    );
+    listener.exits_ok().await;
+}
+
+#[actix_rt::test]
+async fn listen_echo_returns_every_byte_to_a_library_peer() {
+    let relay = TestRelay::start(test_settings());
+    let listener = Listener::start(&relay.url, &[], &["--count", "2", "--echo"]).await;
+    let (me, my_uuid) = manager(peer_config(&relay.url, 4)).await;
+    let data = file_bytes();
+    me.send(Send::bytes(listener.uuid, data.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let back = recv(&me).await;
+    assert_eq!(
+        (back.peer, back.payload),
+        (listener.uuid, Payload::Bytes(data.into()))
+    );
+    me.send(Send::text(listener.uuid, ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recv(&me).await.payload, Payload::Text(String::new()));
+    assert_ne!(my_uuid, listener.uuid);
+    listener.exits_ok().await;
+    me.send(Close).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_relay_url_that_is_not_websocket_is_refused() {
+    let output = run(peer("http://127.0.0.1:9", &["listen"])).await;
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "no ready line expected");
+    let message = stderr(&output);
+    assert!(message.contains("invalid relay URL"), "{message}");
+    assert!(message.contains("ws:// or wss://"), "{message}");
+}
+
+#[tokio::test]
+async fn sending_to_an_unknown_peer_fails_with_the_relay_error() {
+    let relay = TestRelay::start(test_settings());
+    let nobody = Uuid::new_v4().to_string();
+    let output = run(peer(&relay.url, &["send", &nobody, "anyone?"])).await;
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains(&nobody), "{message}");
+    assert!(message.contains("is not registered"), "{message}");
+}
+
+fn token_settings() -> Settings {
+    let mut settings = test_settings();
+    settings.auth.method = AuthMethod::Token;
+    settings
+        .auth
+        .tokens
+        .insert("alice".into(), Secret::new("alice-token"));
+    settings
+}
+
+fn token_file(token: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("{token}\n")).unwrap();
+    file
+}
+
+#[actix_rt::test]
+async fn token_file_authenticates_and_a_wrong_token_is_refused() {
+    let relay = TestRelay::start(token_settings());
+    let good = token_file("alice-token");
+    let good = good.path().to_str().unwrap();
+    let mut listener =
+        Listener::start(&relay.url, &["--token-file", good], &["--count", "1"]).await;
+    let to = listener.uuid.to_string();
+
+    let bad = token_file("mallory-token");
+    let output = run(peer(
+        &relay.url,
+        &[
+            "--token-file",
+            bad.path().to_str().unwrap(),
+            "send",
+            &to,
+            "x",
+        ],
+    ))
+    .await;
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("rejected by the relay (4002)"),
+        "{message}"
+    );
+
+    let output = run(peer(&relay.url, &["send", &to, "x"])).await;
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("rejected by the relay (4001)"),
+        "{message}"
+    );
+
+    let output = run(peer(
+        &relay.url,
+        &["--token-file", "/nonexistent/token", "send", &to, "x"],
+    ))
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--token-file /nonexistent/token"));
+
+    let output = run(peer(
+        &relay.url,
+        &["--token-file", good, "send", &to, "authorized"],
+    ))
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(listener.next_json().await["text"], "authorized");
+    listener.exits_ok().await;
+}
