@@ -328,12 +328,12 @@ impl Connection {
     /// Works around a stall in `webrtc` 0.21's driver while the offerer connects.
     ///
     /// The driver flushes writes at the top of its loop, before it handles
-    /// events, so a packet queued *by an event* (the DCEP OPEN on "SCTP done")
-    /// waits for the next timer, about 200 ms. Waking the driver flushes it, so
-    /// until the connection is ready a task wakes it every
-    /// [`defaults::PEER_SETUP_NUDGE_US`] (bounded by the connect timeout;
-    /// aborted once ready or closed). Measured: 424 ms → 228 ms to ready on
-    /// loopback. The SCTP INIT still waits one timer tick; see BENCHMARKS.md.
+    /// events, so a packet queued *by an event* waits for the next timer, about
+    /// 200 ms: the SCTP INIT that the answerer (the DTLS client) queues on "DTLS
+    /// done", and the DCEP OPEN that the offerer queues on "SCTP done". Waking
+    /// the driver flushes them, so until the connection is ready a task on each
+    /// side wakes it every [`defaults::PEER_SETUP_NUDGE_US`] (bounded by the
+    /// connect timeout; aborted once ready or closed).
     fn start_nudging(&mut self) {
         let Some(pc) = self.pc.clone() else {
             return;
@@ -400,10 +400,15 @@ impl Actor for Connection {
                     act.channels[index] = Some(channel.clone());
                     act.spawn_reader(index, channel, ctx);
                 }
+                let answerer = negotiated.description_type == DescriptionType::Answer;
                 act.emit(ConnectionEventKind::LocalDescription {
                     description_type: negotiated.description_type,
                     description: negotiated.description,
                 });
+                if answerer {
+                    // The answerer is the DTLS client and sends the SCTP INIT.
+                    act.start_nudging();
+                }
             }
             Err(error) => act.end(Some(error), ctx),
         }));
