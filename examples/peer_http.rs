@@ -33,8 +33,6 @@ use switchboard::client::peer_manager::{
 use switchboard::protocol::chunk::Payload;
 use uuid::Uuid;
 
-/// Default log filter: our info lines, only errors from the WebRTC stack.
-const QUIET: &str = "info,rtc=error,rtc_ice=error,rtc_dtls=error,webrtc=error";
 /// How long opening a connection to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a send may take, connection included.
@@ -62,7 +60,10 @@ struct Args {
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(QUIET)).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(switchboard::logging::WEBRTC_QUIET),
+    )
+    .init();
     let args = Args::parse();
     let mut config = PeerManagerConfig::new(args.relay);
     config.relay.uuid = args.uuid;

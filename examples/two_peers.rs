@@ -27,7 +27,7 @@ const STEP: Duration = Duration::from_secs(10);
 
 fn main() -> Result<(), Box<dyn Error>> {
     // The WebRTC stack warns about normal events (a check before its candidates).
-    let quiet = "warn,rtc=error,rtc_ice=error,rtc_dtls=error,webrtc=error";
+    let quiet = switchboard::logging::WEBRTC_QUIET;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(quiet)).init();
     actix_rt::System::new().block_on(run())
 }

@@ -13,3 +13,9 @@ pub fn init(cli_level: Option<&str>, settings_level: &str) {
         .format_timestamp_millis()
         .try_init();
 }
+
+/// A log filter for programs embedding the peer library: their own warnings,
+/// but only errors from the WebRTC stack, which warns about normal events
+/// (a connectivity check arriving before its candidates, a DTLS server name).
+pub const WEBRTC_QUIET: &str =
+    "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";

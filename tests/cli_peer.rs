@@ -185,7 +185,7 @@ async fn listen_echo_returns_every_byte_to_a_library_peer() {
 #[tokio::test]
 async fn a_relay_url_that_is_not_websocket_is_refused() {
     let output = run(peer("http://127.0.0.1:9", &["listen"])).await;
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2), "settings errors exit 2");
     assert!(output.stdout.is_empty(), "no ready line expected");
     let message = stderr(&output);
     assert!(message.contains("invalid relay URL"), "{message}");

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use actix::Actor;
 use bytes::Bytes;
 use common::peers::{events, manager, peer_config, recv, wait_event, wait_registered};
 use common::{test_settings, TestRelay};
@@ -248,4 +249,16 @@ async fn relay_restart_keeps_connections_and_lets_new_peers_in() {
     );
     a.send(Send::text(uuid_b, "after")).await.unwrap().unwrap();
     assert_eq!(recv(&b).await.payload, Payload::Text("after".into()));
+}
+
+#[actix_rt::test]
+async fn a_send_right_after_start_waits_for_the_registration() {
+    let relay = TestRelay::start(test_settings());
+    let (b, uuid_b) = manager(peer_config(&relay.url, 1)).await;
+    // No wait for registration: the offer is held until the relay accepts us.
+    let a = PeerManager::new(peer_config(&relay.url, 1))
+        .unwrap()
+        .start();
+    a.send(Send::text(uuid_b, "early")).await.unwrap().unwrap();
+    assert_eq!(recv(&b).await.payload, Payload::Text("early".into()));
 }

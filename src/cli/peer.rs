@@ -19,10 +19,6 @@ use switchboard::logging;
 use switchboard::protocol::chunk::Payload;
 use uuid::Uuid;
 
-/// Default log filter: our warnings, only errors from the WebRTC stack (which
-/// warns about normal events such as a check arriving before its candidates).
-const QUIET: &str = "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
-
 /// Arguments of `switchboard peer`.
 #[derive(Args, Debug)]
 pub struct PeerArgs {
@@ -98,15 +94,16 @@ enum PeerAction {
 
 /// Runs `switchboard peer`.
 pub fn run(args: PeerArgs) -> ExitCode {
-    logging::init(args.log_level.as_deref(), QUIET);
-    let config = match build_config(&args) {
-        Ok(config) => config,
+    logging::init(args.log_level.as_deref(), logging::WEBRTC_QUIET);
+    // Settings errors (a bad URL, header or file) exit 2, like the relay's.
+    let manager = match build_config(&args).and_then(|c| Ok(PeerManager::new(c)?)) {
+        Ok(manager) => manager,
         Err(error) => {
             eprintln!("switchboard peer: {error}");
             return ExitCode::from(2);
         }
     };
-    let result = actix_rt::System::new().block_on(drive(config, args));
+    let result = actix_rt::System::new().block_on(drive(manager, args));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -157,8 +154,8 @@ fn build_config(args: &PeerArgs) -> anyhow::Result<PeerManagerConfig> {
     Ok(config)
 }
 
-async fn drive(config: PeerManagerConfig, args: PeerArgs) -> anyhow::Result<()> {
-    let manager = PeerManager::new(config)?.start();
+async fn drive(manager: PeerManager, args: PeerArgs) -> anyhow::Result<()> {
+    let manager = manager.start();
     let registered = wait_registered(&manager, Duration::from_secs(args.timeout)).await;
     let outcome = match (registered, args.action) {
         (Err(error), _) => Err(error),

@@ -424,12 +424,16 @@ impl Actor for Connection {
             self.emit(ConnectionEventKind::Closed(None));
         }
         if let Some(pc) = self.pc.take() {
-            let log = self.log.clone();
-            tokio::spawn(async move {
-                if let Err(e) = pc.close().await {
-                    log::debug!("{log} closing the peer connection: {e}");
-                }
-            });
+            // Without a runtime (the System is being dropped) dropping `pc` is
+            // the close: its driver sees the handle go and stops.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let log = self.log.clone();
+                runtime.spawn(async move {
+                    if let Err(e) = pc.close().await {
+                        log::debug!("{log} closing the peer connection: {e}");
+                    }
+                });
+            }
         }
     }
 }

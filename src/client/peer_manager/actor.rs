@@ -46,6 +46,9 @@ pub struct PeerManager {
     event_subscribers: Vec<Recipient<PeerEvent>>,
     inbox: VecDeque<PeerMessage>,
     waiters: VecDeque<oneshot::Sender<PeerMessage>>,
+    /// Descriptions made while the relay session is (re)connecting; sent on
+    /// registration. Bounded by the connections' own connect timeouts.
+    unsent: Vec<PeerConnection>,
     closing: bool,
     log: String,
 }
@@ -91,6 +94,7 @@ impl PeerManager {
             event_subscribers: Vec::new(),
             inbox: VecDeque::new(),
             waiters: VecDeque::new(),
+            unsent: Vec::new(),
             closing: false,
             log: format!("[peer-manager {uuid}]"),
         })
@@ -260,21 +264,9 @@ impl PeerManager {
         description: String,
         ctx: &mut Context<Self>,
     ) {
-        let Some(entry) = self.peers.get(&peer) else {
+        if !self.peers.contains_key(&peer) {
             return;
-        };
-        let connection = entry.addr.clone();
-        let relay = match (&self.relay, self.registered) {
-            (Some(relay), true) => relay.clone(),
-            _ => {
-                let reason = match &self.relay_failed {
-                    Some(error) => error.to_string(),
-                    None => RelayClientError::NotConnected.to_string(),
-                };
-                connection.do_send(RelayFailed(reason));
-                return;
-            }
-        };
+        }
         let signal = PeerConnection {
             source_uuid: self.uuid,
             source_name: self.name.clone(),
@@ -283,6 +275,34 @@ impl PeerManager {
             description,
             error: None,
         };
+        if let Some(error) = &self.relay_failed {
+            let reason = error.to_string();
+            self.fail_signal(&signal, reason);
+        } else if self.registered {
+            self.relay_signal(signal, ctx);
+        } else {
+            log::info!(
+                "{} relay not registered yet: holding the description for {peer}",
+                self.log
+            );
+            self.unsent.push(signal);
+        }
+    }
+
+    /// Fails the connection a description belonged to.
+    fn fail_signal(&self, signal: &PeerConnection, reason: String) {
+        if let Some(entry) = self.peers.get(&signal.peer_uuid) {
+            entry.addr.do_send(RelayFailed(reason));
+        }
+    }
+
+    /// Sends a description through the relay; a refusal fails its connection.
+    fn relay_signal(&mut self, signal: PeerConnection, ctx: &mut Context<Self>) {
+        let (Some(relay), Some(entry)) = (self.relay.clone(), self.peers.get(&signal.peer_uuid))
+        else {
+            return;
+        };
+        let connection = entry.addr.clone();
         ctx.spawn(
             async move {
                 let result = match relay.send(SendPeerConnection(signal)).await {
@@ -329,6 +349,9 @@ impl Handler<RelayEvent> for PeerManager {
         match event {
             RelayEvent::Registered { uuid, .. } => {
                 self.registered = true;
+                for signal in std::mem::take(&mut self.unsent) {
+                    self.relay_signal(signal, ctx);
+                }
                 self.emit(PeerEvent::Registered { uuid });
             }
             RelayEvent::Peer(message) => self.on_signal(message, ctx),
@@ -347,6 +370,9 @@ impl Handler<RelayEvent> for PeerManager {
                     RelayClientError::Rejected { .. } | RelayClientError::InvalidUrl { .. }
                 ) {
                     log::error!("{} relay session failed for good: {error}", self.log);
+                    for signal in std::mem::take(&mut self.unsent) {
+                        self.fail_signal(&signal, error.to_string());
+                    }
                     self.relay_failed = Some(error.clone());
                     self.emit(PeerEvent::RelayFailed(error));
                     return;
