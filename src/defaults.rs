@@ -74,6 +74,13 @@ pub const PEER_SETUP_NUDGE_US: u64 = 500;
 /// Most time a closing connection waits for the peer to acknowledge what was
 /// sent, in milliseconds.
 pub const PEER_CLOSE_FLUSH_MS: u64 = 5_000;
+/// Peer silence after which a connection counts as disconnected, in milliseconds.
+pub const PEER_ICE_DISCONNECTED_MS: u64 = 5_000;
+/// Further silence after which it has failed and is closed, in milliseconds
+/// (webrtc's default is 25 s; a vanished peer is noticed after 5 + 10 s).
+pub const PEER_ICE_FAILED_MS: u64 = 10_000;
+/// ICE keepalive interval while idle, in milliseconds.
+pub const PEER_ICE_KEEPALIVE_MS: u64 = 2_000;
 /// Threads driving WebRTC connections (webrtc's reactor pool, shared by every
 /// connection of the process and separate from the application's actix threads).
 pub const PEER_REACTOR_THREADS: usize = 2;

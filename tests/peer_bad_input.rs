@@ -2,7 +2,9 @@
 //! answers whose description is not JSON, not `{"sdp","type"}`, of the wrong
 //! type or with SDP that does not parse, and answers nobody asked for. Each
 //! gives a typed error or a log line, nothing panics, and the manager keeps
-//! serving other peers.
+//! serving other peers. Also: a message over the reassembly cap is dropped while
+//! the connection keeps working, and a peer process killed mid-message is
+//! noticed (ICE failure), its connection and partial message freed.
 
 mod common;
 
@@ -13,7 +15,7 @@ use futures_util::StreamExt;
 use common::peers::{manager, peer_config, recv};
 use common::{client, recv_text, send, test_settings, TestRelay};
 use switchboard::client::connection::ConnectionError;
-use switchboard::client::peer_manager::{Connect, PeerError, Send, Status};
+use switchboard::client::peer_manager::{Connect, PeerError, PeerEvent, Recv, Send, Status};
 use switchboard::protocol::chunk::Payload;
 use switchboard::protocol::{self, DescriptionType, PeerConnection, RelayMessage};
 use uuid::Uuid;
@@ -127,4 +129,81 @@ async fn unexpected_answers_and_misaddressed_signals_are_ignored() {
     let (b, _) = manager(peer_config(&relay.url, 1)).await;
     b.send(Send::text(uuid_a, "fine")).await.unwrap().unwrap();
     assert_eq!(recv(&a).await.payload, Payload::Text("fine".into()));
+}
+
+#[actix_rt::test]
+async fn a_message_over_the_cap_is_dropped_and_the_connection_keeps_working() {
+    let relay = TestRelay::start(test_settings());
+    let (a, _) = manager(peer_config(&relay.url, 2)).await;
+    let mut small = peer_config(&relay.url, 2);
+    small.connection.max_message_bytes = 1 << 20;
+    let (b, uuid_b) = manager(small).await;
+    let big = bytes::Bytes::from(vec![7u8; 2 << 20]);
+    a.send(Send::bytes(uuid_b, big)).await.unwrap().unwrap();
+    a.send(Send::text(uuid_b, "after the big one"))
+        .await
+        .unwrap()
+        .unwrap();
+    // Only the small message arrives; the big one was dropped, not delivered cut.
+    assert_eq!(
+        recv(&b).await.payload,
+        Payload::Text("after the big one".into())
+    );
+    let more = b.send(Recv(Some(Duration::from_millis(300))));
+    assert!(more.await.unwrap().is_err(), "nothing else may arrive");
+}
+
+#[actix_rt::test]
+async fn a_peer_that_vanishes_mid_message_is_cleaned_up() {
+    let relay = TestRelay::start(test_settings());
+    let mut config = peer_config(&relay.url, 4);
+    config.connection.ice_disconnected_timeout = Duration::from_millis(500);
+    config.connection.ice_failed_timeout = Duration::from_millis(500);
+    config.connection.ice_keepalive_interval = Duration::from_millis(200);
+    let (b, uuid_b) = manager(config).await;
+    let mut events_b = common::peers::events(&b).await;
+    // A real process sends 64 MiB and is killed (SIGKILL) mid-transfer.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, vec![1u8; 64 << 20]).unwrap();
+    let mut sender = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "peer",
+            "--relay",
+            &relay.url,
+            "--bind",
+            "127.0.0.1",
+            "--channels",
+            "4",
+        ])
+        .arg("send")
+        .arg(uuid_b.to_string())
+        .arg("--file")
+        .arg(&file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    common::peers::wait_event(&mut events_b, |e| matches!(e, PeerEvent::Connected { .. })).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sender.start_kill().unwrap();
+    let _ = sender.wait().await;
+
+    common::peers::wait_event(&mut events_b, |e| {
+        matches!(e, PeerEvent::Disconnected { .. })
+    })
+    .await;
+    assert!(b.send(Status).await.unwrap().peers.is_empty());
+    let partial = b.send(Recv(Some(Duration::from_millis(200))));
+    assert!(
+        partial.await.unwrap().is_err(),
+        "a cut message must not be delivered"
+    );
+    // B still serves new peers.
+    let (c, uuid_c) = manager(peer_config(&relay.url, 1)).await;
+    c.send(Send::text(uuid_b, "next")).await.unwrap().unwrap();
+    let got = recv(&b).await;
+    assert_eq!(
+        (got.peer, got.payload),
+        (uuid_c, Payload::Text("next".into()))
+    );
 }

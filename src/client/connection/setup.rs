@@ -64,6 +64,13 @@ pub struct ConnectionConfig {
     /// Accept remote mDNS (`.local`) candidates. Off by default: it costs a
     /// multicast socket per connection and is useless with host IPs.
     pub mdns: bool,
+    /// Silence from the peer after which the connection counts as disconnected.
+    pub ice_disconnected_timeout: Duration,
+    /// Further silence after which it has failed and is closed (a peer that
+    /// vanished without closing is noticed after both timeouts).
+    pub ice_failed_timeout: Duration,
+    /// Interval of ICE keepalives while idle.
+    pub ice_keepalive_interval: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -79,6 +86,9 @@ impl Default for ConnectionConfig {
             udp_socket_buffer: defaults::PEER_UDP_SOCKET_BUFFER,
             ice_check_interval: Duration::from_millis(defaults::PEER_ICE_CHECK_INTERVAL_MS),
             mdns: false,
+            ice_disconnected_timeout: Duration::from_millis(defaults::PEER_ICE_DISCONNECTED_MS),
+            ice_failed_timeout: Duration::from_millis(defaults::PEER_ICE_FAILED_MS),
+            ice_keepalive_interval: Duration::from_millis(defaults::PEER_ICE_KEEPALIVE_MS),
         }
     }
 }
@@ -122,6 +132,11 @@ pub(super) async fn build(
             MulticastDnsMode::Disabled
         })
         .with_ice_connection_attempts(Some(config.ice_check_interval), None)
+        .with_ice_timeouts(
+            Some(config.ice_disconnected_timeout),
+            Some(config.ice_failed_timeout),
+            Some(config.ice_keepalive_interval),
+        )
         .build();
     let ice_servers = config
         .ice_servers
