@@ -44,6 +44,7 @@
 //! ```
 
 mod actor;
+mod handlers;
 
 use std::time::Duration;
 

@@ -1,0 +1,139 @@
+//! The errors, events and messages of a [`Connection`](super::Connection).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use uuid::Uuid;
+use webrtc::data_channel::DataChannel;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use crate::protocol::chunk::Payload;
+use crate::protocol::DescriptionType;
+
+/// Why a connection could not be made, or ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionError {
+    /// The settings cannot work (e.g. 0 channels).
+    #[error("invalid connection settings: {0}")]
+    Config(String),
+    /// The WebRTC stack failed (ICE, DTLS, SCTP).
+    #[error("webrtc: {0}")]
+    WebRtc(String),
+    /// The peer's session description is not `{"sdp","type"}` JSON with valid SDP.
+    #[error("invalid session description: {0}")]
+    InvalidSdp(String),
+    /// The peer opened a channel whose label is not `p2p-{i}-{N}`.
+    #[error("data channel label {0:?} is not p2p-<i>-<n> with i < n <= the channel limit")]
+    BadLabel(String),
+    /// Not every channel opened within the connect timeout.
+    #[error("connection not ready within {0:?}")]
+    Timeout(Duration),
+    /// The connection closed (by either side) before or while this was asked.
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// The relay answered the offer with an error (e.g. unknown peer).
+    #[error("relay error: {0}")]
+    Relay(String),
+    /// A message could not be cut into chunks.
+    #[error("chunking: {0}")]
+    Chunk(String),
+}
+
+/// Which side of the handshake this connection is.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Creates the channels and sends the offer.
+    Offerer,
+    /// Answers this offer (the relay's `description` text).
+    Answerer {
+        /// The offer as received: `{"sdp": ..., "type": "offer"}`.
+        offer: String,
+    },
+}
+
+/// What a connection reports to its owner.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ConnectionEvent {
+    /// The remote peer.
+    pub peer: Uuid,
+    /// The owner's id for this connection, to tell a replaced one from its successor.
+    pub id: u64,
+    /// What happened.
+    pub kind: ConnectionEventKind,
+}
+
+/// The events of a [`ConnectionEvent`].
+#[derive(Debug)]
+pub enum ConnectionEventKind {
+    /// Our offer or answer, complete with candidates, to forward through the relay.
+    LocalDescription {
+        /// Offer (offerer) or answer (answerer).
+        description_type: DescriptionType,
+        /// `{"sdp": ..., "type": ...}` JSON, as ProxyStore sends it.
+        description: String,
+    },
+    /// Every channel is open.
+    Ready,
+    /// A whole message from the peer.
+    Message(Payload),
+    /// The connection ended; `None` when closed on request. Always the last event.
+    Closed(Option<ConnectionError>),
+}
+
+/// Hands the peer's answer to an offering connection.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ConnectionError>")]
+pub struct SetAnswer(pub String);
+
+/// Sends one message; resolves once every chunk is handed to the channels.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ConnectionError>")]
+pub struct SendMessage(pub Payload);
+
+/// Resolves when the connection is ready, or with why it cannot become so.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ConnectionError>")]
+pub struct WaitReady(pub Duration);
+
+/// Closes the connection once the peer has every chunk sent so far (waiting at
+/// most [`defaults::PEER_CLOSE_FLUSH_MS`]); a `Closed(None)` event follows.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+/// A relay error echo for our offer: the connection fails with it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RelayFailed(pub String);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct ChannelOpen {
+    pub index: usize,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct ChannelClosed {
+    pub index: usize,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct ChunkIn {
+    pub data: Bytes,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct IncomingChannel {
+    pub channel: Arc<dyn DataChannel>,
+    pub label: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct StateChanged(pub RTCPeerConnectionState);

@@ -1,0 +1,165 @@
+//! The [`PeerManager`]'s handlers of the application's requests.
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::actor::PeerManager;
+use super::{
+    Close, CloseConnection, Connect, ManagerStatus, PeerError, PeerEvent, PeerMessage, Recv, Send,
+    Status, Subscribe, SubscribeEvents,
+};
+use crate::client::connection::{self, Connection, ConnectionError, SendMessage, WaitReady};
+
+/// The current connection to a peer, opened if needed (used to retry a send
+/// whose connection was replaced while it waited).
+#[derive(Message)]
+#[rtype(result = "Result<Addr<Connection>, PeerError>")]
+struct ConnectionFor(Uuid);
+
+impl Handler<ConnectionFor> for PeerManager {
+    type Result = Result<Addr<Connection>, PeerError>;
+
+    fn handle(&mut self, msg: ConnectionFor, ctx: &mut Context<Self>) -> Self::Result {
+        self.connection_for(msg.0, ctx)
+    }
+}
+
+impl Handler<Send> for PeerManager {
+    type Result = ResponseFuture<Result<(), PeerError>>;
+
+    fn handle(&mut self, msg: Send, ctx: &mut Context<Self>) -> Self::Result {
+        let first = self.connection_for(msg.peer, ctx);
+        let manager = ctx.address();
+        let peer = msg.peer;
+        Box::pin(async move {
+            let mut addr = first?;
+            let mut retried = false;
+            loop {
+                let error = match addr.send(SendMessage(msg.payload.clone())).await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(error)) => error,
+                    Err(_) => ConnectionError::Closed("connection stopped".into()),
+                };
+                // A connection replaced while we waited (glare, a new offer): one retry
+                // on its successor.
+                if !retried && matches!(error, ConnectionError::Closed(_)) {
+                    if let Ok(Ok(next)) = manager.send(ConnectionFor(peer)).await {
+                        if next != addr {
+                            retried = true;
+                            addr = next;
+                            continue;
+                        }
+                    }
+                }
+                return Err(PeerError::Connection { peer, error });
+            }
+        })
+    }
+}
+
+impl Handler<Connect> for PeerManager {
+    type Result = ResponseFuture<Result<(), PeerError>>;
+
+    fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.connection_for(msg.0, ctx);
+        let timeout = self.connection_config.connect_timeout;
+        let peer = msg.0;
+        Box::pin(async move {
+            let result = addr?.send(WaitReady(timeout)).await;
+            match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(PeerError::Connection { peer, error }),
+                Err(_) => Err(PeerError::Connection {
+                    peer,
+                    error: ConnectionError::Closed("connection stopped".into()),
+                }),
+            }
+        })
+    }
+}
+
+impl Handler<Recv> for PeerManager {
+    type Result = ResponseFuture<Result<PeerMessage, PeerError>>;
+
+    fn handle(&mut self, msg: Recv, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(message) = self.inbox.pop_front() {
+            return Box::pin(async move { Ok(message) });
+        }
+        if self.closing {
+            return Box::pin(async { Err(PeerError::Closed) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push_back(tx);
+        Box::pin(async move {
+            match msg.0 {
+                Some(limit) => match tokio::time::timeout(limit, rx).await {
+                    Ok(result) => result.map_err(|_| PeerError::Closed),
+                    Err(_) => Err(PeerError::RecvTimeout(limit)),
+                },
+                None => rx.await.map_err(|_| PeerError::Closed),
+            }
+        })
+    }
+}
+
+impl Handler<Subscribe> for PeerManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
+        for message in self.inbox.drain(..) {
+            msg.0.do_send(message);
+        }
+        self.subscribers.push(msg.0);
+    }
+}
+
+impl Handler<SubscribeEvents> for PeerManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeEvents, _ctx: &mut Context<Self>) {
+        self.event_subscribers.push(msg.0);
+    }
+}
+
+impl Handler<CloseConnection> for PeerManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseConnection, _ctx: &mut Context<Self>) {
+        if let Some(peer) = self.peers.remove(&msg.0) {
+            peer.addr.do_send(connection::Close);
+            self.emit(PeerEvent::Disconnected {
+                peer: msg.0,
+                error: None,
+            });
+        }
+    }
+}
+
+impl Handler<Close> for PeerManager {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _msg: Close, _ctx: &mut Context<Self>) -> Self::Result {
+        log::info!("{} closing", self.log);
+        let connections: Vec<_> = self.peers.drain().map(|(_, peer)| peer.addr).collect();
+        self.shut_down();
+        let closes = futures_util::future::join_all(
+            connections.iter().map(|addr| addr.send(connection::Close)),
+        );
+        Box::pin(closes.into_actor(self).map(|_, _, ctx| ctx.stop()))
+    }
+}
+
+impl Handler<Status> for PeerManager {
+    type Result = ManagerStatus;
+
+    fn handle(&mut self, _msg: Status, _ctx: &mut Context<Self>) -> ManagerStatus {
+        ManagerStatus {
+            uuid: self.uuid,
+            name: self.name.clone(),
+            registered: self.registered,
+            peers: self.peers.keys().copied().collect(),
+            relay_sessions: self.relay_sessions,
+        }
+    }
+}
