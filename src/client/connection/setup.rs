@@ -71,6 +71,8 @@ pub struct ConnectionConfig {
     pub ice_failed_timeout: Duration,
     /// Interval of ICE keepalives while idle.
     pub ice_keepalive_interval: Duration,
+    /// SCTP receive window (bytes the peer may have in flight towards us).
+    pub sctp_receive_buffer: u32,
 }
 
 impl Default for ConnectionConfig {
@@ -89,6 +91,7 @@ impl Default for ConnectionConfig {
             ice_disconnected_timeout: Duration::from_millis(defaults::PEER_ICE_DISCONNECTED_MS),
             ice_failed_timeout: Duration::from_millis(defaults::PEER_ICE_FAILED_MS),
             ice_keepalive_interval: Duration::from_millis(defaults::PEER_ICE_KEEPALIVE_MS),
+            sctp_receive_buffer: defaults::PEER_SCTP_RECEIVE_BUFFER,
         }
     }
 }
@@ -137,6 +140,7 @@ pub(super) async fn build(
             Some(config.ice_failed_timeout),
             Some(config.ice_keepalive_interval),
         )
+        .with_sctp_max_receive_buffer_size(config.sctp_receive_buffer)
         .build();
     let ice_servers = config
         .ice_servers
