@@ -124,12 +124,21 @@ fn start_relay() -> anyhow::Result<(server::Relay, String)> {
     Ok((relay, url))
 }
 
+/// The library's defaults, on loopback. For A/B runs of one setting, these
+/// variables override it (in bytes): `BENCH_PEER_SCTP_WINDOW`,
+/// `BENCH_PEER_CHUNK`, `BENCH_PEER_SEND_BUFFER`.
 fn connection_config(channels: usize) -> ConnectionConfig {
+    let defaults = ConnectionConfig::default();
+    let knob = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
     ConnectionConfig {
         channels,
         bind_addrs: vec![std::net::IpAddr::from([127, 0, 0, 1])],
         connect_timeout: STEP_TIMEOUT,
-        ..ConnectionConfig::default()
+        sctp_receive_buffer: knob("BENCH_PEER_SCTP_WINDOW")
+            .map_or(defaults.sctp_receive_buffer, |v| v as u32),
+        chunk_size: knob("BENCH_PEER_CHUNK").unwrap_or(defaults.chunk_size),
+        send_buffer_limit: knob("BENCH_PEER_SEND_BUFFER").unwrap_or(defaults.send_buffer_limit),
+        ..defaults
     }
 }
 
