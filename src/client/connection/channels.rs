@@ -7,15 +7,15 @@
 //! `DataChannel::send`, which waits while a channel has more than the
 //! configured send-buffer limit outstanding.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix::WeakAddr;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
-use super::{ChannelClosed, ChannelOpen, ChunkIn, Connection, ConnectionError};
-use crate::protocol::chunk::{self, Payload};
+use super::{ChannelClosed, ChannelOpen, Connection, ConnectionError, MessageIn};
+use crate::protocol::chunk::{self, Payload, Reassembler};
 
 /// One message waiting for the sender task.
 pub(super) struct Outgoing {
@@ -24,29 +24,50 @@ pub(super) struct Outgoing {
     pub done: oneshot::Sender<Result<(), ConnectionError>>,
 }
 
-/// Forwards the events of channel `index` to the connection until it closes.
-pub(super) async fn read_channel(
-    channel: Arc<dyn DataChannel>,
-    index: usize,
-    addr: WeakAddr<Connection>,
-) {
+/// The reassembly state all readers of one connection share. The readers run
+/// on the connection's thread, so the lock is never contended.
+pub(super) type SharedReassembler = Arc<Mutex<Reassembler>>;
+
+/// What a reader needs besides its channel.
+pub(super) struct Reader {
+    pub index: usize,
+    pub addr: WeakAddr<Connection>,
+    pub reassembler: SharedReassembler,
+    pub log: String,
+}
+
+/// Forwards the events of one channel to the connection until it closes.
+/// Chunks are reassembled here; the actor gets whole messages (and the
+/// reader waits for each to be taken, which bounds what is buffered).
+pub(super) async fn read_channel(channel: Arc<dyn DataChannel>, reader: Reader) {
+    let index = reader.index;
     while let Some(event) = channel.poll().await {
-        let Some(connection) = addr.upgrade() else {
+        let Some(connection) = reader.addr.upgrade() else {
             return;
         };
         match event {
             DataChannelEvent::OnOpen => connection.do_send(ChannelOpen { index }),
             DataChannelEvent::OnMessage(message) => {
-                let data: Bytes = message.data.freeze();
-                if connection.send(ChunkIn { data }).await.is_err() {
-                    return;
+                let pushed = reader
+                    .reassembler
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(message.data.freeze());
+                match pushed {
+                    Ok(Some((_, payload))) => {
+                        if connection.send(MessageIn(payload)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => log::warn!("{} dropped a chunk: {error}", reader.log),
                 }
             }
             DataChannelEvent::OnClose => break,
             _ => {}
         }
     }
-    if let Some(connection) = addr.upgrade() {
+    if let Some(connection) = reader.addr.upgrade() {
         connection.do_send(ChannelClosed { index });
     }
 }

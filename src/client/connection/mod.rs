@@ -78,7 +78,7 @@ use crate::protocol::chunk::{Reassembler, ReassemblerLimits};
 use crate::protocol::DescriptionType;
 use channels::Outgoing;
 pub use setup::{ConnectionConfig, IceServer};
-use types::{ChannelClosed, ChannelOpen, ChunkIn, IncomingChannel, StateChanged};
+use types::{ChannelClosed, ChannelOpen, IncomingChannel, MessageIn, StateChanged};
 pub use types::{
     Close, ConnectionError, ConnectionEvent, ConnectionEventKind, RelayFailed, Role, SendMessage,
     SetAnswer, WaitReady,
@@ -100,7 +100,7 @@ pub struct Connection {
     waiters: Vec<ReadyWaiter>,
     ended: Option<ConnectionError>,
     closed_reported: bool,
-    reassembler: Reassembler,
+    reassembler: channels::SharedReassembler,
     next_stream: u32,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     nudge: Option<tokio::task::JoinHandle<()>>,
@@ -137,7 +137,7 @@ impl Connection {
             waiters: Vec::new(),
             ended: None,
             closed_reported: false,
-            reassembler: Reassembler::new(limits),
+            reassembler: Arc::new(std::sync::Mutex::new(Reassembler::new(limits))),
             next_stream: 0,
             tasks: Vec::new(),
             nudge: None,
@@ -177,9 +177,14 @@ impl Connection {
     }
 
     fn spawn_reader(&mut self, index: usize, channel: Arc<dyn DataChannel>, ctx: &Context<Self>) {
-        let weak = ctx.address().downgrade();
+        let reader = channels::Reader {
+            index,
+            addr: ctx.address().downgrade(),
+            reassembler: self.reassembler.clone(),
+            log: self.log.clone(),
+        };
         self.tasks
-            .push(tokio::spawn(channels::read_channel(channel, index, weak)));
+            .push(tokio::spawn(channels::read_channel(channel, reader)));
     }
 
     fn check_ready(&mut self) {
@@ -297,7 +302,10 @@ impl Actor for Connection {
         for task in self.tasks.drain(..).chain(self.nudge.take()) {
             task.abort();
         }
-        self.reassembler.clear();
+        self.reassembler
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
         if !self.closed_reported {
             self.closed_reported = true;
             self.emit(ConnectionEventKind::Closed(None));
@@ -431,15 +439,11 @@ impl Handler<ChannelClosed> for Connection {
     }
 }
 
-impl Handler<ChunkIn> for Connection {
+impl Handler<MessageIn> for Connection {
     type Result = ();
 
-    fn handle(&mut self, msg: ChunkIn, _ctx: &mut Context<Self>) {
-        match self.reassembler.push(msg.data) {
-            Ok(Some((_, payload))) => self.emit(ConnectionEventKind::Message(payload)),
-            Ok(None) => {}
-            Err(error) => log::warn!("{} dropped a chunk: {error}", self.log),
-        }
+    fn handle(&mut self, msg: MessageIn, _ctx: &mut Context<Self>) {
+        self.emit(ConnectionEventKind::Message(msg.0));
     }
 }
 

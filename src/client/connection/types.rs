@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use uuid::Uuid;
 use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::RTCPeerConnectionState;
@@ -123,9 +122,7 @@ pub(super) struct ChannelClosed {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct ChunkIn {
-    pub data: Bytes,
-}
+pub(super) struct MessageIn(pub Payload);
 
 #[derive(Message)]
 #[rtype(result = "()")]
