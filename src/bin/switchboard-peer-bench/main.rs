@@ -129,7 +129,11 @@ fn start_relay() -> anyhow::Result<(server::Relay, String)> {
 /// `BENCH_PEER_CHUNK`, `BENCH_PEER_SEND_BUFFER`.
 fn connection_config(channels: usize) -> ConnectionConfig {
     let defaults = ConnectionConfig::default();
-    let knob = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    let knob = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
     ConnectionConfig {
         channels,
         bind_addrs: vec![std::net::IpAddr::from([127, 0, 0, 1])],
