@@ -13,10 +13,9 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::peers::{manager, peer_config, recv};
-use common::{test_settings, TestRelay};
+use common::{test_settings, token_settings, TestRelay};
 use serde_json::{json, Value};
 use switchboard::client::peer_manager::{Close, Send};
-use switchboard::config::{AuthMethod, Secret, Settings};
 use switchboard::protocol::chunk::Payload;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -201,16 +200,6 @@ async fn sending_to_an_unknown_peer_fails_with_the_relay_error() {
     let message = stderr(&output);
     assert!(message.contains(&nobody), "{message}");
     assert!(message.contains("is not registered"), "{message}");
-}
-
-fn token_settings() -> Settings {
-    let mut settings = test_settings();
-    settings.auth.method = AuthMethod::Token;
-    settings
-        .auth
-        .tokens
-        .insert("alice".into(), Secret::new("alice-token"));
-    settings
 }
 
 fn token_file(token: &str) -> tempfile::NamedTempFile {

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -20,7 +19,6 @@ use switchboard::client::relay_client::{
     GetStatus, RelayClient, RelayClientConfig, RelayClientError, RelayEvent, SendPeerConnection,
     Shutdown,
 };
-use switchboard::config::{AuthMethod, Secret};
 use switchboard::protocol::{DescriptionType, PeerConnection};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -315,19 +313,9 @@ async fn takeover_of_the_uuid_is_fatal_for_the_old_client() {
     assert!(status.registered && status.registrations == 1, "{status:?}");
 }
 
-fn token_relay() -> TestRelay {
-    let mut settings = test_settings();
-    settings.auth.method = AuthMethod::Token;
-    settings
-        .auth
-        .tokens
-        .insert("alice".into(), Secret::new("alice-token"));
-    TestRelay::start(settings)
-}
-
 #[actix_rt::test]
 async fn token_auth_sends_headers_and_rejections_are_fatal() {
-    let relay = token_relay();
+    let relay = TestRelay::start(token_settings());
     let mut good = config(&relay.url, "alice");
     good.headers
         .push(("Authorization".into(), "Bearer alice-token".into()));
@@ -352,30 +340,9 @@ async fn token_auth_sends_headers_and_rejections_are_fatal() {
     missing.quiet_for(Duration::from_millis(300)).await;
 }
 
-struct Pem {
-    cert: tempfile::NamedTempFile,
-    key: tempfile::NamedTempFile,
-}
-
-fn generate() -> Pem {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let mut cert_file = tempfile::NamedTempFile::new().unwrap();
-    cert_file.write_all(cert.pem().as_bytes()).unwrap();
-    let mut key_file = tempfile::NamedTempFile::new().unwrap();
-    key_file
-        .write_all(signing_key.serialize_pem().as_bytes())
-        .unwrap();
-    Pem {
-        cert: cert_file,
-        key: key_file,
-    }
-}
-
 #[actix_rt::test]
 async fn wss_with_a_custom_ca_or_without_verification() {
-    let pem = generate();
+    let pem = self_signed();
     let mut settings = test_settings();
     settings.server.certfile = Some(pem.cert.path().to_path_buf());
     settings.server.keyfile = Some(pem.key.path().to_path_buf());
@@ -391,7 +358,7 @@ async fn wss_with_a_custom_ca_or_without_verification() {
     start(insecure).registered().await;
 
     // The webpki roots do not know the test CA; neither does another CA.
-    let other = generate();
+    let other = self_signed();
     let mut wrong_ca = config(&relay.url, "wrong-ca");
     wrong_ca.tls.ca_file = Some(other.cert.path().to_path_buf());
     for cfg in [config(&relay.url, "default-roots"), wrong_ca] {

@@ -16,20 +16,6 @@ use common::*;
 use futures_util::SinkExt;
 use switchboard::config::{AuthMethod, Secret, Settings};
 
-fn token_settings() -> Settings {
-    let mut settings = test_settings();
-    settings.auth.method = AuthMethod::Token;
-    settings
-        .auth
-        .tokens
-        .insert("alice".into(), Secret::new("alice-token"));
-    settings
-        .auth
-        .tokens
-        .insert("bob".into(), Secret::new("bob-token"));
-    settings
-}
-
 async fn authed(url: &str, token: &str) -> Ws {
     connect_with(url, &[("Authorization", &format!("Bearer {token}"))]).await
 }

@@ -15,29 +15,6 @@ use switchboard::server::{self, ServerError};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::Connector;
 
-struct Pem {
-    cert: tempfile::NamedTempFile,
-    key: tempfile::NamedTempFile,
-    der: rustls::pki_types::CertificateDer<'static>,
-}
-
-fn generate() -> Pem {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let mut cert_file = tempfile::NamedTempFile::new().unwrap();
-    cert_file.write_all(cert.pem().as_bytes()).unwrap();
-    let mut key_file = tempfile::NamedTempFile::new().unwrap();
-    key_file
-        .write_all(signing_key.serialize_pem().as_bytes())
-        .unwrap();
-    Pem {
-        cert: cert_file,
-        key: key_file,
-        der: cert.der().clone(),
-    }
-}
-
 fn client_config(der: &rustls::pki_types::CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der.clone()).unwrap();
@@ -66,7 +43,7 @@ async fn wss_client(url: &str, config: &Arc<rustls::ClientConfig>, name: &str, u
 
 #[tokio::test]
 async fn wss_registers_and_forwards() {
-    let pem = generate();
+    let pem = self_signed();
     let mut settings = test_settings();
     settings.server.certfile = Some(pem.cert.path().to_path_buf());
     settings.server.keyfile = Some(pem.key.path().to_path_buf());
@@ -90,7 +67,7 @@ async fn wss_registers_and_forwards() {
         .await
         .is_err());
     // A client that does not trust the certificate is refused by its own TLS check.
-    let untrusted = client_config(&generate().der);
+    let untrusted = client_config(&self_signed().der);
     let refused = tokio_tungstenite::connect_async_tls_with_config(
         relay.url.as_str(),
         None,
@@ -111,7 +88,7 @@ async fn wss_registers_and_forwards() {
 
 #[test]
 fn a_file_without_a_certificate_fails_at_start() {
-    let pem = generate();
+    let pem = self_signed();
     let mut not_a_cert = tempfile::NamedTempFile::new().unwrap();
     not_a_cert.write_all(b"this is not PEM\n").unwrap();
     for (cert, key) in [

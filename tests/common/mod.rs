@@ -47,12 +47,17 @@ pub struct TestRelay {
 
 impl TestRelay {
     pub fn start(settings: Settings) -> TestRelay {
+        let public = TcpListener::bind("127.0.0.1:0").unwrap();
+        TestRelay::start_on(settings, public)
+    }
+
+    /// Starts a relay on an already-bound public listener.
+    pub fn start_on(settings: Settings, public: TcpListener) -> TestRelay {
         let _ = env_logger::builder().is_test(true).try_init();
         let tls = settings.server.certfile.is_some();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
-                let public = TcpListener::bind("127.0.0.1:0").unwrap();
                 let admin = TcpListener::bind("127.0.0.1:0").unwrap();
                 let relay = server::start(settings, public, Some(admin)).unwrap();
                 let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -279,8 +284,6 @@ impl TestRelay {
     /// Starts a relay on `addr` (e.g. the address of a relay just stopped),
     /// retrying the bind for up to [`WAIT`] while the old socket goes away.
     pub fn start_at(settings: Settings, addr: SocketAddr) -> TestRelay {
-        let _ = env_logger::builder().is_test(true).try_init();
-        let tls = settings.server.certfile.is_some();
         let deadline = std::time::Instant::now() + WAIT;
         let public = loop {
             match TcpListener::bind(addr) {
@@ -292,27 +295,11 @@ impl TestRelay {
                 Err(e) => panic!("cannot bind {addr} again: {e}"),
             }
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let admin = TcpListener::bind("127.0.0.1:0").unwrap();
-                let relay = server::start(settings, public, Some(admin)).unwrap();
-                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-                tx.send((relay.public_addr(), relay.admin_addr().unwrap(), stop_tx))
-                    .unwrap();
-                let _ = stop_rx.await;
-                relay.shutdown().await;
-            })
-        });
-        let (addr, admin, stop) = rx.recv_timeout(WAIT).expect("relay did not start");
-        let scheme = if tls { "wss" } else { "ws" };
-        TestRelay {
-            addr,
-            admin,
-            url: format!("{scheme}://127.0.0.1:{}", addr.port()),
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        TestRelay::start_on(settings, public)
     }
 }
+pub mod fixtures;
 pub mod peers;
+
+#[allow(unused_imports)]
+pub use fixtures::{self_signed, token_settings, Pem};
