@@ -16,6 +16,9 @@
 //!   [`server::start`], a function of (settings, bound listeners) returning a handle.
 //! - [`admin`]: `/health`, `/clients`, `/metrics` on the admin listener, and
 //!   `admin::metrics`, the one struct holding every metric.
+//! - [`tunnel`]: the TCP tunnel: `relay` (agents' and services' listeners on
+//!   their own runtime), `pool`, `pump`, `framing`, and `agent`, the host agent
+//!   behind `switchboard host`; the wire format is [`protocol::tunnel`].
 //! - [`logging`]: env_logger set-up from `--log-level` / `RUST_LOG` / `log.level`.
 //! - `src/bin/switchboard-load/`: a load generator speaking the relay protocol
 //!   (flood, latency, idle memory) against any relay URL; `scripts/bench` drives it.
@@ -27,3 +30,4 @@ pub mod defaults;
 pub mod logging;
 pub mod protocol;
 pub mod server;
+pub mod tunnel;

@@ -4,10 +4,12 @@
 //! - [`close`]: close codes and the reasons sent with them.
 //! - [`uuid`]: UUID spellings accepted like Python's `uuid.UUID`.
 //! - [`pyjson`]: string escaping identical to Python's `json.dumps`.
+//! - [`tunnel`]: the TCP tunnel's frames between relay and host agents, and the handshake MAC.
 
 pub mod close;
 pub mod pyjson;
 pub mod relay;
+pub mod tunnel;
 pub mod uuid;
 
 #[cfg(test)]
