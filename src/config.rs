@@ -240,8 +240,10 @@ pub struct TunnelSettings {
     pub heartbeat_interval_ms: u64,
     /// Silence after which a control or idle pooled connection is dropped, in milliseconds.
     pub heartbeat_timeout_ms: u64,
-    /// Buffer size of each direction of a tunnelled connection's copy loop, in bytes.
+    /// Buffer (or splice pipe) size of each direction of a tunnelled connection, in bytes.
     pub copy_buffer: usize,
+    /// Forward with zero-copy `splice(2)` on Linux (falls back to copying elsewhere).
+    pub splice: bool,
     /// The tunnelled services (`[[tunnel.services]]`).
     pub services: Vec<TunnelService>,
 }
@@ -259,6 +261,7 @@ impl Default for TunnelSettings {
             heartbeat_interval_ms: defaults::TUNNEL_HEARTBEAT_INTERVAL_MS,
             heartbeat_timeout_ms: defaults::TUNNEL_HEARTBEAT_TIMEOUT_MS,
             copy_buffer: defaults::TUNNEL_COPY_BUFFER,
+            splice: defaults::TUNNEL_SPLICE,
             services: Vec::new(),
         }
     }

@@ -80,3 +80,5 @@ pub const AGENT_BACKOFF_RESET_MS: u64 = 10_000;
 pub const AGENT_LOCAL_CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// Announcements queued for one agent's control channel; more are dropped (and logged).
 pub const TUNNEL_CONTROL_QUEUE: usize = 1_024;
+/// Forward tunnelled bytes with zero-copy `splice(2)` on Linux (relay and agent).
+pub const TUNNEL_SPLICE: bool = true;

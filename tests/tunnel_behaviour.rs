@@ -296,3 +296,23 @@ async fn agent_reconnects_after_a_relay_restart() {
     assert_eq!(exchange(service_addr, b"after").await, b"after");
     agent.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copying_pump_works_without_splice() {
+    let mut s = settings(&["copy"]);
+    s.splice = false;
+    let relay = Relay::start(s);
+    let local = echo_server().await;
+    let mut a = agent_settings(
+        &relay.agents(),
+        "copy",
+        LocalService::Addr(local.to_string()),
+        2,
+    );
+    a.splice = false;
+    let agent = switchboard::tunnel::agent::spawn(a);
+    wait_until("the pool to fill", || relay.idle("copy") == 2).await;
+    let data = payload(3, 2_000_000);
+    assert_eq!(exchange(relay.service("copy"), &data).await, data);
+    agent.stop().await.unwrap();
+}

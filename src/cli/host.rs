@@ -12,7 +12,7 @@ use switchboard::tunnel::host_config::HostConfig;
 /// Arguments of `switchboard host` (each overrides the same key of `--config`).
 #[derive(Args, Debug)]
 pub struct HostArgs {
-    /// TOML settings file (see config/host-example.toml).
+    /// TOML settings file (see config/host/agent.toml).
     #[arg(long, short = 'c', value_name = "PATH")]
     config: Option<PathBuf>,
     /// The relay's agents listener (its `tunnel.host`:`tunnel.port`).

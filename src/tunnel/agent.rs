@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{refuse, write_frame, FrameReader};
-use super::pump::{pump, Transferred};
+use super::pump::{pump, PumpMode, Transferred};
 use super::TunnelError;
 use crate::config::Secret;
 use crate::defaults;
@@ -60,8 +60,10 @@ pub struct AgentSettings {
     pub backoff_reset: Duration,
     /// Time the local service gets to accept a connection.
     pub local_connect_timeout: Duration,
-    /// Largest copy buffer per direction, in bytes.
+    /// Largest copy buffer (or splice pipe) per direction, in bytes.
     pub copy_buffer: usize,
+    /// Forward with zero-copy `splice(2)` on Linux.
+    pub splice: bool,
 }
 
 impl AgentSettings {
@@ -87,6 +89,7 @@ impl AgentSettings {
             backoff_reset: ms(defaults::AGENT_BACKOFF_RESET_MS),
             local_connect_timeout: ms(defaults::AGENT_LOCAL_CONNECT_TIMEOUT_MS),
             copy_buffer: defaults::TUNNEL_COPY_BUFFER,
+            splice: defaults::TUNNEL_SPLICE,
         }
     }
 }
@@ -478,16 +481,11 @@ async fn serve(
     stats.served.fetch_add(1, Ordering::Relaxed);
     log::debug!("tunnel agent: conn {conn}: client {client} → {address}");
     let counts = Transferred::default();
-    let end = pump(
-        stream,
-        local,
-        leftover,
-        Vec::new(),
-        settings.copy_buffer,
-        &counts,
-        &cancel,
-    )
-    .await;
+    let mode = PumpMode {
+        max_buffer: settings.copy_buffer,
+        splice: settings.splice,
+    };
+    let end = pump(stream, local, leftover, Vec::new(), mode, &counts, &cancel).await;
     log::debug!(
         "tunnel agent: conn {conn} ended ({end:?}); {} bytes in, {} out",
         counts.a_to_b.load(Ordering::Relaxed),

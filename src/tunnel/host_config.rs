@@ -48,6 +48,8 @@ pub struct HostConfig {
     pub backoff_max_ms: Option<u64>,
     /// Time the local service gets to accept, in milliseconds.
     pub local_connect_timeout_ms: Option<u64>,
+    /// Forward with zero-copy `splice(2)` on Linux (default true).
+    pub splice: Option<bool>,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -87,6 +89,7 @@ impl HostConfig {
             local_connect_timeout_ms: flags
                 .local_connect_timeout_ms
                 .or(self.local_connect_timeout_ms),
+            splice: flags.splice.or(self.splice),
         }
     }
 
@@ -121,6 +124,7 @@ impl HostConfig {
         };
         let mut settings = AgentSettings::new(relay, service, token, local);
         settings.pool = self.pool.unwrap_or(defaults::AGENT_POOL);
+        settings.splice = self.splice.unwrap_or(defaults::TUNNEL_SPLICE);
         if settings.pool == 0 {
             return Err(invalid("pool", "must be at least 1"));
         }

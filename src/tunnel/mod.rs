@@ -8,6 +8,7 @@
 //!   pooled data connections refilled as soon as one is taken, reconnect with
 //!   backoff.
 //! - [`pump`]: moves bytes both ways between two sockets, honouring half-close.
+//! - `splice` (Linux): zero-copy forwarding through a kernel pipe, used by the pump.
 //! - [`framing`]: reading and writing [`crate::protocol::tunnel`] frames on sockets.
 //!
 //! The wire format and the handshake MAC live in [`crate::protocol::tunnel`].
@@ -19,6 +20,8 @@ pub mod pool;
 pub mod pump;
 pub mod relay;
 mod relay_agents;
+#[cfg(target_os = "linux")]
+pub mod splice;
 
 pub use agent::{AgentError, AgentHandle, AgentSettings, LocalService};
 pub use relay::{TunnelListeners, TunnelRelay, TunnelState};

@@ -4,7 +4,9 @@
 //! side's write half is shut down and the opposite direction keeps flowing.
 //! An error in either direction (a reset) ends both, so drops propagate.
 //! Each direction's buffer starts small and doubles while reads fill it, up
-//! to the configured size, so idle connections cost little.
+//! to the configured size, so idle connections cost little. On Linux, with
+//! `splice` on, bytes move through a kernel pipe instead ([`super::splice`]);
+//! if pipes cannot be had (file descriptor limit) the pump falls back to copying.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,6 +38,15 @@ pub enum PumpEnd {
     Cancelled,
 }
 
+/// How a pump moves bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct PumpMode {
+    /// Largest buffer (or pipe) per direction, in bytes.
+    pub max_buffer: usize,
+    /// Use `splice(2)` where the platform has it.
+    pub splice: bool,
+}
+
 /// Pumps `a` ↔ `b`, writing `a_prefix` to `b` and `b_prefix` to `a` first
 /// (bytes already read past a handshake). Returns when both directions have
 /// ended, one failed, or `cancel` fired.
@@ -44,16 +55,36 @@ pub async fn pump(
     b: TcpStream,
     a_prefix: Vec<u8>,
     b_prefix: Vec<u8>,
-    max_buffer: usize,
+    mode: PumpMode,
     counts: &Transferred,
     cancel: &CancellationToken,
 ) -> PumpEnd {
+    #[cfg(target_os = "linux")]
+    if mode.splice {
+        use super::splice::{copy, Pipe};
+        match (Pipe::new(mode.max_buffer), Pipe::new(mode.max_buffer)) {
+            (Ok(forward), Ok(backward)) => {
+                let forward = copy(&a, &b, forward, &a_prefix, &counts.a_to_b);
+                let backward = copy(&b, &a, backward, &b_prefix, &counts.b_to_a);
+                return finish(async { tokio::try_join!(forward, backward) }, cancel).await;
+            }
+            (Err(e), _) | (_, Err(e)) => log::debug!("splice unavailable ({e}); copying"),
+        }
+    }
+    let max_buffer = mode.max_buffer;
     let (ar, aw) = a.into_split();
     let (br, bw) = b.into_split();
     let forward = copy_half(ar, bw, a_prefix, max_buffer, &counts.a_to_b);
     let backward = copy_half(br, aw, b_prefix, max_buffer, &counts.b_to_a);
+    finish(async { tokio::try_join!(forward, backward) }, cancel).await
+}
+
+async fn finish<T>(
+    both: impl std::future::Future<Output = std::io::Result<T>>,
+    cancel: &CancellationToken,
+) -> PumpEnd {
     tokio::select! {
-        result = async { tokio::try_join!(forward, backward) } => match result {
+        result = both => match result {
             Ok(_) => PumpEnd::Closed,
             Err(error) => PumpEnd::Failed(error.to_string()),
         },

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::{refuse, write_frame, FrameReader};
 use super::pool::{Assignment, Idle};
-use super::pump::{pump, PumpEnd, Transferred};
+use super::pump::{pump, PumpEnd, PumpMode, Transferred};
 use super::relay::{AgentEntry, Service, TunnelState};
 use super::TunnelError;
 use crate::defaults;
@@ -412,12 +412,16 @@ async fn carry(
     );
     let counts = Transferred::default();
     let leftover = reader.into_leftover();
+    let mode = PumpMode {
+        max_buffer: state.settings.copy_buffer,
+        splice: state.settings.splice,
+    };
     let end = pump(
         a.client,
         stream,
         Vec::new(),
         leftover,
-        state.settings.copy_buffer,
+        mode,
         &counts,
         &state.cancel,
     )
