@@ -316,3 +316,21 @@ async fn the_copying_pump_works_without_splice() {
     assert_eq!(exchange(relay.service("copy"), &data).await, data);
     agent.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_transfers_switch_to_splice_and_stay_exact() {
+    let relay = Relay::start(settings(&["bulk"]));
+    let local = echo_server().await;
+    let agent = agent(&relay, "bulk", LocalService::Addr(local.to_string()), 2).await;
+    let data = payload(5, 8_000_000);
+    assert_eq!(exchange(relay.service("bulk"), &data).await, data);
+    wait_until("the byte counters", || {
+        metric(
+            &relay.metrics_text(),
+            "switchboard_tunnel_bytes_to_client_total",
+            "bulk",
+        ) == 8_000_000.0
+    })
+    .await;
+    agent.stop().await.unwrap();
+}

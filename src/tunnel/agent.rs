@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{refuse, write_frame, FrameReader};
-use super::pump::{pump, PumpMode, Transferred};
+use super::pump::{open, pump, PumpMode, Transferred};
 use super::TunnelError;
 use crate::config::Secret;
 use crate::defaults;
@@ -485,7 +485,16 @@ async fn serve(
         max_buffer: settings.copy_buffer,
         splice: settings.splice,
     };
-    let end = pump(stream, local, leftover, Vec::new(), mode, &counts, &cancel).await;
+    let end = pump(
+        &stream,
+        &local,
+        leftover,
+        open(Vec::new()),
+        mode,
+        &counts,
+        &cancel,
+    )
+    .await;
     log::debug!(
         "tunnel agent: conn {conn} ended ({end:?}); {} bytes in, {} out",
         counts.a_to_b.load(Ordering::Relaxed),

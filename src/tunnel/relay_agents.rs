@@ -338,7 +338,9 @@ async fn idle(
     }
 }
 
-/// Starts the client on the pooled connection and pumps until both sides end.
+/// Starts the client on the pooled connection and pumps until both sides
+/// end. Client bytes flow towards the agent at once; bytes from the agent
+/// flow once it answered `Started` (its local service accepted).
 async fn carry(
     state: Arc<TunnelState>,
     service: Arc<Service>,
@@ -349,78 +351,77 @@ async fn carry(
 ) {
     let conn = a.conn;
     let tag = format!("tunnel[{}#{conn}]", service.name);
-    let announce = |frame: Frame| {
-        if let Some(agent) = state.agents().get(&session) {
-            if agent.tx.try_send(frame).is_err() {
-                log::debug!("{tag}: control queue of session {session} full; announcement dropped");
-            }
-        }
-    };
-    let start = Frame::Start {
-        conn,
-        client: a.addr,
-    };
-    let limit = Duration::from_millis(state.settings.handshake_timeout_ms);
-    let started = async {
-        write_frame(&mut stream, &start).await?;
-        loop {
-            match reader
-                .next_within(&mut stream, limit, "waiting for Started")
-                .await?
-            {
-                Frame::Pong { .. } => continue,
-                Frame::Started { conn: c } if c == conn => return Ok(()),
-                Frame::Error { code, reason } => return Err(TunnelError::Refused { code, reason }),
-                other => return Err(TunnelError::Unexpected(format!("{other:?}"))),
-            }
-        }
-    };
-    match started.await {
-        Ok(()) => {}
-        Err(TunnelError::Refused { code, reason }) => {
-            log::warn!(
-                "{tag}: agent could not serve client {} ({code:?}): {reason}; closing it",
-                a.addr
-            );
-            return state.reject(&service, "local_refused");
-        }
-        Err(e) => {
-            log::debug!("{tag}: pooled connection failed before start ({e}); trying another");
-            return super::relay::reassign(state.clone(), service.clone(), a).await;
-        }
+    if let Err(e) = write_frame(
+        &mut stream,
+        &Frame::Start {
+            conn,
+            client: a.addr,
+        },
+    )
+    .await
+    {
+        log::debug!("{tag}: pooled connection dead before start ({e}); trying another");
+        return super::relay::reassign(state.clone(), service.clone(), a).await;
     }
-    announce(Frame::ConnectionOpen {
-        conn,
-        client: a.addr,
-    });
-    state
-        .metrics
-        .tunnel_clients_served
-        .get_or_create(&service.labels)
-        .inc();
-    let active = state.active.fetch_add(1, Ordering::AcqRel) + 1;
+    announce(
+        &state,
+        session,
+        &tag,
+        Frame::ConnectionOpen {
+            conn,
+            client: a.addr,
+        },
+    );
+    state.active.fetch_add(1, Ordering::AcqRel);
     service.active.fetch_add(1, Ordering::AcqRel);
     state
         .metrics
         .tunnel_active
         .get_or_create(&service.labels)
         .inc();
-    log::debug!(
-        "{tag}: client {} connected after {:?} ({active} active)",
-        a.addr,
-        a.accepted.elapsed()
-    );
-    let counts = Transferred::default();
-    let leftover = reader.into_leftover();
+    let limit = Duration::from_millis(state.settings.handshake_timeout_ms);
+    let started = std::sync::atomic::AtomicBool::new(false);
+    let gate = async {
+        let frame = tokio::time::timeout(limit, async {
+            loop {
+                match reader.next_shared(&stream).await? {
+                    Frame::Pong { .. } => continue,
+                    other => return Ok::<Frame, TunnelError>(other),
+                }
+            }
+        });
+        match frame
+            .await
+            .map_err(|_| TunnelError::Timeout("waiting for Started"))??
+        {
+            Frame::Started { conn: c } if c == conn => {
+                started.store(true, Ordering::Release);
+                state
+                    .metrics
+                    .tunnel_clients_served
+                    .get_or_create(&service.labels)
+                    .inc();
+                log::debug!(
+                    "{tag}: client {} started after {:?}",
+                    a.addr,
+                    a.accepted.elapsed()
+                );
+                Ok(std::mem::take(&mut reader).into_leftover())
+            }
+            Frame::Error { code, reason } => Err(TunnelError::Refused { code, reason }),
+            other => Err(TunnelError::Unexpected(format!("{other:?}"))),
+        }
+    };
     let mode = PumpMode {
         max_buffer: state.settings.copy_buffer,
         splice: state.settings.splice,
     };
+    let counts = Transferred::default();
     let end = pump(
-        a.client,
-        stream,
+        &a.client,
+        &stream,
         Vec::new(),
-        leftover,
+        gate,
         mode,
         &counts,
         &state.cancel,
@@ -447,9 +448,35 @@ async fn carry(
         .dec();
     service.active.fetch_sub(1, Ordering::AcqRel);
     state.active.fetch_sub(1, Ordering::AcqRel);
-    announce(Frame::ConnectionDrop { conn });
+    announce(&state, session, &tag, Frame::ConnectionDrop { conn });
+    let started = started.load(Ordering::Acquire);
     match end {
-        PumpEnd::Failed(e) => log::debug!("{tag}: dropped ({e}); {up} bytes up, {down} down"),
-        other => log::debug!("{tag}: ended ({other:?}); {up} bytes up, {down} down"),
+        PumpEnd::GateFailed(TunnelError::Refused { code, reason }) => {
+            log::warn!(
+                "{tag}: agent could not serve client {} ({code:?}): {reason}; closing it",
+                a.addr
+            );
+            state.reject(&service, "local_refused");
+        }
+        PumpEnd::GateFailed(e) if up == 0 => {
+            log::debug!("{tag}: pooled connection failed before start ({e}); trying another");
+            drop(stream);
+            super::relay::reassign(state.clone(), service.clone(), a).await;
+        }
+        PumpEnd::Failed(e) if !started && up == 0 => {
+            log::debug!("{tag}: pooled connection failed before start ({e}); trying another");
+            drop(stream);
+            super::relay::reassign(state.clone(), service.clone(), a).await;
+        }
+        end => log::debug!("{tag}: ended ({end:?}); {up} bytes up, {down} down"),
+    }
+}
+
+/// Queues an announcement on the control channel of `session`.
+fn announce(state: &TunnelState, session: u64, tag: &str, frame: Frame) {
+    if let Some(agent) = state.agents().get(&session) {
+        if agent.tx.try_send(frame).is_err() {
+            log::debug!("{tag}: control queue of session {session} full; announcement dropped");
+        }
     }
 }

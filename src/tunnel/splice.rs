@@ -5,7 +5,8 @@
 //! when the pipe is empty and drains it into the destination socket, using
 //! tokio's readiness (`readable`/`writable` + `try_io`) so it never blocks a
 //! runtime thread. EOF on the source shuts the destination's write half
-//! down (half-close), exactly like the copying pump.
+//! down (half-close), exactly like the copying pump, which hands a
+//! direction over to [`copy`] once it sees a bulk transfer.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -42,30 +43,14 @@ fn flags() -> SpliceFFlags {
     SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK
 }
 
-/// Writes `bytes` to `to` (bytes read before the pump started).
-async fn write_prefix(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        to.writable().await?;
-        match to.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Moves bytes `from` → `to` through `pipe` until EOF (then shuts `to`'s
-/// write half down) or an error.
+/// write half down) or an error. Bytes count once they are in the pipe.
 pub async fn copy(
     from: &TcpStream,
     to: &TcpStream,
     pipe: Pipe,
-    prefix: &[u8],
     counter: &AtomicU64,
 ) -> io::Result<()> {
-    write_prefix(to, prefix).await?;
-    counter.fetch_add(prefix.len() as u64, Ordering::Relaxed);
     loop {
         // Fill: the pipe is empty here, so EAGAIN means the socket has nothing.
         let filled = loop {
@@ -80,8 +65,9 @@ pub async fn copy(
             }
         };
         if filled == 0 {
-            return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+            return super::pump::shutdown_write(to);
         }
+        counter.fetch_add(filled as u64, Ordering::Relaxed);
         // Drain: the pipe holds `left` bytes, so EAGAIN means the socket is full.
         let mut left = filled;
         while left > 0 {
@@ -90,10 +76,7 @@ pub async fn copy(
                 splice(&pipe.read, None, to, None, left, flags()).map_err(io::Error::from)
             });
             match attempt {
-                Ok(n) => {
-                    left -= n;
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                }
+                Ok(n) => left -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
