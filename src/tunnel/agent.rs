@@ -263,13 +263,7 @@ async fn session(
     );
     let slots = cancel.child_token();
     for _ in 0..settings.pool {
-        tokio::spawn(slot(
-            settings.clone(),
-            stats.clone(),
-            session,
-            slots.clone(),
-            cancel.clone(),
-        ));
+        spawn_slot(settings, stats, session, &slots, cancel);
     }
     let result = control(settings, &mut stream, &mut reader, cancel).await;
     slots.cancel();
@@ -350,7 +344,26 @@ async fn control(
     }
 }
 
-/// Keeps one pooled connection open, and a fresh one as soon as it is taken.
+/// Starts a [`slot`] task.
+fn spawn_slot(
+    settings: &Arc<AgentSettings>,
+    stats: &Arc<AgentStats>,
+    session: u64,
+    slots: &CancellationToken,
+    cancel: &CancellationToken,
+) {
+    tokio::spawn(slot(
+        settings.clone(),
+        stats.clone(),
+        session,
+        slots.clone(),
+        cancel.clone(),
+    ));
+}
+
+/// Keeps one pooled connection open. When the relay starts it for a
+/// client, a fresh slot is spawned at once to refill the pool and this task
+/// goes on to serve the client (the client's path comes first).
 async fn slot(
     settings: Arc<AgentSettings>,
     stats: Arc<AgentStats>,
@@ -366,13 +379,8 @@ async fn slot(
         };
         match opened {
             Ok(started) => {
-                backoff.reset();
-                tokio::spawn(serve(
-                    settings.clone(),
-                    stats.clone(),
-                    started,
-                    cancel.clone(),
-                ));
+                spawn_slot(&settings, &stats, session, &slots, &cancel);
+                return serve(settings, stats, started, cancel).await;
             }
             Err(e) => {
                 log::debug!("tunnel agent: pooled connection: {e}");

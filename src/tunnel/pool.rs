@@ -117,6 +117,17 @@ impl Pool {
             .count()
     }
 
+    /// The oldest live idle connection, if there is one now.
+    pub fn try_take(&self) -> Option<Idle> {
+        let mut inner = self.lock();
+        while let Some(idle) = inner.idle.pop_front() {
+            if !idle.tx.is_closed() {
+                return Some(idle);
+            }
+        }
+        None
+    }
+
     /// The oldest idle connection, waiting up to `wait` when there is none.
     /// The bool says whether the caller had to wait.
     pub async fn take(

@@ -354,24 +354,26 @@ async fn accept_clients(
             continue;
         }
         let _ = client.set_nodelay(true);
-        tokio::spawn(assign(state.clone(), service.clone(), client, addr));
+        let assignment = Assignment {
+            client,
+            addr,
+            conn: state.id(),
+            accepted: Instant::now(),
+        };
+        // Fast path: an idle pooled connection is there; hand the client over
+        // without another task in between.
+        let assignment = match service.pool.try_take() {
+            Some(idle) => {
+                state.pool_changed(&service);
+                match idle.tx.send(assignment) {
+                    Ok(()) => continue,
+                    Err(back) => back,
+                }
+            }
+            None => assignment,
+        };
+        tokio::spawn(reassign(state.clone(), service.clone(), assignment));
     }
-}
-
-/// Finds a pooled connection for a new client and hands the client to it.
-async fn assign(
-    state: Arc<TunnelState>,
-    service: Arc<Service>,
-    client: tokio::net::TcpStream,
-    addr: SocketAddr,
-) {
-    let assignment = Assignment {
-        client,
-        addr,
-        conn: state.id(),
-        accepted: Instant::now(),
-    };
-    reassign(state, service, assignment).await
 }
 
 /// Hands a client to the oldest idle pooled connection, waiting up to
