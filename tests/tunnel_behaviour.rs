@@ -334,3 +334,47 @@ async fn bulk_transfers_switch_to_splice_and_stay_exact() {
     .await;
     agent.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_v2_tells_the_local_service_the_client_address() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut header = [0u8; 28];
+        s.read_exact(&mut header).await.unwrap();
+        let _ = seen_tx.send(header);
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    let relay = Relay::start(settings(&["pp"]));
+    let mut a = agent_settings(
+        &relay.agents(),
+        "pp",
+        LocalService::Addr(local.to_string()),
+        1,
+    );
+    a.proxy_protocol = true;
+    let agent = switchboard::tunnel::agent::spawn(a);
+    wait_until("the pool to fill", || relay.idle("pp") == 1).await;
+    let mut client = TcpStream::connect(relay.service("pp")).await.unwrap();
+    let client_addr = client.local_addr().unwrap();
+    client.write_all(b"data").await.unwrap();
+    let mut back = [0u8; 4];
+    tokio::time::timeout(WAIT, client.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"data", "the header is not passed on to the client");
+    let header = seen_rx.await.unwrap();
+    assert_eq!(header[..12], switchboard::protocol::proxy_v2::SIGNATURE);
+    assert_eq!(&header[12..16], &[0x21, 0x11, 0x00, 0x0C]);
+    assert_eq!(&header[16..20], &[127, 0, 0, 1]);
+    assert_eq!(
+        u16::from_be_bytes([header[24], header[25]]),
+        client_addr.port()
+    );
+    assert_eq!(u16::from_be_bytes([header[26], header[27]]), local.port());
+    agent.stop().await.unwrap();
+}

@@ -30,6 +30,9 @@ pub struct HostArgs {
     /// Serve the built-in echo service instead of --local.
     #[arg(long)]
     echo: bool,
+    /// Send a PROXY protocol v2 header (the client's address) to the local service.
+    #[arg(long)]
+    proxy_protocol: bool,
     /// Pooled data connections kept open to the relay.
     #[arg(long, value_name = "N")]
     pool: Option<usize>,
@@ -50,6 +53,7 @@ fn settings(args: &HostArgs) -> Result<agent::AgentSettings, ConfigError> {
         local: args.local.clone(),
         echo: args.echo.then_some(true),
         pool: args.pool,
+        proxy_protocol: args.proxy_protocol.then_some(true),
         ..HostConfig::default()
     };
     file.merge(flags).into_settings()

@@ -64,6 +64,8 @@ pub struct AgentSettings {
     pub copy_buffer: usize,
     /// Forward with zero-copy `splice(2)` on Linux.
     pub splice: bool,
+    /// Send a PROXY protocol v2 header (the client's address) to the local service first.
+    pub proxy_protocol: bool,
 }
 
 impl AgentSettings {
@@ -90,6 +92,7 @@ impl AgentSettings {
             local_connect_timeout: ms(defaults::AGENT_LOCAL_CONNECT_TIMEOUT_MS),
             copy_buffer: defaults::TUNNEL_COPY_BUFFER,
             splice: defaults::TUNNEL_SPLICE,
+            proxy_protocol: false,
         }
     }
 }
@@ -483,6 +486,13 @@ async fn serve(
         }
     };
     let _ = local.set_nodelay(true);
+    if settings.proxy_protocol {
+        let destination = local.peer_addr().unwrap_or(client);
+        let header = crate::protocol::proxy_v2::header(client, destination);
+        if let Err(e) = super::pump::write_all(&local, &header).await {
+            return refuse_client(&stats, &mut stream, conn, client, address, e.to_string()).await;
+        }
+    }
     if let Err(e) = write_frame(&mut stream, &Frame::Started { conn }).await {
         return log::debug!("tunnel agent: conn {conn}: relay gone before start: {e}");
     }

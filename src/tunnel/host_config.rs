@@ -50,6 +50,8 @@ pub struct HostConfig {
     pub local_connect_timeout_ms: Option<u64>,
     /// Forward with zero-copy `splice(2)` on Linux (default true).
     pub splice: Option<bool>,
+    /// Send a PROXY protocol v2 header to the local service (default false).
+    pub proxy_protocol: Option<bool>,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -90,6 +92,7 @@ impl HostConfig {
                 .local_connect_timeout_ms
                 .or(self.local_connect_timeout_ms),
             splice: flags.splice.or(self.splice),
+            proxy_protocol: flags.proxy_protocol.or(self.proxy_protocol),
         }
     }
 
@@ -125,6 +128,10 @@ impl HostConfig {
         let mut settings = AgentSettings::new(relay, service, token, local);
         settings.pool = self.pool.unwrap_or(defaults::AGENT_POOL);
         settings.splice = self.splice.unwrap_or(defaults::TUNNEL_SPLICE);
+        settings.proxy_protocol = self.proxy_protocol.unwrap_or(false);
+        if settings.proxy_protocol && settings.local == LocalService::Echo {
+            return Err(invalid("proxy_protocol", "needs a local service, not echo"));
+        }
         if settings.pool == 0 {
             return Err(invalid("pool", "must be at least 1"));
         }
