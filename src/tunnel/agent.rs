@@ -382,8 +382,14 @@ async fn slot(
         };
         match opened {
             Ok(started) => {
-                spawn_slot(&settings, &stats, session, &slots, &cancel);
-                return serve(settings, stats, started, cancel).await;
+                let refill = Refill(Some((
+                    settings.clone(),
+                    stats.clone(),
+                    session,
+                    slots,
+                    cancel.clone(),
+                )));
+                return serve(settings, stats, started, cancel, refill).await;
             }
             Err(e) => {
                 log::debug!("tunnel agent: pooled connection: {e}");
@@ -394,6 +400,32 @@ async fn slot(
                 }
             }
         }
+    }
+}
+
+/// Spawns the slot that replaces a taken pooled connection: explicitly once
+/// the client's first steps are done (they come first), or when dropped.
+struct Refill(Option<RefillArgs>);
+
+type RefillArgs = (
+    Arc<AgentSettings>,
+    Arc<AgentStats>,
+    u64,
+    CancellationToken,
+    CancellationToken,
+);
+
+impl Refill {
+    fn now(&mut self) {
+        if let Some((settings, stats, session, slots, cancel)) = self.0.take() {
+            spawn_slot(&settings, &stats, session, &slots, &cancel);
+        }
+    }
+}
+
+impl Drop for Refill {
+    fn drop(&mut self) {
+        self.now();
     }
 }
 
@@ -451,6 +483,7 @@ async fn serve(
     stats: Arc<AgentStats>,
     started: Started,
     cancel: CancellationToken,
+    mut refill: Refill,
 ) {
     let Started {
         mut stream,
@@ -462,6 +495,7 @@ async fn serve(
     let address = match &settings.local {
         LocalService::Echo => {
             stats.served.fetch_add(1, Ordering::Relaxed);
+            refill.now();
             return echo(stream, leftover, conn, &cancel).await;
         }
         LocalService::Addr(address) => address,
@@ -498,6 +532,7 @@ async fn serve(
     }
     stats.served.fetch_add(1, Ordering::Relaxed);
     log::debug!("tunnel agent: conn {conn}: client {client} → {address}");
+    refill.now();
     let counts = Transferred::default();
     let mode = PumpMode {
         max_buffer: settings.copy_buffer,

@@ -396,6 +396,16 @@ async fn carry(
         {
             Frame::Started { conn: c } if c == conn => {
                 started.store(true, Ordering::Release);
+                // Announced once the client is through, off its setup path.
+                announce(
+                    &state,
+                    session,
+                    &tag,
+                    Frame::ConnectionOpen {
+                        conn,
+                        client: a.addr,
+                    },
+                );
                 state
                     .metrics
                     .tunnel_clients_served
@@ -448,8 +458,10 @@ async fn carry(
         .dec();
     service.active.fetch_sub(1, Ordering::AcqRel);
     state.active.fetch_sub(1, Ordering::AcqRel);
-    announce(&state, session, &tag, Frame::ConnectionDrop { conn });
     let started = started.load(Ordering::Acquire);
+    if started {
+        announce(&state, session, &tag, Frame::ConnectionDrop { conn });
+    }
     match end {
         PumpEnd::GateFailed(TunnelError::Refused { code, reason }) => {
             log::warn!(
