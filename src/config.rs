@@ -244,6 +244,10 @@ pub struct TunnelSettings {
     pub copy_buffer: usize,
     /// Forward with zero-copy `splice(2)` on Linux (falls back to copying elsewhere).
     pub splice: bool,
+    /// PEM certificate chain; with `keyfile`, agents must connect over TLS.
+    pub certfile: Option<PathBuf>,
+    /// PEM private key for `certfile`.
+    pub keyfile: Option<PathBuf>,
     /// The tunnelled services (`[[tunnel.services]]`).
     pub services: Vec<TunnelService>,
 }
@@ -262,6 +266,8 @@ impl Default for TunnelSettings {
             heartbeat_timeout_ms: defaults::TUNNEL_HEARTBEAT_TIMEOUT_MS,
             copy_buffer: defaults::TUNNEL_COPY_BUFFER,
             splice: defaults::TUNNEL_SPLICE,
+            certfile: None,
+            keyfile: None,
             services: Vec::new(),
         }
     }
@@ -463,6 +469,23 @@ impl Settings {
                 "tunnel.heartbeat_timeout_ms",
                 "must be larger than tunnel.heartbeat_interval_ms",
             ));
+        }
+        match (&t.certfile, &t.keyfile) {
+            (Some(_), None) => {
+                return Err(invalid("tunnel.keyfile", "required with tunnel.certfile"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid("tunnel.certfile", "required with tunnel.keyfile"))
+            }
+            _ => {}
+        }
+        for (key, path) in [
+            ("tunnel.certfile", &t.certfile),
+            ("tunnel.keyfile", &t.keyfile),
+        ] {
+            if path.as_ref().is_some_and(|p| !p.is_file()) {
+                return Err(invalid(key, "is not a readable file"));
+            }
         }
         if t.copy_buffer < 1024 {
             return Err(invalid("tunnel.copy_buffer", "must be at least 1024"));

@@ -30,6 +30,15 @@ pub struct HostArgs {
     /// Serve the built-in echo service instead of --local.
     #[arg(long)]
     echo: bool,
+    /// Connect to the relay over TLS (the relay has tunnel.certfile/keyfile).
+    #[arg(long)]
+    tls: bool,
+    /// PEM CA file to trust for the relay's certificate (implies --tls; default: web PKI roots).
+    #[arg(long, value_name = "PATH")]
+    tls_ca_file: Option<PathBuf>,
+    /// Name to check the relay's certificate against (default: the host of --relay).
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
     /// Send a PROXY protocol v2 header (the client's address) to the local service.
     #[arg(long)]
     proxy_protocol: bool,
@@ -54,6 +63,9 @@ fn settings(args: &HostArgs) -> Result<agent::AgentSettings, ConfigError> {
         echo: args.echo.then_some(true),
         pool: args.pool,
         proxy_protocol: args.proxy_protocol.then_some(true),
+        tls: args.tls.then_some(true),
+        tls_ca_file: args.tls_ca_file.clone(),
+        tls_server_name: args.tls_server_name.clone(),
         ..HostConfig::default()
     };
     file.merge(flags).into_settings()

@@ -18,11 +18,13 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{refuse, write_frame, FrameReader};
-use super::pump::{open, pump, PumpMode, Transferred};
+use super::pump::{open, pump, pump_io, PumpMode, Transferred};
+use super::tls::{AgentConn, AgentTls};
 use super::TunnelError;
 use crate::config::Secret;
 use crate::defaults;
 use crate::protocol::tunnel::{self, ErrorCode, Frame, Role};
+use tokio_util::either::Either;
 
 /// What the agent serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +68,8 @@ pub struct AgentSettings {
     pub splice: bool,
     /// Send a PROXY protocol v2 header (the client's address) to the local service first.
     pub proxy_protocol: bool,
+    /// Connect to the relay over TLS.
+    pub tls: Option<AgentTls>,
 }
 
 impl AgentSettings {
@@ -93,6 +97,7 @@ impl AgentSettings {
             copy_buffer: defaults::TUNNEL_COPY_BUFFER,
             splice: defaults::TUNNEL_SPLICE,
             proxy_protocol: false,
+            tls: None,
         }
     }
 }
@@ -278,12 +283,18 @@ async fn connect(
     settings: &AgentSettings,
     role: Role,
     session: u64,
-) -> Result<(TcpStream, FrameReader, u64), TunnelError> {
+) -> Result<(AgentConn, FrameReader, u64), TunnelError> {
     let limit = settings.handshake_timeout;
-    let mut stream = tokio::time::timeout(limit, TcpStream::connect(&settings.relay))
+    let tcp = tokio::time::timeout(limit, TcpStream::connect(&settings.relay))
         .await
         .map_err(|_| TunnelError::Timeout("connecting to the relay"))??;
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &settings.tls {
+        None => Either::Left(tcp),
+        Some(tls) => tokio::time::timeout(limit, tls.connect(tcp))
+            .await
+            .map_err(|_| TunnelError::Timeout("in the TLS handshake"))??,
+    };
     let mut reader = FrameReader::new();
     let hello = Frame::Hello {
         role,
@@ -315,7 +326,7 @@ async fn connect(
 /// Answers and sends heartbeats on the control channel, logs announcements.
 async fn control(
     settings: &AgentSettings,
-    stream: &mut TcpStream,
+    stream: &mut AgentConn,
     reader: &mut FrameReader,
     cancel: &CancellationToken,
 ) -> Result<(), TunnelError> {
@@ -431,7 +442,7 @@ impl Drop for Refill {
 
 /// A pooled connection that the relay started for a client.
 struct Started {
-    stream: TcpStream,
+    stream: AgentConn,
     reader: FrameReader,
     conn: u64,
     client: std::net::SocketAddr,
@@ -538,16 +549,32 @@ async fn serve(
         max_buffer: settings.copy_buffer,
         splice: settings.splice,
     };
-    let end = pump(
-        &stream,
-        &local,
-        leftover,
-        open(Vec::new()),
-        mode,
-        &counts,
-        &cancel,
-    )
-    .await;
+    let end = match stream {
+        Either::Left(tcp) => {
+            pump(
+                &tcp,
+                &local,
+                leftover,
+                open(Vec::new()),
+                mode,
+                &counts,
+                &cancel,
+            )
+            .await
+        }
+        Either::Right(tls) => {
+            pump_io(
+                tls,
+                local,
+                leftover,
+                Vec::new(),
+                mode.max_buffer,
+                &counts,
+                &cancel,
+            )
+            .await
+        }
+    };
     log::debug!(
         "tunnel agent: conn {conn} ended ({end:?}); {} bytes in, {} out",
         counts.a_to_b.load(Ordering::Relaxed),
@@ -557,7 +584,7 @@ async fn serve(
 
 async fn refuse_client(
     stats: &AgentStats,
-    stream: &mut TcpStream,
+    stream: &mut AgentConn,
     conn: u64,
     client: std::net::SocketAddr,
     address: &str,
@@ -579,12 +606,20 @@ async fn refuse_client(
 }
 
 /// The built-in echo service on a started pooled connection.
-async fn echo(mut stream: TcpStream, leftover: Vec<u8>, conn: u64, cancel: &CancellationToken) {
+async fn echo(mut stream: AgentConn, leftover: Vec<u8>, conn: u64, cancel: &CancellationToken) {
     let run = async {
         write_frame(&mut stream, &Frame::Started { conn }).await?;
-        let (mut r, mut w) = stream.split();
+        let (mut r, mut w) = tokio::io::split(stream);
         w.write_all(&leftover).await?;
-        tokio::io::copy(&mut r, &mut w).await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = tokio::io::AsyncReadExt::read(&mut r, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n]).await?;
+            w.flush().await?;
+        }
         w.shutdown().await
     };
     tokio::select! {

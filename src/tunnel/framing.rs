@@ -93,12 +93,13 @@ impl FrameReader {
     }
 }
 
-/// Writes one frame.
+/// Writes one frame and flushes it (TLS streams buffer).
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     frame: &Frame,
 ) -> std::io::Result<()> {
-    writer.write_all(&tunnel::encode(frame)).await
+    writer.write_all(&tunnel::encode(frame)).await?;
+    writer.flush().await
 }
 
 /// Writes an error frame and shuts the write side down, ignoring failures

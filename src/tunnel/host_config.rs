@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::agent::{AgentSettings, LocalService};
+use super::tls::AgentTls;
 use crate::config::{read_token_file, ConfigError, Secret};
 use crate::defaults;
 
@@ -52,6 +53,12 @@ pub struct HostConfig {
     pub splice: Option<bool>,
     /// Send a PROXY protocol v2 header to the local service (default false).
     pub proxy_protocol: Option<bool>,
+    /// Connect to the relay over TLS (default false).
+    pub tls: Option<bool>,
+    /// PEM file of the CA(s) to trust for the relay's certificate (default: web PKI roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Name to check the relay's certificate against (default: the host part of `relay`).
+    pub tls_server_name: Option<String>,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -93,6 +100,9 @@ impl HostConfig {
                 .or(self.local_connect_timeout_ms),
             splice: flags.splice.or(self.splice),
             proxy_protocol: flags.proxy_protocol.or(self.proxy_protocol),
+            tls: flags.tls.or(self.tls),
+            tls_ca_file: flags.tls_ca_file.or(self.tls_ca_file),
+            tls_server_name: flags.tls_server_name.or(self.tls_server_name),
         }
     }
 
@@ -125,7 +135,20 @@ impl HostConfig {
             (true, Some(_)) => return Err(invalid("local", "give local or echo, not both")),
             (false, None) => return Err(invalid("local", "local (host:port) or echo is required")),
         };
+        let tls = if self.tls.unwrap_or(false) || self.tls_ca_file.is_some() {
+            let host = relay.rsplit_once(':').map_or(relay.as_str(), |(h, _)| h);
+            let name = self
+                .tls_server_name
+                .as_deref()
+                .unwrap_or(host.trim_matches(['[', ']']));
+            let tls = AgentTls::new(self.tls_ca_file.as_deref(), name)
+                .map_err(|m| invalid("tls_ca_file", m))?;
+            Some(tls)
+        } else {
+            None
+        };
         let mut settings = AgentSettings::new(relay, service, token, local);
+        settings.tls = tls;
         settings.pool = self.pool.unwrap_or(defaults::AGENT_POOL);
         settings.splice = self.splice.unwrap_or(defaults::TUNNEL_SPLICE);
         settings.proxy_protocol = self.proxy_protocol.unwrap_or(false);

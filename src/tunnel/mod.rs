@@ -9,6 +9,7 @@
 //!   backoff.
 //! - [`pump`]: moves bytes both ways between two sockets, honouring half-close.
 //! - `splice` (Linux): zero-copy forwarding through a kernel pipe, used by the pump.
+//! - [`tls`]: optional TLS on agent connections (rustls, ring).
 //! - [`framing`]: reading and writing [`crate::protocol::tunnel`] frames on sockets.
 //!
 //! The wire format and the handshake MAC live in [`crate::protocol::tunnel`].
@@ -22,6 +23,7 @@ pub mod relay;
 mod relay_agents;
 #[cfg(target_os = "linux")]
 pub mod splice;
+pub mod tls;
 
 pub use agent::{AgentError, AgentHandle, AgentSettings, LocalService};
 pub use relay::{TunnelListeners, TunnelRelay, TunnelState};

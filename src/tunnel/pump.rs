@@ -171,3 +171,61 @@ async fn direction(
         }
     }
 }
+
+/// Pumps two streams of any kind (TLS) both ways with half-close, by
+/// copying; `a_prefix` goes to `b` and `b_prefix` to `a` first.
+pub async fn pump_io<A, B>(
+    a: A,
+    b: B,
+    a_prefix: Vec<u8>,
+    b_prefix: Vec<u8>,
+    max_buffer: usize,
+    counts: &Transferred,
+    cancel: &CancellationToken,
+) -> PumpEnd
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    let forward = copy_io(ar, bw, a_prefix, max_buffer, &counts.a_to_b);
+    let backward = copy_io(br, aw, b_prefix, max_buffer, &counts.b_to_a);
+    tokio::select! {
+        result = async { tokio::try_join!(forward, backward) } => match result {
+            Ok(_) => PumpEnd::Closed,
+            Err(e) => PumpEnd::Failed(e.to_string()),
+        },
+        _ = cancel.cancelled() => PumpEnd::Cancelled,
+    }
+}
+
+async fn copy_io<R, W>(
+    mut from: R,
+    mut to: W,
+    prefix: Vec<u8>,
+    max_buffer: usize,
+    counter: &AtomicU64,
+) -> io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    to.write_all(&prefix).await?;
+    to.flush().await?;
+    counter.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+    let mut buf = vec![0u8; START_BUFFER.min(max_buffer)];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        to.write_all(&buf[..n]).await?;
+        to.flush().await?;
+        if n == buf.len() && buf.len() < max_buffer {
+            buf.resize((buf.len() * 2).min(max_buffer), 0);
+        }
+    }
+}

@@ -81,6 +81,7 @@ pub struct TunnelState {
     pub(super) metrics: Arc<Metrics>,
     pub(super) active: AtomicUsize,
     pub(super) cancel: CancellationToken,
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
     agents_addr: SocketAddr,
 }
 
@@ -260,7 +261,12 @@ pub fn start(
         std_listeners.push((service, listener));
     }
     listeners.agents.set_nonblocking(true)?;
+    let tls = match (&settings.certfile, &settings.keyfile) {
+        (Some(cert), Some(key)) => Some(super::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let state = Arc::new(TunnelState {
+        tls,
         agents_addr: listeners.agents.local_addr()?,
         settings,
         services,
@@ -285,8 +291,9 @@ pub fn start(
             let _ = done_tx.send(());
         })?;
     log::info!(
-        "tunnel: agents connect to {}; services: {}",
+        "tunnel: agents connect to {}{}; services: {}",
         state.agents_addr,
+        if state.tls.is_some() { " (TLS)" } else { "" },
         state
             .services
             .values()

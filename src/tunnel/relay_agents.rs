@@ -13,11 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::{refuse, write_frame, FrameReader};
 use super::pool::{Assignment, Idle};
-use super::pump::{pump, PumpEnd, PumpMode, Transferred};
+use super::pump::{pump, pump_io, PumpEnd, PumpMode, Transferred};
 use super::relay::{AgentEntry, Service, TunnelState};
+use super::tls::RelayConn;
 use super::TunnelError;
 use crate::defaults;
 use crate::protocol::tunnel::{self, ErrorCode, Frame, Role, NONCE_BYTES};
+use tokio_util::either::Either;
 
 /// Accepts agent connections until shutdown.
 pub(super) async fn accept_loop(state: Arc<TunnelState>, listener: tokio::net::TcpListener) {
@@ -54,11 +56,20 @@ enum Accepted {
     },
 }
 
-async fn handle(state: Arc<TunnelState>, mut stream: TcpStream, addr: SocketAddr) {
+async fn handle(state: Arc<TunnelState>, tcp: TcpStream, addr: SocketAddr) {
     let limit = Duration::from_millis(state.settings.handshake_timeout_ms);
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut stream: RelayConn = match &state.tls {
+        None => Either::Left(tcp),
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Either::Right(tls),
+            Ok(Err(e)) => return log::warn!("tunnel: agent {addr}: TLS handshake failed: {e}"),
+            Err(_) => return log::warn!("tunnel: agent {addr}: no TLS handshake within {limit:?}"),
+        },
+    };
     let mut reader = FrameReader::new();
     let outcome =
-        tokio::time::timeout(limit, handshake(&state, &mut stream, &mut reader, addr)).await;
+        tokio::time::timeout_at(deadline, handshake(&state, &mut stream, &mut reader, addr)).await;
     match outcome {
         Err(_) => {
             log::warn!("tunnel: agent {addr}: no handshake within {limit:?}; closing");
@@ -89,7 +100,7 @@ async fn handle(state: Arc<TunnelState>, mut stream: TcpStream, addr: SocketAddr
 
 async fn handshake(
     state: &TunnelState,
-    stream: &mut TcpStream,
+    stream: &mut RelayConn,
     reader: &mut FrameReader,
     addr: SocketAddr,
 ) -> Result<Accepted, TunnelError> {
@@ -216,7 +227,7 @@ fn owner_cancel(state: &TunnelState, session: u64, service: &str) -> Option<Canc
 async fn control(
     state: &TunnelState,
     service: &Service,
-    mut stream: TcpStream,
+    mut stream: RelayConn,
     mut reader: FrameReader,
     addr: SocketAddr,
     session: u64,
@@ -276,7 +287,7 @@ async fn control(
 async fn pooled(
     state: Arc<TunnelState>,
     service: Arc<Service>,
-    mut stream: TcpStream,
+    mut stream: RelayConn,
     mut reader: FrameReader,
     session: u64,
     cancel: CancellationToken,
@@ -302,12 +313,15 @@ async fn pooled(
             return;
         }
     };
-    carry(state, service, stream, reader, assignment, session).await;
+    match stream {
+        Either::Left(tcp) => carry(state, service, tcp, reader, assignment, session).await,
+        Either::Right(tls) => carry_tls(state, service, tls, reader, assignment, session).await,
+    }
 }
 
 async fn idle(
     state: &TunnelState,
-    stream: &mut TcpStream,
+    stream: &mut RelayConn,
     reader: &mut FrameReader,
     rx: &mut oneshot::Receiver<Assignment>,
     cancel: &CancellationToken,
@@ -491,4 +505,111 @@ fn announce(state: &TunnelState, session: u64, tag: &str, frame: Frame) {
             log::debug!("{tag}: control queue of session {session} full; announcement dropped");
         }
     }
+}
+
+/// [`carry`] over TLS: waits for `Started`, then copies (no splice through TLS).
+async fn carry_tls(
+    state: Arc<TunnelState>,
+    service: Arc<Service>,
+    mut stream: tokio_rustls::server::TlsStream<TcpStream>,
+    mut reader: FrameReader,
+    a: Assignment,
+    session: u64,
+) {
+    let conn = a.conn;
+    let tag = format!("tunnel[{}#{conn}]", service.name);
+    let limit = Duration::from_millis(state.settings.handshake_timeout_ms);
+    let started = async {
+        write_frame(
+            &mut stream,
+            &Frame::Start {
+                conn,
+                client: a.addr,
+            },
+        )
+        .await?;
+        tokio::io::AsyncWriteExt::flush(&mut stream).await?;
+        loop {
+            match reader
+                .next_within(&mut stream, limit, "waiting for Started")
+                .await?
+            {
+                Frame::Pong { .. } => continue,
+                Frame::Started { conn: c } if c == conn => return Ok(()),
+                Frame::Error { code, reason } => return Err(TunnelError::Refused { code, reason }),
+                other => return Err(TunnelError::Unexpected(format!("{other:?}"))),
+            }
+        }
+    };
+    match started.await {
+        Ok(()) => {}
+        Err(TunnelError::Refused { code, reason }) => {
+            log::warn!(
+                "{tag}: agent could not serve client {} ({code:?}): {reason}; closing it",
+                a.addr
+            );
+            return state.reject(&service, "local_refused");
+        }
+        Err(e) => {
+            log::debug!("{tag}: pooled connection failed before start ({e}); trying another");
+            return super::relay::reassign(state.clone(), service.clone(), a).await;
+        }
+    }
+    state
+        .metrics
+        .tunnel_clients_served
+        .get_or_create(&service.labels)
+        .inc();
+    announce(
+        &state,
+        session,
+        &tag,
+        Frame::ConnectionOpen {
+            conn,
+            client: a.addr,
+        },
+    );
+    state.active.fetch_add(1, Ordering::AcqRel);
+    service.active.fetch_add(1, Ordering::AcqRel);
+    state
+        .metrics
+        .tunnel_active
+        .get_or_create(&service.labels)
+        .inc();
+    let counts = Transferred::default();
+    let leftover = reader.into_leftover();
+    let max = state.settings.copy_buffer;
+    let end = pump_io(
+        a.client,
+        stream,
+        Vec::new(),
+        leftover,
+        max,
+        &counts,
+        &state.cancel,
+    )
+    .await;
+    let (up, down) = (
+        counts.a_to_b.load(Ordering::Relaxed),
+        counts.b_to_a.load(Ordering::Relaxed),
+    );
+    state
+        .metrics
+        .tunnel_bytes_to_agent
+        .get_or_create(&service.labels)
+        .inc_by(up);
+    state
+        .metrics
+        .tunnel_bytes_to_client
+        .get_or_create(&service.labels)
+        .inc_by(down);
+    state
+        .metrics
+        .tunnel_active
+        .get_or_create(&service.labels)
+        .dec();
+    service.active.fetch_sub(1, Ordering::AcqRel);
+    state.active.fetch_sub(1, Ordering::AcqRel);
+    announce(&state, session, &tag, Frame::ConnectionDrop { conn });
+    log::debug!("{tag}: ended ({end:?}); {up} bytes up, {down} down");
 }
