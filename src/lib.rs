@@ -17,8 +17,11 @@
 //! - [`admin`]: `/health`, `/clients`, `/metrics` on the admin listener, and
 //!   `admin::metrics`, the one struct holding every metric.
 //! - [`tunnel`]: the TCP tunnel: `relay` (agents' and services' listeners on
-//!   their own runtime), `pool`, `pump`, `framing`, and `agent`, the host agent
-//!   behind `switchboard host`; the wire format is [`protocol::tunnel`].
+//!   their own runtime; agent handshakes and control channels, pooled
+//!   connections carrying clients), `pool`, `pump` (copy, then `splice` on
+//!   Linux), `framing`, `tls`, and `agent`, the host agent behind
+//!   `switchboard host` (with `host_config`, its settings file); the wire
+//!   format is [`protocol::tunnel`], the PROXY header [`protocol::proxy_v2`].
 //! - [`logging`]: env_logger set-up from `--log-level` / `RUST_LOG` / `log.level`.
 //! - `src/bin/switchboard-load/`: a load generator speaking the relay protocol
 //!   (flood, latency, idle memory) against any relay URL; `scripts/bench` drives it.

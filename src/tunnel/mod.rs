@@ -1,12 +1,14 @@
 //! The TCP tunnel: host agents behind NAT serve plain TCP clients through the relay.
 //!
 //! - [`relay`]: the relay side: [`relay::start`] runs the agents' listener and
-//!   one public listener per service on its own runtime and returns a handle.
+//!   one public listener per service on its own runtime and returns a handle;
+//!   `relay_agents` (handshakes, control channels) and `relay_carry` (a
+//!   pooled connection's task: idle, then carrying one client) do the work.
 //! - [`pool`]: a service's queue of idle pooled data connections and of
 //!   clients waiting for one (oldest first on both sides).
 //! - [`agent`]: the host agent (`switchboard host`): a control channel, N
-//!   pooled data connections refilled as soon as one is taken, reconnect with
-//!   backoff.
+//!   pooled data connections refilled as soon as one is taken (`agent_pool`),
+//!   reconnect with backoff; [`host_config`] is its settings file.
 //! - [`pump`]: moves bytes both ways between two sockets, honouring half-close.
 //! - `splice` (Linux): zero-copy forwarding through a kernel pipe, used by the pump.
 //! - [`tls`]: optional TLS on agent connections (rustls, ring).
@@ -15,12 +17,14 @@
 //! The wire format and the handshake MAC live in [`crate::protocol::tunnel`].
 
 pub mod agent;
+mod agent_pool;
 pub mod framing;
 pub mod host_config;
 pub mod pool;
 pub mod pump;
 pub mod relay;
 mod relay_agents;
+mod relay_carry;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod tls;
