@@ -5,7 +5,7 @@
 //! pooled data connection of that service (waiting up to
 //! `tunnel.pool_wait_ms` when there is none), and the pooled connection's
 //! task pumps bytes between them. Agent connections are handled in
-//! [`super::relay_agents`].
+//! `relay_agents.rs`.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
