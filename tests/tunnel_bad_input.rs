@@ -301,7 +301,7 @@ async fn a_silent_agent_is_evicted_with_its_pool() {
     write_frame(&mut data, &Frame::Proof { mac }).await.unwrap();
     wait_until("the silent pool entry", || relay.idle("svc") == 1).await;
     assert_eq!(relay.status("svc")["agents"].as_array().unwrap().len(), 1);
-    // Heartbeat timeout is 400 ms: both are gone soon after, unanswered pings and all.
+    // Heartbeat timeout is 1 s: both are gone soon after, unanswered pings and all.
     wait_until("the silent agent to be evicted", || {
         relay.idle("svc") == 0 && relay.status("svc")["agents"].as_array().unwrap().is_empty()
     })

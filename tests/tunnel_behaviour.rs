@@ -2,7 +2,8 @@
 //! echo (built-in and a real local service), 1 000 concurrent clients with
 //! exact bytes, half-close, drops in both directions, pool refill, a burst
 //! larger than the pool, an empty pool's bounded wait, a silent client, a
-//! refusing local service, and an agent that reconnects after a relay restart.
+//! refusing local service, an agent that reconnects after a relay restart,
+//! and shutdowns (relay or agent) that cancel running tunnelled connections.
 
 mod tunnel_common;
 
@@ -381,4 +382,69 @@ async fn proxy_protocol_v2_tells_the_local_service_the_client_address() {
     );
     assert_eq!(u16::from_be_bytes([header[26], header[27]]), local.port());
     agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_running_connections() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let relay = Relay::start(settings(&["s"]));
+    let agent = agent(&relay, "s", LocalService::Addr(local.to_string()), 2).await;
+
+    // The agent stops: the local side of a running connection is closed.
+    let mut client = TcpStream::connect(relay.service("s")).await.unwrap();
+    client.write_all(b"a").await.unwrap();
+    let (mut server_side, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut byte = [0u8; 1];
+    server_side.read_exact(&mut byte).await.unwrap();
+    tokio::time::timeout(WAIT, agent.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        read_until_closed(&mut server_side, WAIT).await.is_some(),
+        "local side left open"
+    );
+    assert!(
+        read_until_closed(&mut client, WAIT).await.is_some(),
+        "client left open"
+    );
+    // The client saw EOF; once it hangs up too, the connection is gone.
+    drop(client);
+    wait_until("the first connection to end", || {
+        relay.status("s")["active"] == 0
+    })
+    .await;
+
+    // The relay stops: a running connection's client is closed, within the grace period.
+    let agent = agent_again(&relay, local).await;
+    let mut client = TcpStream::connect(relay.service("s")).await.unwrap();
+    client.write_all(b"b").await.unwrap();
+    let (_server_side, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until("the connection to run", || relay.status("s")["active"] == 1).await;
+    let stopping = Instant::now();
+    relay.tunnel.shutdown().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        read_until_closed(&mut client, WAIT).await.is_some(),
+        "client left open"
+    );
+    agent.stop().await.unwrap();
+}
+
+async fn agent_again(
+    relay: &Relay,
+    local: std::net::SocketAddr,
+) -> switchboard::tunnel::agent::AgentHandle {
+    agent(relay, "s", LocalService::Addr(local.to_string()), 2).await
 }

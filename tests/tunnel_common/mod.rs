@@ -29,7 +29,7 @@ pub fn settings(services: &[&str]) -> TunnelSettings {
         pool_wait_ms: 3_000,
         handshake_timeout_ms: 500,
         heartbeat_interval_ms: 100,
-        heartbeat_timeout_ms: 400,
+        heartbeat_timeout_ms: 1_000,
         copy_buffer: 64 * 1024,
         ..TunnelSettings::default()
     };
@@ -103,7 +103,7 @@ pub fn agent_settings(
     let mut s = AgentSettings::new(relay, service, token(service), local);
     s.pool = pool;
     s.heartbeat_interval = Duration::from_millis(100);
-    s.heartbeat_timeout = Duration::from_millis(400);
+    s.heartbeat_timeout = Duration::from_millis(1_000);
     s.handshake_timeout = Duration::from_millis(1000);
     s.backoff_min = Duration::from_millis(20);
     s.backoff_max = Duration::from_millis(200);
