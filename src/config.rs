@@ -244,6 +244,8 @@ pub struct TunnelSettings {
     pub copy_buffer: usize,
     /// Forward with zero-copy `splice(2)` on Linux (falls back to copying elsewhere).
     pub splice: bool,
+    /// Runtime threads of the tunnel: 1 = single-threaded, 0 = one per core.
+    pub workers: usize,
     /// PEM certificate chain; with `keyfile`, agents must connect over TLS.
     pub certfile: Option<PathBuf>,
     /// PEM private key for `certfile`.
@@ -266,6 +268,7 @@ impl Default for TunnelSettings {
             heartbeat_timeout_ms: defaults::TUNNEL_HEARTBEAT_TIMEOUT_MS,
             copy_buffer: defaults::TUNNEL_COPY_BUFFER,
             splice: defaults::TUNNEL_SPLICE,
+            workers: defaults::TUNNEL_WORKERS,
             certfile: None,
             keyfile: None,
             services: Vec::new(),

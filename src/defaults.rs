@@ -82,3 +82,9 @@ pub const AGENT_LOCAL_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const TUNNEL_CONTROL_QUEUE: usize = 1_024;
 /// Forward tunnelled bytes with zero-copy `splice(2)` on Linux (relay and agent).
 pub const TUNNEL_SPLICE: bool = true;
+/// Runtime threads of the tunnel relay and of a host agent: 1 is a
+/// single-threaded runtime, 0 one worker per core.
+pub const TUNNEL_WORKERS: usize = 0;
+/// Control-channel announcements (`ConnectionOpen`/`ConnectionDrop`) are
+/// gathered for this long and written together, in milliseconds.
+pub const TUNNEL_ANNOUNCE_BATCH_MS: u64 = 10;

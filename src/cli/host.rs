@@ -45,6 +45,9 @@ pub struct HostArgs {
     /// Pooled data connections kept open to the relay.
     #[arg(long, value_name = "N")]
     pool: Option<usize>,
+    /// Runtime threads: 1 = single-threaded, 0 = one per core.
+    #[arg(long, value_name = "N", default_value_t = switchboard::defaults::TUNNEL_WORKERS)]
+    workers: usize,
     /// Log filter (overrides RUST_LOG).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -81,10 +84,7 @@ pub fn run(args: HostArgs) -> ExitCode {
         }
     };
     logging::init(args.log_level.as_deref(), switchboard::defaults::LOG_LEVEL);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match switchboard::tunnel::runtime(args.workers, "switchboard-host") {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("switchboard host: cannot start the runtime: {error}");

@@ -34,6 +34,24 @@ pub use relay::{TunnelListeners, TunnelRelay, TunnelState};
 
 use crate::protocol::tunnel::{ErrorCode, FrameError};
 
+/// A runtime for the tunnel: `workers` 1 is single-threaded (fewest
+/// thread hand-offs per connection), 0 is one worker per core.
+pub fn runtime(workers: usize, name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    match workers {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(name)
+            .build(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                builder.worker_threads(n);
+            }
+            builder.enable_all().thread_name(name).build()
+        }
+    }
+}
+
 /// Why a tunnel connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {

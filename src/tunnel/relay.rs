@@ -276,10 +276,7 @@ pub fn start(
         active: AtomicUsize::new(0),
         cancel: CancellationToken::new(),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("switchboard-tunnel")
-        .build()?;
+    let runtime = super::runtime(state.settings.workers, "switchboard-tunnel")?;
     let (done_tx, done_rx) = oneshot::channel();
     let run_state = state.clone();
     let agents = listeners.agents;

@@ -227,6 +227,23 @@ async fn admit_control(
     Some((session, rx, cancel))
 }
 
+/// Writes `first` and whatever else is queued within
+/// [`defaults::TUNNEL_ANNOUNCE_BATCH_MS`] in one write: announcements are
+/// informational, and batching keeps them off the clients' setup path.
+async fn announce_batch(
+    stream: &mut RelayConn,
+    rx: &mut mpsc::Receiver<Frame>,
+    first: Frame,
+) -> std::io::Result<()> {
+    tokio::time::sleep(Duration::from_millis(defaults::TUNNEL_ANNOUNCE_BATCH_MS)).await;
+    let mut bytes = tunnel::encode(&first);
+    while let Ok(frame) = rx.try_recv() {
+        bytes.extend_from_slice(&tunnel::encode(&frame));
+    }
+    tokio::io::AsyncWriteExt::write_all(stream, &bytes).await?;
+    tokio::io::AsyncWriteExt::flush(stream).await
+}
+
 /// The cancel token of control session `session` if it serves `service`.
 fn owner_cancel(state: &TunnelState, session: u64, service: &str) -> Option<CancellationToken> {
     let agents = state.agents();
@@ -265,7 +282,7 @@ async fn control(
                 Ok(other) => break format!("unexpected frame {other:?}"),
                 Err(e) => break e.to_string(),
             },
-            Some(frame) = rx.recv() => write_frame(&mut stream, &frame).await,
+            Some(frame) = rx.recv() => announce_batch(&mut stream, &mut rx, frame).await,
             _ = tick.tick() => {
                 if last_heard.elapsed() > timeout {
                     break format!("silent for {timeout:?} (heartbeat timeout)");
