@@ -17,7 +17,11 @@ use super::pump::{pump, pump_io, PumpEnd, PumpMode, Transferred};
 use super::relay::{Service, TunnelState};
 use super::tls::RelayConn;
 use super::TunnelError;
-use crate::protocol::tunnel::Frame;
+use crate::protocol::tunnel::{self, Frame};
+use tokio::io::AsyncWriteExt;
+
+/// Most client bytes sent along with `Start` (what the client sent before it was paired).
+const FIRST_READ: usize = 16 * 1024;
 
 /// Owns one pooled data connection: keeps it alive while idle, then
 /// carries the client it is given.
@@ -102,11 +106,23 @@ async fn carry(
 ) {
     let conn = a.conn;
     let tag = format!("tunnel[{}#{conn}]", service.name);
-    let start = Frame::Start {
+    // Whatever the client already sent rides in the same segment as `Start`.
+    let mut first = tunnel::encode(&Frame::Start {
         conn,
         client: a.addr,
-    };
-    if let Err(e) = write_frame(&mut stream, &start).await {
+    });
+    let start_len = first.len();
+    first.resize(start_len + FIRST_READ, 0);
+    // Nothing there yet (WouldBlock) or a failed client both mean: nothing early.
+    let early = a
+        .client
+        .try_read(&mut first[start_len..])
+        .unwrap_or_default();
+    first.truncate(start_len + early);
+    if let Err(e) = stream.write_all(&first).await {
+        if early > 0 {
+            return log::debug!("{tag}: pooled connection dead at start ({e}); closing the client");
+        }
         log::debug!("{tag}: pooled connection dead before start ({e}); trying another");
         return super::relay::reassign(state.clone(), service.clone(), a).await;
     }
@@ -135,6 +151,7 @@ async fn carry(
         splice: state.settings.splice,
     };
     let counts = Transferred::default();
+    counts.a_to_b.fetch_add(early as u64, Ordering::Relaxed);
     let end = pump(
         &a.client,
         &stream,
