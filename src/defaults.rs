@@ -136,3 +136,48 @@ pub const RELAY_CLIENT_DEFAULT_NAME: &str = "switchboard-peer";
 /// Delay before a peer manager starts a new relay session after one stopped
 /// for a reason other than a rejection, in milliseconds.
 pub const PEER_RELAY_RESTART_MS: u64 = 1_000;
+
+// ---------------------------------------------------------------------------
+// TCP tunnel (`[tunnel]` on the relay, `switchboard host` on the agent side).
+// ---------------------------------------------------------------------------
+
+/// Address of the listener where host agents connect (control and data connections).
+pub const TUNNEL_HOST: &str = "0.0.0.0";
+/// Port of the host agents' listener.
+pub const TUNNEL_PORT: u16 = 8702;
+/// How long a client waits for a pooled connection when the pool is empty, in milliseconds.
+pub const TUNNEL_POOL_WAIT_MS: u64 = 5_000;
+/// Clients of one service waiting for a pooled connection at once; more are closed at once.
+pub const TUNNEL_MAX_WAITING: usize = 4_096;
+/// Pooled data connections one service holds at most; more are refused with `Busy`.
+pub const TUNNEL_MAX_POOL: usize = 1_024;
+/// Time an agent connection gets to complete its handshake, in milliseconds.
+pub const TUNNEL_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// Interval between heartbeats on control and idle pooled connections, in milliseconds.
+pub const TUNNEL_HEARTBEAT_INTERVAL_MS: u64 = 5_000;
+/// Silence after which a control or idle pooled connection is dropped, in milliseconds.
+pub const TUNNEL_HEARTBEAT_TIMEOUT_MS: u64 = 15_000;
+/// Tunnelled client connections open at once across all services; more are closed at once.
+pub const TUNNEL_MAX_CLIENTS: usize = 10_000;
+/// Buffer size of each direction of a tunnelled connection's copy loop, in bytes.
+pub const TUNNEL_COPY_BUFFER: usize = 256 * 1024;
+/// Pooled data connections a host agent keeps open.
+pub const AGENT_POOL: usize = 10;
+/// First reconnect delay of a host agent after the relay went away, in milliseconds.
+pub const AGENT_BACKOFF_MIN_MS: u64 = 100;
+/// Largest reconnect delay of a host agent, in milliseconds.
+pub const AGENT_BACKOFF_MAX_MS: u64 = 30_000;
+/// A control session that lasted this long resets the agent's backoff, in milliseconds.
+pub const AGENT_BACKOFF_RESET_MS: u64 = 10_000;
+/// How long a host agent waits for its local service to accept, in milliseconds.
+pub const AGENT_LOCAL_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Announcements queued for one agent's control channel; more are dropped (and logged).
+pub const TUNNEL_CONTROL_QUEUE: usize = 1_024;
+/// Forward tunnelled bytes with zero-copy `splice(2)` on Linux (relay and agent).
+pub const TUNNEL_SPLICE: bool = true;
+/// Runtime threads of the tunnel relay and of a host agent: 1 is a
+/// single-threaded runtime, 0 one worker per core.
+pub const TUNNEL_WORKERS: usize = 0;
+/// Control-channel announcements (`ConnectionOpen`/`ConnectionDrop`) are
+/// gathered for this long and written together, in milliseconds.
+pub const TUNNEL_ANNOUNCE_BATCH_MS: u64 = 10;

@@ -1,5 +1,6 @@
-//! Switchboard: a ProxyStore-compatible WebRTC relay (signaling) server, and a
-//! peer library and command line that talk over WebRTC data channels, on actix.
+//! Switchboard: a ProxyStore-compatible WebRTC relay (signaling) server, a
+//! peer library and command line that talk over WebRTC data channels, and a
+//! TCP tunnel for services behind NAT, on actix.
 //!
 //! Peers open a WebSocket to the relay, register a UUID, and forward WebRTC
 //! session descriptions to each other. Switchboard speaks ProxyStore's relay
@@ -26,11 +27,19 @@
 //!   `wss://` options in `tls`), `connection` (one WebRTC peer connection, N
 //!   data channels, chunked messages), `runtime` (tokio for `webrtc` with larger
 //!   UDP buffers) and `peer_manager` (the one actor an application adds).
+//! - [`tunnel`]: the TCP tunnel: `relay` (agents' and services' listeners on
+//!   their own runtime; agent handshakes and control channels, pooled
+//!   connections carrying clients), `pool`, `pump` (copy, then `splice` on
+//!   Linux), `framing`, `tls`, and `agent`, the host agent behind
+//!   `switchboard host` (with `host_config`, its settings file); the wire
+//!   format is [`protocol::tunnel`], the PROXY header [`protocol::proxy_v2`].
 //! - [`logging`]: env_logger set-up from `--log-level` / `RUST_LOG` / `log.level`.
 //! - `src/cli/`: the binary's subcommands besides the relay itself: `peer`
-//!   (`listen`, `send`), and `host` later.
+//!   (`listen`, `send`) and `host` (the tunnel's host agent).
 //! - `src/bin/switchboard-load/`: a load generator speaking the relay protocol
-//!   (flood, latency, idle memory) against any relay URL; `scripts/bench` drives it.
+//!   (flood, latency, idle memory) against any relay URL, plus `connrate` and
+//!   `echo-server` for the tunnel; `src/bin/switchboard-peer-bench/`: peer
+//!   connection setup and throughput; `scripts/bench` drives both.
 //! - `examples/`: `two_peers` (a relay and two peers in one process) and
 //!   `peer_http` (an actix-web application embedding a PeerManager).
 #![deny(missing_docs)]
@@ -42,3 +51,4 @@ pub mod defaults;
 pub mod logging;
 pub mod protocol;
 pub mod server;
+pub mod tunnel;

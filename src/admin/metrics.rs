@@ -14,6 +14,22 @@ pub struct CloseLabels {
     pub code: u16,
 }
 
+/// Label set for tunnel metrics: the service name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// The tunnel service's name.
+    pub service: String,
+}
+
+/// Label set for tunnel rejections: the service and why the client was closed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// The tunnel service's name.
+    pub service: String,
+    /// `pool_timeout`, `max_waiting`, `max_clients` or `local_refused`.
+    pub reason: String,
+}
+
 /// The relay's metrics. Each field says when it changes.
 pub struct Metrics {
     registry: Registry,
@@ -43,6 +59,24 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// Closes sent by the server, by close code.
     pub closes: Family<CloseLabels, Counter>,
+    /// Tunnel clients whose bytes started flowing to an agent (incremented at `Started`).
+    pub tunnel_clients_served: Family<ServiceLabels, Counter>,
+    /// Bytes from tunnel clients to agents (added while a tunnelled connection runs).
+    pub tunnel_bytes_to_agent: Family<ServiceLabels, Counter>,
+    /// Bytes from agents to tunnel clients (added while a tunnelled connection runs).
+    pub tunnel_bytes_to_client: Family<ServiceLabels, Counter>,
+    /// Idle pooled data connections now (set whenever a pool changes).
+    pub tunnel_pool_size: Family<ServiceLabels, Gauge>,
+    /// Tunnelled client connections open now (set when one starts or ends).
+    pub tunnel_active: Family<ServiceLabels, Gauge>,
+    /// Clients that found the pool empty and had to wait (incremented per such client).
+    pub tunnel_waits: Family<ServiceLabels, Counter>,
+    /// Clients closed without being served, by reason (incremented per client).
+    pub tunnel_rejections: Family<RejectLabels, Counter>,
+    /// Host agents' control channels connected now (set on connect and disconnect).
+    pub tunnel_agents: Gauge,
+    /// Agent handshakes refused: bad proof, unknown service or session (incremented per refusal).
+    pub tunnel_auth_failures: Counter,
 }
 
 impl Metrics {
@@ -56,7 +90,48 @@ impl Metrics {
             "Close frames sent by the server, by code",
             closes.clone(),
         );
+        let family = |r: &mut Registry, name: &str, help: &str| {
+            let metric = Family::<ServiceLabels, Counter>::default();
+            r.register(name, help, metric.clone());
+            metric
+        };
+        let gauges = |r: &mut Registry, name: &str, help: &str| {
+            let metric = Family::<ServiceLabels, Gauge>::default();
+            r.register(name, help, metric.clone());
+            metric
+        };
+        let tunnel_rejections = Family::<RejectLabels, Counter>::default();
+        r.register(
+            "tunnel_rejections",
+            "Tunnel clients closed without being served, by reason",
+            tunnel_rejections.clone(),
+        );
         Metrics {
+            tunnel_clients_served: family(
+                r,
+                "tunnel_clients_served",
+                "Tunnel clients connected through to an agent",
+            ),
+            tunnel_bytes_to_agent: family(
+                r,
+                "tunnel_bytes_to_agent",
+                "Bytes from tunnel clients to host agents",
+            ),
+            tunnel_bytes_to_client: family(
+                r,
+                "tunnel_bytes_to_client",
+                "Bytes from host agents to tunnel clients",
+            ),
+            tunnel_pool_size: gauges(r, "tunnel_pool_size", "Idle pooled data connections"),
+            tunnel_active: gauges(r, "tunnel_active", "Tunnelled client connections open"),
+            tunnel_waits: family(
+                r,
+                "tunnel_waits",
+                "Tunnel clients that found the pool empty and waited",
+            ),
+            tunnel_rejections,
+            tunnel_agents: gauge(r, "tunnel_agents", "Host agent control channels connected"),
+            tunnel_auth_failures: counter(r, "tunnel_auth_failures", "Agent handshakes refused"),
             connected: gauge(r, "connected_clients", "WebSocket sessions open now"),
             registered: gauge(r, "registered_clients", "UUIDs registered now"),
             connections: counter(r, "connections", "WebSocket upgrades accepted"),

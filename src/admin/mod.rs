@@ -1,4 +1,5 @@
-//! The admin HTTP listener: `GET /health`, `GET /clients`, `GET /metrics`.
+//! The admin HTTP listener: `GET /health`, `GET /clients`, `GET /metrics`,
+//! and `GET /tunnels` (the TCP tunnel's services, agents and pools).
 //!
 //! It runs on its own listener (loopback by default), never on the public
 //! one. With `admin.token` set, every request needs
@@ -26,6 +27,7 @@ pub fn serve(state: Arc<ServerState>, listener: TcpListener) -> std::io::Result<
             .route("/health", web::get().to(health))
             .route("/clients", web::get().to(clients))
             .route("/metrics", web::get().to(metrics))
+            .route("/tunnels", web::get().to(tunnels))
     })
     .workers(1)
     .disable_signals()
@@ -94,4 +96,14 @@ async fn metrics(req: HttpRequest, state: web::Data<ServerState>) -> HttpRespons
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.render())
+}
+
+async fn tunnels(req: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
+    if let Some(response) = denied(&req, &state) {
+        return response;
+    }
+    match &state.tunnel {
+        Some(tunnel) => HttpResponse::Ok().json(tunnel.status()),
+        None => HttpResponse::Ok().json(json!({"services": [], "active": 0})),
+    }
 }

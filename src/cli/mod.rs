@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+mod host;
 mod peer;
 
 /// A subcommand; without one the binary runs the relay server.
@@ -11,6 +12,8 @@ mod peer;
 pub enum Command {
     /// A WebRTC peer: receive what other peers send, or send to one peer.
     Peer(peer::PeerArgs),
+    /// A TCP tunnel host agent: serve a local service through a relay.
+    Host(host::HostArgs),
 }
 
 impl Command {
@@ -18,6 +21,7 @@ impl Command {
     pub fn run(self) -> ExitCode {
         match self {
             Command::Peer(args) => peer::run(args),
+            Command::Host(args) => host::run(args),
         }
     }
 }

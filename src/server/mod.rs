@@ -65,6 +65,8 @@ pub struct ServerState {
     pub started: Instant,
     /// How long a closing session may flush its close frame.
     pub close_flush: Duration,
+    /// The TCP tunnel's state, when `[tunnel]` has services (for `/tunnels`).
+    pub tunnel: Option<Arc<crate::tunnel::TunnelState>>,
 }
 
 /// A running relay: its addresses and the way to stop it.
@@ -75,6 +77,7 @@ pub struct Relay {
     public: actix_web::dev::ServerHandle,
     admin: Option<actix_web::dev::ServerHandle>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    tunnel: Option<crate::tunnel::TunnelRelay>,
 }
 
 impl Relay {
@@ -88,6 +91,11 @@ impl Relay {
         self.admin_addr
     }
 
+    /// The TCP tunnel, when `[tunnel]` has services (its listeners' addresses).
+    pub fn tunnel(&self) -> Option<&crate::tunnel::TunnelRelay> {
+        self.tunnel.as_ref()
+    }
+
     /// Shared state (metrics, registry address).
     pub fn state(&self) -> &Arc<ServerState> {
         &self.state
@@ -98,6 +106,9 @@ impl Relay {
     pub async fn shutdown(self) {
         let state = &self.state;
         state.shutting_down.store(true, Ordering::SeqCst);
+        if let Some(tunnel) = self.tunnel {
+            tunnel.shutdown().await;
+        }
         let grace = Duration::from_millis(state.settings.server.shutdown_grace_ms);
         let asked = state
             .registry
@@ -152,7 +163,18 @@ pub fn start(
         n => n,
     };
     let max_clients = settings.server.max_clients;
+    let tunnel = if settings.tunnel.services.is_empty() {
+        None
+    } else {
+        let listeners = crate::tunnel::relay::bind(&settings.tunnel)?;
+        Some(crate::tunnel::relay::start(
+            settings.tunnel.clone(),
+            metrics.clone(),
+            listeners,
+        )?)
+    };
     let state = Arc::new(ServerState {
+        tunnel: tunnel.as_ref().map(|t| t.state().clone()),
         settings,
         metrics,
         registry,
@@ -216,6 +238,7 @@ pub fn start(
         public: public_handle,
         admin: admin_handle,
         tasks,
+        tunnel,
     })
 }
 

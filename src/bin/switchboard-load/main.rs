@@ -3,16 +3,18 @@
 //! It targets any relay URL (Switchboard or ProxyStore's `proxystore-relay`)
 //! and measures forwarding throughput (`flood`), one-way latency with one
 //! message in flight (`latency`), and the relay's memory per idle registered
-//! client (`idle`). Each subcommand prints human text and exactly one
+//! client (`idle`); for the TCP tunnel, connection setup time (`connrate`)
+//! against its own `echo-server`. Each subcommand prints human text and exactly one
 //! machine-readable line starting with `RESULT`. `scripts/bench relay` runs
 //! all three against both relays.
 
 mod client;
+mod connrate;
 mod flood;
 mod idle;
 mod latency;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -37,6 +39,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Plain TCP: N sequential short connections to an echo service; reports setup time.
+    Connrate {
+        /// The echo service (direct, or a tunnel service's public address).
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Measured connections.
+        #[arg(long, default_value_t = 1_000)]
+        count: usize,
+        /// Unmeasured connections first.
+        #[arg(long, default_value_t = 50)]
+        warmup: usize,
+    },
+    /// Plain TCP echo server (what `connrate` measures against).
+    EchoServer {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
     /// P pairs; A sends to B as fast as the window allows; reports forwarded msg/s.
     Flood {
         /// Sender/receiver pairs.
@@ -106,6 +126,18 @@ fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Connrate {
+            addr,
+            count,
+            warmup,
+        } => {
+            let timeout = seconds("--connect-timeout", cli.connect_timeout)?;
+            return connrate::run(addr, count, warmup, timeout).await;
+        }
+        Command::EchoServer { listen } => return connrate::echo_server(listen).await,
+        _ => {}
+    }
     let target = client::Target::resolve(&cli.url).await?;
     let connect_timeout = seconds("--connect-timeout", cli.connect_timeout)?;
     match cli.command {
@@ -162,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             idle::run(&target, &args).await
         }
+        Command::Connrate { .. } | Command::EchoServer { .. } => Ok(()),
     }
 }
 

@@ -1,0 +1,127 @@
+//! `switchboard host`: a tunnel host agent serving a local TCP service through a relay.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use switchboard::config::ConfigError;
+use switchboard::logging;
+use switchboard::tunnel::agent;
+use switchboard::tunnel::host_config::HostConfig;
+
+/// Arguments of `switchboard host` (each overrides the same key of `--config`).
+#[derive(Args, Debug)]
+pub struct HostArgs {
+    /// TOML settings file (see config/host/agent.toml).
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// The relay's agents listener (its `tunnel.host`:`tunnel.port`).
+    #[arg(long, value_name = "HOST:PORT")]
+    relay: Option<String>,
+    /// The service name configured on the relay.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+    /// File whose first line is the service token.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// The local TCP service to expose.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "echo")]
+    local: Option<String>,
+    /// Serve the built-in echo service instead of --local.
+    #[arg(long)]
+    echo: bool,
+    /// Connect to the relay over TLS (the relay has tunnel.certfile/keyfile).
+    #[arg(long)]
+    tls: bool,
+    /// PEM CA file to trust for the relay's certificate (implies --tls; default: web PKI roots).
+    #[arg(long, value_name = "PATH")]
+    tls_ca_file: Option<PathBuf>,
+    /// Name to check the relay's certificate against (default: the host of --relay).
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// Send a PROXY protocol v2 header (the client's address) to the local service.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Pooled data connections kept open to the relay.
+    #[arg(long, value_name = "N")]
+    pool: Option<usize>,
+    /// Runtime threads: 1 = single-threaded, 0 = one per core.
+    #[arg(long, value_name = "N", default_value_t = switchboard::defaults::TUNNEL_WORKERS)]
+    workers: usize,
+    /// Log filter (overrides RUST_LOG).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn settings(args: &HostArgs) -> Result<agent::AgentSettings, ConfigError> {
+    let file = match &args.config {
+        Some(path) => HostConfig::load(path)?,
+        None => HostConfig::default(),
+    };
+    let flags = HostConfig {
+        relay: args.relay.clone(),
+        service: args.service.clone(),
+        token_file: args.token_file.clone(),
+        local: args.local.clone(),
+        echo: args.echo.then_some(true),
+        pool: args.pool,
+        proxy_protocol: args.proxy_protocol.then_some(true),
+        tls: args.tls.then_some(true),
+        tls_ca_file: args.tls_ca_file.clone(),
+        tls_server_name: args.tls_server_name.clone(),
+        ..HostConfig::default()
+    };
+    file.merge(flags).into_settings()
+}
+
+/// Runs `switchboard host` until SIGTERM/SIGINT or a fatal refusal.
+pub fn run(args: HostArgs) -> ExitCode {
+    let settings = match settings(&args) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("switchboard host: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(args.log_level.as_deref(), switchboard::defaults::LOG_LEVEL);
+    let runtime = match switchboard::tunnel::runtime(args.workers, "switchboard-host") {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("switchboard host: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let stats = std::sync::Arc::new(agent::AgentStats::default());
+        let agent = agent::run(settings, stats, cancel.clone());
+        tokio::pin!(agent);
+        tokio::select! {
+            result = &mut agent => result,
+            signal = wait_signal() => {
+                if let Ok(signal) = signal {
+                    log::info!("received {signal}; stopping the agent");
+                }
+                cancel.cancel();
+                agent.await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("switchboard host: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

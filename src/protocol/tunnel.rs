@@ -1,0 +1,486 @@
+//! The TCP tunnel's wire protocol between the relay and host agents: plain
+//! data and a size-checked codec, no I/O.
+//!
+//! Every frame is `u16 length (big-endian) | u8 kind | payload`, where
+//! `length` counts the kind byte and the payload and is at most
+//! [`MAX_FRAME_BYTES`]. Integers are big-endian; strings are `u8 length |
+//! UTF-8`; socket addresses are `u8 family (4 or 6) | address | u16 port`.
+//!
+//! Handshake, on both the control and the data connections:
+//!
+//! ```text
+//! agent -> relay   Hello { role, service, session }   (starts with MAGIC)
+//! relay -> agent   Challenge { nonce }
+//! agent -> relay   Proof { mac }      HMAC-SHA256(token, context | nonce)
+//! relay -> agent   Accepted { session } or Error { code, reason }
+//! ```
+//!
+//! After that, the control connection carries `Ping`/`Pong`,
+//! `ConnectionOpen` and `ConnectionDrop`. A pooled data connection carries
+//! `Ping`/`Pong` until the relay assigns it a client with `Start`; the agent
+//! answers `Started` once its local service is connected, and from then on
+//! the connection is raw bytes in both directions.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// First bytes of every `Hello` payload: tells a tunnel agent from garbage.
+pub const MAGIC: [u8; 4] = *b"SBTN";
+/// Protocol version carried in `Hello`.
+pub const VERSION: u8 = 1;
+/// Largest frame (kind byte plus payload) either side accepts, in bytes.
+pub const MAX_FRAME_BYTES: usize = 1024;
+/// Size of the length prefix, in bytes.
+pub const LEN_BYTES: usize = 2;
+/// Size of the relay's challenge nonce, in bytes.
+pub const NONCE_BYTES: usize = 32;
+/// Size of an HMAC-SHA256 proof, in bytes.
+pub const MAC_BYTES: usize = 32;
+/// Longest service name, in bytes.
+pub const MAX_SERVICE_NAME: usize = 64;
+/// Longest reason text in an `Error` frame, in bytes (longer ones are cut).
+pub const MAX_REASON_BYTES: usize = 512;
+
+/// What a connection from an agent is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The one control channel of an agent.
+    Control,
+    /// A pooled data connection waiting for a client.
+    Data,
+}
+
+/// Why the relay refused or ended an agent connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The proof did not match the service's token.
+    AuthFailed,
+    /// No service of that name is configured.
+    UnknownService,
+    /// The frame sequence or content was wrong.
+    Protocol,
+    /// A data connection named a session that is not connected.
+    UnknownSession,
+    /// The relay is shutting down.
+    ShuttingDown,
+    /// A limit was reached (too many agents or pooled connections).
+    Busy,
+    /// Agent → relay on a data connection: the local service refused the client.
+    LocalUnavailable,
+}
+
+impl ErrorCode {
+    fn to_byte(self) -> u8 {
+        match self {
+            ErrorCode::AuthFailed => 1,
+            ErrorCode::UnknownService => 2,
+            ErrorCode::Protocol => 3,
+            ErrorCode::UnknownSession => 4,
+            ErrorCode::ShuttingDown => 5,
+            ErrorCode::Busy => 6,
+            ErrorCode::LocalUnavailable => 7,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Result<Self, FrameError> {
+        Ok(match byte {
+            1 => ErrorCode::AuthFailed,
+            2 => ErrorCode::UnknownService,
+            3 => ErrorCode::Protocol,
+            4 => ErrorCode::UnknownSession,
+            5 => ErrorCode::ShuttingDown,
+            6 => ErrorCode::Busy,
+            7 => ErrorCode::LocalUnavailable,
+            other => return Err(FrameError::BadValue("error code", other)),
+        })
+    }
+
+    /// Whether an agent should stop retrying after this error.
+    pub fn is_fatal(self) -> bool {
+        matches!(self, ErrorCode::AuthFailed | ErrorCode::UnknownService)
+    }
+}
+
+/// One tunnel frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Agent → relay: the first frame of every connection.
+    Hello {
+        /// Control or data.
+        role: Role,
+        /// The service the agent serves.
+        service: String,
+        /// For data connections, the session id the control channel was given; 0 for control.
+        session: u64,
+    },
+    /// Relay → agent: prove you hold the token.
+    Challenge {
+        /// Fresh random bytes.
+        nonce: [u8; NONCE_BYTES],
+    },
+    /// Agent → relay: HMAC-SHA256 over the handshake context and the nonce.
+    Proof {
+        /// The MAC.
+        mac: [u8; MAC_BYTES],
+    },
+    /// Relay → agent: the handshake succeeded.
+    Accepted {
+        /// The control session id (echoed on data connections).
+        session: u64,
+    },
+    /// Either way: the connection is refused or ends, with a reason.
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// A human-readable reason.
+        reason: String,
+    },
+    /// Either way: heartbeat request.
+    Ping {
+        /// Echoed by `Pong`.
+        seq: u64,
+    },
+    /// Either way: heartbeat answer.
+    Pong {
+        /// The `Ping`'s sequence number.
+        seq: u64,
+    },
+    /// Relay → agent, control: a client was assigned to a pooled connection.
+    ConnectionOpen {
+        /// The relay's id for this client connection.
+        conn: u64,
+        /// The client's address.
+        client: SocketAddr,
+    },
+    /// Relay → agent, control: a client connection ended.
+    ConnectionDrop {
+        /// The relay's id for the client connection.
+        conn: u64,
+    },
+    /// Relay → agent, data: this pooled connection now carries a client.
+    Start {
+        /// The relay's id for this client connection.
+        conn: u64,
+        /// The client's address.
+        client: SocketAddr,
+    },
+    /// Agent → relay, data: the local service is connected; raw bytes follow.
+    Started {
+        /// The id from `Start`.
+        conn: u64,
+    },
+}
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix announces more than [`MAX_FRAME_BYTES`].
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES}")]
+    Oversized(usize),
+    /// The length prefix is zero.
+    #[error("empty frame")]
+    Empty,
+    /// The payload ends before its fields do.
+    #[error("frame truncated")]
+    Truncated,
+    /// Bytes are left over after the last field.
+    #[error("{0} trailing bytes after the frame's fields")]
+    Trailing(usize),
+    /// The kind byte names no frame.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// A `Hello` does not start with [`MAGIC`]: not a tunnel agent.
+    #[error("not a switchboard tunnel hello (bad magic)")]
+    BadMagic,
+    /// A `Hello` carries a protocol version this side does not speak.
+    #[error("unsupported protocol version {0}")]
+    Version(u8),
+    /// A field holds a value outside its range.
+    #[error("bad {0}: {1}")]
+    BadValue(&'static str, u8),
+    /// A service name is empty, too long or has characters outside `[A-Za-z0-9._-]`.
+    #[error("invalid service name")]
+    BadServiceName,
+    /// A text field is not UTF-8.
+    #[error("text is not UTF-8")]
+    NotUtf8,
+}
+
+/// Whether `name` is a valid service name: 1 to [`MAX_SERVICE_NAME`] bytes of `[A-Za-z0-9._-]`.
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SERVICE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Reads a length prefix; returns the body length that follows.
+pub fn body_len(prefix: [u8; LEN_BYTES]) -> Result<usize, FrameError> {
+    let len = usize::from(u16::from_be_bytes(prefix));
+    match len {
+        0 => Err(FrameError::Empty),
+        n if n > MAX_FRAME_BYTES => Err(FrameError::Oversized(n)),
+        n => Ok(n),
+    }
+}
+
+mod kind {
+    pub const HELLO: u8 = 1;
+    pub const CHALLENGE: u8 = 2;
+    pub const PROOF: u8 = 3;
+    pub const ACCEPTED: u8 = 4;
+    pub const ERROR: u8 = 5;
+    pub const PING: u8 = 6;
+    pub const PONG: u8 = 7;
+    pub const OPEN: u8 = 8;
+    pub const DROP: u8 = 9;
+    pub const START: u8 = 10;
+    pub const STARTED: u8 = 11;
+}
+
+/// Encodes `frame` with its length prefix.
+///
+/// Frames built from valid values always fit: service names are checked by
+/// the caller ([`valid_service_name`]) and reasons are cut to [`MAX_REASON_BYTES`].
+pub fn encode(frame: &Frame) -> Vec<u8> {
+    let mut out = vec![0, 0];
+    match frame {
+        Frame::Hello {
+            role,
+            service,
+            session,
+        } => {
+            out.push(kind::HELLO);
+            out.extend_from_slice(&MAGIC);
+            out.push(VERSION);
+            out.push(match role {
+                Role::Control => 1,
+                Role::Data => 2,
+            });
+            out.extend_from_slice(&session.to_be_bytes());
+            put_str(&mut out, service, MAX_SERVICE_NAME);
+        }
+        Frame::Challenge { nonce } => {
+            out.push(kind::CHALLENGE);
+            out.extend_from_slice(nonce);
+        }
+        Frame::Proof { mac } => {
+            out.push(kind::PROOF);
+            out.extend_from_slice(mac);
+        }
+        Frame::Accepted { session } => put_u64(&mut out, kind::ACCEPTED, *session),
+        Frame::Error { code, reason } => {
+            out.push(kind::ERROR);
+            out.push(code.to_byte());
+            put_long_str(&mut out, reason);
+        }
+        Frame::Ping { seq } => put_u64(&mut out, kind::PING, *seq),
+        Frame::Pong { seq } => put_u64(&mut out, kind::PONG, *seq),
+        Frame::ConnectionOpen { conn, client } => {
+            put_u64(&mut out, kind::OPEN, *conn);
+            put_addr(&mut out, client);
+        }
+        Frame::ConnectionDrop { conn } => put_u64(&mut out, kind::DROP, *conn),
+        Frame::Start { conn, client } => {
+            put_u64(&mut out, kind::START, *conn);
+            put_addr(&mut out, client);
+        }
+        Frame::Started { conn } => put_u64(&mut out, kind::STARTED, *conn),
+    }
+    let len = u16::try_from(out.len() - LEN_BYTES).unwrap_or(u16::MAX);
+    out[..LEN_BYTES].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+fn put_u64(out: &mut Vec<u8>, kind: u8, value: u64) {
+    out.push(kind);
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, text: &str, max: usize) {
+    let bytes = &text.as_bytes()[..text.len().min(max)];
+    out.push(bytes.len() as u8);
+    out.extend_from_slice(bytes);
+}
+
+fn put_long_str(out: &mut Vec<u8>, text: &str) {
+    let mut end = text.len().min(MAX_REASON_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&(end as u16).to_be_bytes());
+    out.extend_from_slice(&text.as_bytes()[..end]);
+}
+
+fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
+/// Decodes one frame body (the bytes after the length prefix).
+pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::Oversized(body.len()));
+    }
+    let (&kind, rest) = body.split_first().ok_or(FrameError::Empty)?;
+    let mut r = Reader(rest);
+    let frame = match kind {
+        kind::HELLO => decode_hello(&mut r)?,
+        kind::CHALLENGE => Frame::Challenge { nonce: r.array()? },
+        kind::PROOF => Frame::Proof { mac: r.array()? },
+        kind::ACCEPTED => Frame::Accepted { session: r.u64()? },
+        kind::ERROR => {
+            let code = ErrorCode::from_byte(r.u8()?)?;
+            let len = usize::from(u16::from_be_bytes(r.array()?));
+            let reason = std::str::from_utf8(r.take(len)?).map_err(|_| FrameError::NotUtf8)?;
+            Frame::Error {
+                code,
+                reason: reason.to_owned(),
+            }
+        }
+        kind::PING => Frame::Ping { seq: r.u64()? },
+        kind::PONG => Frame::Pong { seq: r.u64()? },
+        kind::OPEN => Frame::ConnectionOpen {
+            conn: r.u64()?,
+            client: r.addr()?,
+        },
+        kind::DROP => Frame::ConnectionDrop { conn: r.u64()? },
+        kind::START => Frame::Start {
+            conn: r.u64()?,
+            client: r.addr()?,
+        },
+        kind::STARTED => Frame::Started { conn: r.u64()? },
+        other => return Err(FrameError::UnknownKind(other)),
+    };
+    match r.0.len() {
+        0 => Ok(frame),
+        n => Err(FrameError::Trailing(n)),
+    }
+}
+
+fn decode_hello(r: &mut Reader<'_>) -> Result<Frame, FrameError> {
+    if r.array::<4>()? != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    match r.u8()? {
+        VERSION => {}
+        other => return Err(FrameError::Version(other)),
+    }
+    let role = match r.u8()? {
+        1 => Role::Control,
+        2 => Role::Data,
+        other => return Err(FrameError::BadValue("role", other)),
+    };
+    let session = r.u64()?;
+    let len = usize::from(r.u8()?);
+    let service = std::str::from_utf8(r.take(len)?).map_err(|_| FrameError::NotUtf8)?;
+    if !valid_service_name(service) {
+        return Err(FrameError::BadServiceName);
+    }
+    Ok(Frame::Hello {
+        role,
+        service: service.to_owned(),
+        session,
+    })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        if self.0.len() < n {
+            return Err(FrameError::Truncated);
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn addr(&mut self) -> Result<SocketAddr, FrameError> {
+        let ip = match self.u8()? {
+            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
+            other => return Err(FrameError::BadValue("address family", other)),
+        };
+        let port = u16::from_be_bytes(self.array()?);
+        Ok(SocketAddr::new(ip, port))
+    }
+}
+
+/// Domain separation for the handshake MAC.
+const MAC_CONTEXT: &[u8] = b"switchboard-tunnel-v1";
+
+fn mac_for(token: &[u8], role: Role, service: &str, session: u64, nonce: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(token)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(MAC_CONTEXT);
+    mac.update(&[match role {
+        Role::Control => 1,
+        Role::Data => 2,
+    }]);
+    mac.update(&session.to_be_bytes());
+    mac.update(&[service.len() as u8]);
+    mac.update(service.as_bytes());
+    mac.update(nonce);
+    mac
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+use hmac::Mac;
+
+/// The agent's proof: HMAC-SHA256 keyed with the service token over the
+/// handshake context (role, session, service) and the relay's nonce.
+pub fn proof(
+    token: &[u8],
+    role: Role,
+    service: &str,
+    session: u64,
+    nonce: &[u8; NONCE_BYTES],
+) -> [u8; MAC_BYTES] {
+    mac_for(token, role, service, session, nonce)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// Checks an agent's proof in constant time.
+pub fn verify(
+    token: &[u8],
+    role: Role,
+    service: &str,
+    session: u64,
+    nonce: &[u8; NONCE_BYTES],
+    mac: &[u8; MAC_BYTES],
+) -> bool {
+    mac_for(token, role, service, session, nonce)
+        .verify_slice(mac)
+        .is_ok()
+}
+
+#[cfg(test)]
+#[path = "tunnel_tests.rs"]
+mod tests;

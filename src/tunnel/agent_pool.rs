@@ -1,0 +1,290 @@
+//! The host agent's pool: slots that keep one pooled data connection each,
+//! and the service of a client once the relay starts a pooled connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+
+use super::agent::{connect, AgentSettings, AgentStats, Backoff, LocalService};
+use super::framing::{refuse, write_frame, FrameReader};
+use super::pump::{open, pump, pump_io, PumpMode, Transferred};
+use super::tls::AgentConn;
+use super::TunnelError;
+use crate::protocol::tunnel::{ErrorCode, Frame, Role};
+
+/// Starts a [`slot`] task.
+pub(super) fn spawn_slot(
+    settings: &Arc<AgentSettings>,
+    stats: &Arc<AgentStats>,
+    session: u64,
+    slots: &CancellationToken,
+    cancel: &CancellationToken,
+) {
+    tokio::spawn(slot(
+        settings.clone(),
+        stats.clone(),
+        session,
+        slots.clone(),
+        cancel.clone(),
+    ));
+}
+
+/// Keeps one pooled connection open. When the relay starts it for a
+/// client, a fresh slot is spawned at once to refill the pool and this task
+/// goes on to serve the client (the client's path comes first).
+async fn slot(
+    settings: Arc<AgentSettings>,
+    stats: Arc<AgentStats>,
+    session: u64,
+    slots: CancellationToken,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
+    loop {
+        let opened = tokio::select! {
+            r = pooled(&settings, &stats, session) => r,
+            _ = slots.cancelled() => return,
+        };
+        match opened {
+            Ok(started) => {
+                let refill = Refill(Some((
+                    settings.clone(),
+                    stats.clone(),
+                    session,
+                    slots,
+                    cancel.clone(),
+                )));
+                return serve(settings, stats, started, cancel, refill).await;
+            }
+            Err(e) => {
+                log::debug!("tunnel agent: pooled connection: {e}");
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = slots.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Spawns the slot that replaces a taken pooled connection: explicitly once
+/// the client's first steps are done (they come first), or when dropped.
+struct Refill(Option<RefillArgs>);
+
+type RefillArgs = (
+    Arc<AgentSettings>,
+    Arc<AgentStats>,
+    u64,
+    CancellationToken,
+    CancellationToken,
+);
+
+impl Refill {
+    fn now(&mut self) {
+        if let Some((settings, stats, session, slots, cancel)) = self.0.take() {
+            spawn_slot(&settings, &stats, session, &slots, &cancel);
+        }
+    }
+}
+
+impl Drop for Refill {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
+/// A pooled connection that the relay started for a client.
+struct Started {
+    stream: AgentConn,
+    reader: FrameReader,
+    conn: u64,
+    client: std::net::SocketAddr,
+}
+
+/// Decrements the idle count when a pooled connection stops being idle.
+struct IdleGuard<'a>(&'a AtomicUsize);
+
+impl Drop for IdleGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Opens a pooled connection and waits (answering heartbeats) until the relay starts it.
+async fn pooled(
+    settings: &AgentSettings,
+    stats: &AgentStats,
+    session: u64,
+) -> Result<Started, TunnelError> {
+    let (mut stream, mut reader, _) = connect(settings, Role::Data, session).await?;
+    stats.idle.fetch_add(1, Ordering::AcqRel);
+    let _idle = IdleGuard(&stats.idle);
+    let mut tick = tokio::time::interval(settings.heartbeat_interval);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            frame = reader.next(&mut stream) => {
+                last_heard = Instant::now();
+                match frame? {
+                    Frame::Ping { seq } => write_frame(&mut stream, &Frame::Pong { seq }).await?,
+                    Frame::Start { conn, client } => return Ok(Started { stream, reader, conn, client }),
+                    Frame::Error { code, reason } => return Err(TunnelError::Refused { code, reason }),
+                    other => return Err(TunnelError::Unexpected(format!("{other:?}"))),
+                }
+            }
+            _ = tick.tick() => {
+                if last_heard.elapsed() > settings.heartbeat_timeout {
+                    return Err(TunnelError::Timeout("relay silent on a pooled connection"));
+                }
+            }
+        }
+    }
+}
+
+/// Serves one client: dial the local service, answer `Started`, pump.
+async fn serve(
+    settings: Arc<AgentSettings>,
+    stats: Arc<AgentStats>,
+    started: Started,
+    cancel: CancellationToken,
+    mut refill: Refill,
+) {
+    let Started {
+        mut stream,
+        reader,
+        conn,
+        client,
+    } = started;
+    let leftover = reader.into_leftover();
+    let address = match &settings.local {
+        LocalService::Echo => {
+            stats.served.fetch_add(1, Ordering::Relaxed);
+            refill.now();
+            return echo(stream, leftover, conn, &cancel).await;
+        }
+        LocalService::Addr(address) => address,
+    };
+    let local = match dial(&settings, address, client).await {
+        Ok(local) => local,
+        Err(why) => return refuse_client(&stats, &mut stream, conn, client, address, why).await,
+    };
+    if let Err(e) = write_frame(&mut stream, &Frame::Started { conn }).await {
+        return log::debug!("tunnel agent: conn {conn}: relay gone before start: {e}");
+    }
+    stats.served.fetch_add(1, Ordering::Relaxed);
+    log::debug!("tunnel agent: conn {conn}: client {client} → {address}");
+    refill.now();
+    let counts = Transferred::default();
+    let mode = PumpMode {
+        max_buffer: settings.copy_buffer,
+        splice: settings.splice,
+    };
+    let end = match stream {
+        Either::Left(tcp) => {
+            pump(
+                &tcp,
+                &local,
+                leftover,
+                open(Vec::new()),
+                mode,
+                &counts,
+                &cancel,
+            )
+            .await
+        }
+        Either::Right(tls) => {
+            pump_io(
+                tls,
+                local,
+                leftover,
+                Vec::new(),
+                mode.max_buffer,
+                &counts,
+                &cancel,
+            )
+            .await
+        }
+    };
+    log::debug!(
+        "tunnel agent: conn {conn} ended ({end:?}); {} bytes in, {} out",
+        counts.a_to_b.load(Ordering::Relaxed),
+        counts.b_to_a.load(Ordering::Relaxed)
+    );
+}
+
+/// Connects to the local service (and sends the PROXY header if asked to).
+async fn dial(
+    settings: &AgentSettings,
+    address: &str,
+    client: std::net::SocketAddr,
+) -> Result<TcpStream, String> {
+    let dialled = tokio::time::timeout(settings.local_connect_timeout, TcpStream::connect(address));
+    let local = match dialled.await {
+        Ok(Ok(local)) => local,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("timed out".into()),
+    };
+    let _ = local.set_nodelay(true);
+    if settings.proxy_protocol {
+        let destination = local.peer_addr().unwrap_or(client);
+        let header = crate::protocol::proxy_v2::header(client, destination);
+        super::pump::write_all(&local, &header)
+            .await
+            .map_err(|e| format!("writing the PROXY header: {e}"))?;
+    }
+    Ok(local)
+}
+
+async fn refuse_client(
+    stats: &AgentStats,
+    stream: &mut AgentConn,
+    conn: u64,
+    client: std::net::SocketAddr,
+    address: &str,
+    why: String,
+) {
+    stats.local_failures.fetch_add(1, Ordering::Relaxed);
+    log::warn!(
+        "tunnel agent: conn {conn}: local service {address} unavailable for client {client}: {why}"
+    );
+    let reason = format!("local service unavailable: {why}");
+    refuse(
+        stream,
+        &Frame::Error {
+            code: ErrorCode::LocalUnavailable,
+            reason,
+        },
+    )
+    .await;
+}
+
+/// The built-in echo service on a started pooled connection.
+async fn echo(mut stream: AgentConn, leftover: Vec<u8>, conn: u64, cancel: &CancellationToken) {
+    let run = async {
+        write_frame(&mut stream, &Frame::Started { conn }).await?;
+        let (mut r, mut w) = tokio::io::split(stream);
+        w.write_all(&leftover).await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = tokio::io::AsyncReadExt::read(&mut r, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n]).await?;
+            w.flush().await?;
+        }
+        w.shutdown().await
+    };
+    tokio::select! {
+        result = run => if let Err(e) = result {
+            log::debug!("tunnel agent: echo conn {conn}: {e}");
+        },
+        _ = cancel.cancelled() => {}
+    }
+}

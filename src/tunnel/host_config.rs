@@ -1,0 +1,193 @@
+//! The host agent's settings file (`switchboard host --config FILE`) and
+//! its merge with command-line flags (flags win).
+//!
+//! ```toml
+//! relay = "relay.example.org:8702"
+//! service = "web"
+//! token_file = "/etc/switchboard/web.token"
+//! local = "127.0.0.1:8080"   # or: echo = true
+//! pool = 10
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::agent::{AgentSettings, LocalService};
+use super::tls::AgentTls;
+use crate::config::{read_token_file, ConfigError, Secret};
+use crate::defaults;
+
+/// Every key of the agent's settings file; all optional so flags can fill them in.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// The relay's agents listener, `host:port`.
+    pub relay: Option<String>,
+    /// Service name.
+    pub service: Option<String>,
+    /// The service token (prefer `token_file`).
+    pub token: Option<Secret>,
+    /// File whose first line is the service token.
+    pub token_file: Option<PathBuf>,
+    /// Local service `host:port`.
+    pub local: Option<String>,
+    /// Serve the built-in echo service instead of `local`.
+    pub echo: Option<bool>,
+    /// Pooled data connections kept open.
+    pub pool: Option<usize>,
+    /// Heartbeat interval, in milliseconds.
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Relay silence after which a connection is dropped, in milliseconds.
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Handshake timeout, in milliseconds.
+    pub handshake_timeout_ms: Option<u64>,
+    /// First reconnect delay, in milliseconds.
+    pub backoff_min_ms: Option<u64>,
+    /// Largest reconnect delay, in milliseconds.
+    pub backoff_max_ms: Option<u64>,
+    /// Time the local service gets to accept, in milliseconds.
+    pub local_connect_timeout_ms: Option<u64>,
+    /// Forward with zero-copy `splice(2)` on Linux (default true).
+    pub splice: Option<bool>,
+    /// Send a PROXY protocol v2 header to the local service (default false).
+    pub proxy_protocol: Option<bool>,
+    /// Connect to the relay over TLS (default false).
+    pub tls: Option<bool>,
+    /// PEM file of the CA(s) to trust for the relay's certificate (default: web PKI roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Name to check the relay's certificate against (default: the host part of `relay`).
+    pub tls_server_name: Option<String>,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl HostConfig {
+    /// Reads a settings file; unknown keys are an error naming the key.
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?;
+        let de = toml_deserializer(&text)?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(&key, e.into_inner().to_string())
+        })
+    }
+
+    /// `self` with every key that `flags` sets replaced.
+    pub fn merge(self, flags: HostConfig) -> HostConfig {
+        HostConfig {
+            relay: flags.relay.or(self.relay),
+            service: flags.service.or(self.service),
+            token: flags.token.or(self.token),
+            token_file: flags.token_file.or(self.token_file),
+            local: flags.local.or(self.local),
+            echo: flags.echo.or(self.echo),
+            pool: flags.pool.or(self.pool),
+            heartbeat_interval_ms: flags.heartbeat_interval_ms.or(self.heartbeat_interval_ms),
+            heartbeat_timeout_ms: flags.heartbeat_timeout_ms.or(self.heartbeat_timeout_ms),
+            handshake_timeout_ms: flags.handshake_timeout_ms.or(self.handshake_timeout_ms),
+            backoff_min_ms: flags.backoff_min_ms.or(self.backoff_min_ms),
+            backoff_max_ms: flags.backoff_max_ms.or(self.backoff_max_ms),
+            local_connect_timeout_ms: flags
+                .local_connect_timeout_ms
+                .or(self.local_connect_timeout_ms),
+            splice: flags.splice.or(self.splice),
+            proxy_protocol: flags.proxy_protocol.or(self.proxy_protocol),
+            tls: flags.tls.or(self.tls),
+            tls_ca_file: flags.tls_ca_file.or(self.tls_ca_file),
+            tls_server_name: flags.tls_server_name.or(self.tls_server_name),
+        }
+    }
+
+    /// Validates and fills in defaults.
+    pub fn into_settings(self) -> Result<AgentSettings, ConfigError> {
+        let relay = self.relay.ok_or_else(|| invalid("relay", "is required"))?;
+        let service = self
+            .service
+            .ok_or_else(|| invalid("service", "is required"))?;
+        if !crate::protocol::tunnel::valid_service_name(&service) {
+            return Err(invalid(
+                "service",
+                "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        let token = match (self.token, self.token_file) {
+            (Some(token), None) if !token.expose().is_empty() => token,
+            (None, Some(path)) => read_token_file(&path).map_err(|m| invalid("token_file", m))?,
+            (Some(_), Some(_)) => {
+                return Err(invalid("token", "give token or token_file, not both"))
+            }
+            _ => return Err(invalid("token_file", "a token or token file is required")),
+        };
+        let local = match (self.echo.unwrap_or(false), self.local) {
+            (true, None) => LocalService::Echo,
+            (false, Some(addr)) if addr.rsplit_once(':').is_some() => LocalService::Addr(addr),
+            (false, Some(addr)) => {
+                return Err(invalid("local", format!("{addr:?} is not host:port")))
+            }
+            (true, Some(_)) => return Err(invalid("local", "give local or echo, not both")),
+            (false, None) => return Err(invalid("local", "local (host:port) or echo is required")),
+        };
+        let tls = if self.tls.unwrap_or(false) || self.tls_ca_file.is_some() {
+            let host = relay.rsplit_once(':').map_or(relay.as_str(), |(h, _)| h);
+            let name = self
+                .tls_server_name
+                .as_deref()
+                .unwrap_or(host.trim_matches(['[', ']']));
+            let tls = AgentTls::new(self.tls_ca_file.as_deref(), name)
+                .map_err(|m| invalid("tls_ca_file", m))?;
+            Some(tls)
+        } else {
+            None
+        };
+        let mut settings = AgentSettings::new(relay, service, token, local);
+        settings.tls = tls;
+        settings.pool = self.pool.unwrap_or(defaults::AGENT_POOL);
+        settings.splice = self.splice.unwrap_or(defaults::TUNNEL_SPLICE);
+        settings.proxy_protocol = self.proxy_protocol.unwrap_or(false);
+        if settings.proxy_protocol && settings.local == LocalService::Echo {
+            return Err(invalid("proxy_protocol", "needs a local service, not echo"));
+        }
+        if settings.pool == 0 {
+            return Err(invalid("pool", "must be at least 1"));
+        }
+        let ms =
+            |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
+        settings.heartbeat_interval = ms(self.heartbeat_interval_ms, settings.heartbeat_interval);
+        settings.heartbeat_timeout = ms(self.heartbeat_timeout_ms, settings.heartbeat_timeout);
+        settings.handshake_timeout = ms(self.handshake_timeout_ms, settings.handshake_timeout);
+        settings.backoff_min = ms(self.backoff_min_ms, settings.backoff_min);
+        settings.backoff_max = ms(self.backoff_max_ms, settings.backoff_max);
+        settings.local_connect_timeout = ms(
+            self.local_connect_timeout_ms,
+            settings.local_connect_timeout,
+        );
+        if settings.heartbeat_timeout <= settings.heartbeat_interval {
+            return Err(invalid(
+                "heartbeat_timeout_ms",
+                "must be larger than heartbeat_interval_ms",
+            ));
+        }
+        if settings.backoff_min.is_zero() || settings.backoff_max < settings.backoff_min {
+            return Err(invalid(
+                "backoff_max_ms",
+                "needs 0 < backoff_min_ms <= backoff_max_ms",
+            ));
+        }
+        Ok(settings)
+    }
+}
+
+fn toml_deserializer(text: &str) -> Result<config::Config, ConfigError> {
+    config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .map_err(|e| ConfigError::Load(e.to_string()))
+}

@@ -1,0 +1,86 @@
+//! Optional TLS on agent connections (control and data): rustls with the
+//! ring provider, the relay's certificate from `tunnel.certfile` /
+//! `tunnel.keyfile`, the agent trusting a CA file or the web PKI roots.
+//!
+//! Plain connections stay plain `TcpStream`s (and can use splice); TLS ones
+//! are the right side of an [`Either`].
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::either::Either;
+
+use crate::server::ServerError;
+
+/// An agent connection as the relay holds it.
+pub type RelayConn = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+/// A relay connection as the agent holds it.
+pub type AgentConn = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// The relay's TLS acceptor for agent connections.
+pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, ServerError> {
+    let config = crate::server::tls::server_config(certfile, keyfile)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// How an agent connects over TLS.
+#[derive(Clone)]
+pub struct AgentTls {
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for AgentTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AgentTls({:?})", self.server_name)
+    }
+}
+
+impl AgentTls {
+    /// Trusts the PEM certificates in `ca_file`, or the web PKI roots without
+    /// one; checks the relay's certificate against `server_name`.
+    pub fn new(ca_file: Option<&Path>, server_name: &str) -> Result<AgentTls, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match ca_file {
+            Some(path) => {
+                let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
+                    let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!("{} holds no PEM certificate", path.display()));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| format!("{server_name:?} is not a server name: {e}"))?;
+        Ok(AgentTls {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
+
+    /// Runs the TLS handshake on a connected socket.
+    pub async fn connect(&self, stream: TcpStream) -> std::io::Result<AgentConn> {
+        let tls = self
+            .connector
+            .connect(self.server_name.clone(), stream)
+            .await?;
+        Ok(Either::Right(tls))
+    }
+}

@@ -1,0 +1,187 @@
+//! Shared helpers of the tunnel tests: a real tunnel relay on 127.0.0.1:0,
+//! real agents, real local services and clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard::admin::metrics::Metrics;
+use switchboard::config::{Secret, TunnelService, TunnelSettings};
+use switchboard::tunnel::agent::{self, AgentHandle, AgentSettings, LocalService};
+use switchboard::tunnel::relay::{self, TunnelRelay};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+pub const TOKEN: &str = "correct horse battery staple";
+
+pub fn init_logs() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// Tunnel settings for tests: loopback, port 0, fast heartbeats.
+pub fn settings(services: &[&str]) -> TunnelSettings {
+    let mut s = TunnelSettings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        pool_wait_ms: 3_000,
+        handshake_timeout_ms: 500,
+        heartbeat_interval_ms: 100,
+        heartbeat_timeout_ms: 1_000,
+        copy_buffer: 64 * 1024,
+        ..TunnelSettings::default()
+    };
+    s.services = services
+        .iter()
+        .map(|name| TunnelService {
+            name: (*name).into(),
+            bind: "127.0.0.1:0".into(),
+            token: Some(Secret::new(format!("{TOKEN}-{name}"))),
+            token_file: None,
+        })
+        .collect();
+    s
+}
+
+pub fn token(service: &str) -> Secret {
+    Secret::new(format!("{TOKEN}-{service}"))
+}
+
+/// A running tunnel relay with its metrics.
+pub struct Relay {
+    pub tunnel: TunnelRelay,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Relay {
+    pub fn start(settings: TunnelSettings) -> Relay {
+        init_logs();
+        let metrics = Arc::new(Metrics::new());
+        let listeners = relay::bind(&settings).unwrap();
+        let tunnel = relay::start(settings, metrics.clone(), listeners).unwrap();
+        Relay { tunnel, metrics }
+    }
+
+    pub fn agents(&self) -> String {
+        self.tunnel.agents_addr().to_string()
+    }
+
+    pub fn service(&self, name: &str) -> SocketAddr {
+        self.tunnel.service_addr(name).unwrap()
+    }
+
+    pub fn idle(&self, name: &str) -> usize {
+        self.status(name)["pool_idle"].as_u64().unwrap() as usize
+    }
+
+    pub fn status(&self, name: &str) -> serde_json::Value {
+        let status = serde_json::to_value(self.tunnel.state().status()).unwrap();
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap()
+    }
+
+    /// Prometheus text of the relay's metrics.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+}
+
+/// Agent settings with fast heartbeats and backoff.
+pub fn agent_settings(
+    relay: &str,
+    service: &str,
+    local: LocalService,
+    pool: usize,
+) -> AgentSettings {
+    let mut s = AgentSettings::new(relay, service, token(service), local);
+    s.pool = pool;
+    s.heartbeat_interval = Duration::from_millis(100);
+    s.heartbeat_timeout = Duration::from_millis(1_000);
+    s.handshake_timeout = Duration::from_millis(1000);
+    s.backoff_min = Duration::from_millis(20);
+    s.backoff_max = Duration::from_millis(200);
+    s.copy_buffer = 64 * 1024;
+    s
+}
+
+/// Starts an agent and waits until the relay holds `pool` idle connections for it.
+pub async fn agent(relay: &Relay, service: &str, local: LocalService, pool: usize) -> AgentHandle {
+    let handle = agent::spawn(agent_settings(&relay.agents(), service, local, pool));
+    wait_until("the pool to fill", || relay.idle(service) >= pool).await;
+    handle
+}
+
+/// Polls `cond` every 10 ms; panics with `what` after [`WAIT`].
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A real TCP echo server on 127.0.0.1:0 (half-close aware).
+pub async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Connects, sends `payload`, half-closes, reads everything back.
+pub async fn exchange(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let run = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let (mut r, mut w) = stream.split();
+        let write = async {
+            w.write_all(payload).await?;
+            w.shutdown().await
+        };
+        let mut out = Vec::new();
+        let read = r.read_to_end(&mut out);
+        tokio::try_join!(write, read)?;
+        Ok::<_, std::io::Error>(out)
+    };
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("exchange timed out")
+        .expect("exchange failed")
+}
+
+/// Reads until EOF or error; returns bytes read, or None when the read timed out.
+pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match tokio::time::timeout(limit, stream.read_to_end(&mut out)).await {
+        Ok(_) => Some(out),
+        Err(_) => None,
+    }
+}
+
+/// A counter value from Prometheus text, summed over label sets (0 if absent).
+pub fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

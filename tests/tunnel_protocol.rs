@@ -1,0 +1,110 @@
+//! Proves the tunnel's wire protocol from the agent's side with a hand-made
+//! agent speaking raw frames: the handshake, `Start` with the client's
+//! address on the pooled connection, `Started` opening the way back, and the
+//! control channel's `ConnectionOpen` (with the client's address) and
+//! `ConnectionDrop` announcements, plus answered heartbeats.
+
+mod tunnel_common;
+
+use switchboard::protocol::tunnel::{self, Frame, Role};
+use switchboard::tunnel::framing::{write_frame, FrameReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tunnel_common::*;
+
+async fn authenticate(relay: &Relay, role: Role, session: u64) -> (TcpStream, FrameReader, u64) {
+    let mut stream = TcpStream::connect(relay.tunnel.agents_addr())
+        .await
+        .unwrap();
+    let mut reader = FrameReader::new();
+    let hello = Frame::Hello {
+        role,
+        service: "raw".into(),
+        session,
+    };
+    write_frame(&mut stream, &hello).await.unwrap();
+    let Frame::Challenge { nonce } = reader
+        .next_within(&mut stream, WAIT, "challenge")
+        .await
+        .unwrap()
+    else {
+        panic!("no challenge");
+    };
+    let token = token("raw");
+    let mac = tunnel::proof(token.expose().as_bytes(), role, "raw", session, &nonce);
+    write_frame(&mut stream, &Frame::Proof { mac })
+        .await
+        .unwrap();
+    let Frame::Accepted { session } = reader
+        .next_within(&mut stream, WAIT, "accepted")
+        .await
+        .unwrap()
+    else {
+        panic!("not accepted");
+    };
+    (stream, reader, session)
+}
+
+/// The next frame that is not a heartbeat, answering pings on the way.
+async fn next_event(stream: &mut TcpStream, reader: &mut FrameReader) -> Frame {
+    loop {
+        match reader.next_within(stream, WAIT, "frame").await.unwrap() {
+            Frame::Ping { seq } => write_frame(stream, &Frame::Pong { seq }).await.unwrap(),
+            Frame::Pong { .. } => {}
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_started_and_announcements() {
+    let relay = Relay::start(settings(&["raw"]));
+    let (mut control, mut control_reader, session) = authenticate(&relay, Role::Control, 0).await;
+    let (mut data, mut data_reader, echoed) = authenticate(&relay, Role::Data, session).await;
+    assert_eq!(echoed, session);
+    wait_until("the pooled connection", || relay.idle("raw") == 1).await;
+
+    let mut client = TcpStream::connect(relay.service("raw")).await.unwrap();
+    let client_addr = client.local_addr().unwrap();
+    client.write_all(b"hello").await.unwrap();
+    let Frame::Start { conn, client: seen } = next_event(&mut data, &mut data_reader).await else {
+        panic!("no start");
+    };
+    assert_eq!(seen, client_addr);
+    write_frame(&mut data, &Frame::Started { conn })
+        .await
+        .unwrap();
+    // Raw bytes from here on: what the reader already holds, then the socket.
+    let mut got = data_reader.into_leftover();
+    while got.len() < 5 {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(WAIT, data.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "relay closed the data connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"hello");
+    data.write_all(b"world").await.unwrap();
+    let mut back = [0u8; 5];
+    tokio::time::timeout(WAIT, client.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"world");
+
+    assert_eq!(
+        next_event(&mut control, &mut control_reader).await,
+        Frame::ConnectionOpen {
+            conn,
+            client: client_addr
+        }
+    );
+    drop(client);
+    drop(data);
+    assert_eq!(
+        next_event(&mut control, &mut control_reader).await,
+        Frame::ConnectionDrop { conn }
+    );
+}

@@ -1,0 +1,136 @@
+//! Proves the tunnel's optional TLS on agent connections: with
+//! `tunnel.certfile`/`keyfile` set, an agent trusting the relay's
+//! certificate serves clients (exact bytes, half-close, the built-in echo);
+//! a wrong token is still refused by name through TLS; a plain-TCP agent and
+//! an agent trusting another CA are never let in, and the relay keeps serving.
+
+mod tunnel_common;
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use switchboard::protocol::tunnel::ErrorCode;
+use switchboard::tunnel::agent::{self, AgentError, LocalService};
+use switchboard::tunnel::tls::AgentTls;
+use tunnel_common::*;
+
+struct Pem {
+    cert: tempfile::NamedTempFile,
+    key: tempfile::NamedTempFile,
+}
+
+fn generate() -> Pem {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let mut cert_file = tempfile::NamedTempFile::new().unwrap();
+    cert_file.write_all(cert.pem().as_bytes()).unwrap();
+    let mut key_file = tempfile::NamedTempFile::new().unwrap();
+    key_file
+        .write_all(signing_key.serialize_pem().as_bytes())
+        .unwrap();
+    Pem {
+        cert: cert_file,
+        key: key_file,
+    }
+}
+
+fn tls_relay(pem: &Pem, services: &[&str]) -> Relay {
+    let mut s = settings(services);
+    s.certfile = Some(pem.cert.path().to_path_buf());
+    s.keyfile = Some(pem.key.path().to_path_buf());
+    Relay::start(s)
+}
+
+fn trusting(pem: &Pem) -> AgentTls {
+    AgentTls::new(Some(pem.cert.path()), "localhost").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_over_tls_serves_exact_bytes() {
+    let pem = generate();
+    let relay = tls_relay(&pem, &["svc", "echo"]);
+    let local = echo_server().await;
+    let mut s = agent_settings(
+        &relay.agents(),
+        "svc",
+        LocalService::Addr(local.to_string()),
+        3,
+    );
+    s.tls = Some(trusting(&pem));
+    let a = agent::spawn(s);
+    let mut e = agent_settings(&relay.agents(), "echo", LocalService::Echo, 2);
+    e.tls = Some(trusting(&pem));
+    let b = agent::spawn(e);
+    wait_until("both pools to fill", || {
+        relay.idle("svc") == 3 && relay.idle("echo") == 2
+    })
+    .await;
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(exchange(relay.service("svc"), &data).await, data);
+    assert_eq!(
+        exchange(relay.service("echo"), &data[..100_000]).await,
+        &data[..100_000]
+    );
+    let tasks: Vec<_> = (0..50u8)
+        .map(|i| {
+            let addr = relay.service("svc");
+            tokio::spawn(async move { exchange(addr, &[i; 5000]).await == vec![i; 5000] })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap());
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_over_tls_is_refused_by_name() {
+    let pem = generate();
+    let relay = tls_relay(&pem, &["svc"]);
+    let mut s = agent_settings(&relay.agents(), "svc", LocalService::Echo, 1);
+    s.tls = Some(trusting(&pem));
+    s.token = switchboard::config::Secret::new("wrong");
+    match tokio::time::timeout(WAIT, agent::spawn(s).join())
+        .await
+        .unwrap()
+    {
+        Err(AgentError::Rejected { code, reason }) => {
+            assert_eq!(code, ErrorCode::AuthFailed);
+            assert!(reason.contains("svc"), "{reason}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_or_untrusting_agents_are_never_let_in() {
+    let pem = generate();
+    let other = generate();
+    let relay = tls_relay(&pem, &["svc"]);
+    let plain = agent::spawn(agent_settings(
+        &relay.agents(),
+        "svc",
+        LocalService::Echo,
+        2,
+    ));
+    let mut s = agent_settings(&relay.agents(), "svc", LocalService::Echo, 2);
+    s.tls = Some(trusting(&other));
+    let untrusting = agent::spawn(s);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(relay.idle("svc"), 0);
+    assert!(relay.status("svc")["agents"].as_array().unwrap().is_empty());
+    assert!(!plain.stats.connected.load(Ordering::Acquire));
+    assert!(!untrusting.stats.connected.load(Ordering::Acquire));
+    plain.stop().await.unwrap();
+    untrusting.stop().await.unwrap();
+    // The relay still serves a trusting agent.
+    let mut s = agent_settings(&relay.agents(), "svc", LocalService::Echo, 1);
+    s.tls = Some(trusting(&pem));
+    let good = agent::spawn(s);
+    wait_until("the trusting agent's pool", || relay.idle("svc") == 1).await;
+    assert_eq!(exchange(relay.service("svc"), b"tls").await, b"tls");
+    good.stop().await.unwrap();
+}
