@@ -343,10 +343,7 @@ async fn token_auth_sends_headers_and_rejections_are_fatal() {
 #[actix_rt::test]
 async fn wss_with_a_custom_ca_or_without_verification() {
     let pem = self_signed();
-    let mut settings = test_settings();
-    settings.server.certfile = Some(pem.cert.path().to_path_buf());
-    settings.server.keyfile = Some(pem.key.path().to_path_buf());
-    let relay = TestRelay::start(settings);
+    let relay = TestRelay::start(tls_settings(&pem));
     assert!(relay.url.starts_with("wss://"));
 
     let mut trusted = config(&relay.url, "trusted");

@@ -5,17 +5,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+use common::log_lines::LogLines;
 use common::*;
 
 struct Proc {
     child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
+    log: LogLines,
 }
 
 impl Proc {
@@ -34,46 +33,13 @@ impl Proc {
             command.env(k, v);
         }
         let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        (
-            Proc {
-                child,
-                lines,
-                seen: Vec::new(),
-            },
-            file,
-        )
+        let log = LogLines::follow(&mut child, WAIT);
+        (Proc { child, log }, file)
     }
 
     /// Waits (≤ 5 s) for a log line containing `needle` and returns it.
     fn wait_line(&mut self, needle: &str) -> String {
-        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + WAIT;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no log line containing {needle:?}; saw:\n{}",
-            self.seen.join("\n")
-        );
+        self.log.wait_line(needle)
     }
 
     /// Parses the startup line: (ws url, admin address).

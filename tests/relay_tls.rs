@@ -44,10 +44,7 @@ async fn wss_client(url: &str, config: &Arc<rustls::ClientConfig>, name: &str, u
 #[tokio::test]
 async fn wss_registers_and_forwards() {
     let pem = self_signed();
-    let mut settings = test_settings();
-    settings.server.certfile = Some(pem.cert.path().to_path_buf());
-    settings.server.keyfile = Some(pem.key.path().to_path_buf());
-    let relay = TestRelay::start(settings);
+    let relay = TestRelay::start(tls_settings(&pem));
     assert!(relay.url.starts_with("wss://"));
     let config = client_config(&pem.der);
 

@@ -5,21 +5,21 @@
 //! with the reason on stderr; SIGTERM stops both; the shipped host example
 //! config parses.
 
+mod common;
 mod tunnel_common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+use common::log_lines::LogLines;
 use switchboard::tunnel::host_config::HostConfig;
 use tunnel_common::{exchange, metric, WAIT};
 
 struct Proc {
     child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
+    log: LogLines,
 }
 
 impl Proc {
@@ -31,42 +31,12 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        let log = LogLines::follow(&mut child, WAIT);
+        Proc { child, log }
     }
 
     fn wait_line(&mut self, needle: &str) -> String {
-        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + WAIT;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no line containing {needle:?}; saw:\n{}",
-            self.seen.join("\n")
-        );
+        self.log.wait_line(needle)
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {

@@ -4,37 +4,17 @@
 //! a wrong token is still refused by name through TLS; a plain-TCP agent and
 //! an agent trusting another CA are never let in, and the relay keeps serving.
 
+mod common;
 mod tunnel_common;
 
-use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::fixtures::{self_signed, Pem};
 use switchboard::protocol::tunnel::ErrorCode;
 use switchboard::tunnel::agent::{self, AgentError, LocalService};
 use switchboard::tunnel::tls::AgentTls;
 use tunnel_common::*;
-
-struct Pem {
-    cert: tempfile::NamedTempFile,
-    key: tempfile::NamedTempFile,
-}
-
-fn generate() -> Pem {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let mut cert_file = tempfile::NamedTempFile::new().unwrap();
-    cert_file.write_all(cert.pem().as_bytes()).unwrap();
-    let mut key_file = tempfile::NamedTempFile::new().unwrap();
-    key_file
-        .write_all(signing_key.serialize_pem().as_bytes())
-        .unwrap();
-    Pem {
-        cert: cert_file,
-        key: key_file,
-    }
-}
 
 fn tls_relay(pem: &Pem, services: &[&str]) -> Relay {
     let mut s = settings(services);
@@ -49,7 +29,7 @@ fn trusting(pem: &Pem) -> AgentTls {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_over_tls_serves_exact_bytes() {
-    let pem = generate();
+    let pem = self_signed();
     let relay = tls_relay(&pem, &["svc", "echo"]);
     let local = echo_server().await;
     let mut s = agent_settings(
@@ -88,7 +68,7 @@ async fn agent_over_tls_serves_exact_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_over_tls_is_refused_by_name() {
-    let pem = generate();
+    let pem = self_signed();
     let relay = tls_relay(&pem, &["svc"]);
     let mut s = agent_settings(&relay.agents(), "svc", LocalService::Echo, 1);
     s.tls = Some(trusting(&pem));
@@ -107,8 +87,8 @@ async fn wrong_token_over_tls_is_refused_by_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_or_untrusting_agents_are_never_let_in() {
-    let pem = generate();
-    let other = generate();
+    let pem = self_signed();
+    let other = self_signed();
     let relay = tls_relay(&pem, &["svc"]);
     let plain = agent::spawn(agent_settings(
         &relay.agents(),

@@ -44,3 +44,11 @@ pub fn self_signed() -> Pem {
         der: cert.der().clone(),
     }
 }
+
+/// Test settings serving `wss://` with `pem`'s certificate.
+pub fn tls_settings(pem: &Pem) -> Settings {
+    let mut settings = test_settings();
+    settings.server.certfile = Some(pem.cert.path().to_path_buf());
+    settings.server.keyfile = Some(pem.key.path().to_path_buf());
+    settings
+}

@@ -299,7 +299,8 @@ impl TestRelay {
     }
 }
 pub mod fixtures;
+pub mod log_lines;
 pub mod peers;
 
 #[allow(unused_imports)]
-pub use fixtures::{self_signed, token_settings, Pem};
+pub use fixtures::{self_signed, tls_settings, token_settings, Pem};

@@ -59,13 +59,7 @@ impl PeerManager {
             .connection
             .validate()
             .map_err(|e| PeerError::Config(e.to_string()))?;
-        let url = config.relay.url.as_str();
-        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-            return Err(PeerError::Relay(RelayClientError::InvalidUrl {
-                url: url.to_owned(),
-                reason: "the scheme must be ws:// or wss://".into(),
-            }));
-        }
+        config.relay.validate().map_err(PeerError::Relay)?;
         let uuid = *config.relay.uuid.get_or_insert_with(Uuid::new_v4);
         let name = config
             .relay

@@ -88,6 +88,12 @@ pub struct RelayClientConfig {
 }
 
 impl RelayClientConfig {
+    /// Checks what [`RelayClient::new`] checks (URL, headers, TLS files)
+    /// without starting anything.
+    pub fn validate(&self) -> Result<(), RelayClientError> {
+        socket::Endpoint::new(self).map(|_| ())
+    }
+
     /// A configuration for `url` with every other field at its default.
     pub fn new(url: impl Into<String>) -> Self {
         RelayClientConfig {
