@@ -81,11 +81,13 @@ async fn clients(req: HttpRequest, state: web::Data<ServerState>) -> HttpRespons
     if let Some(response) = denied(&req, &state) {
         return response;
     }
-    match state.registry.send(ListClients).await {
-        Ok(list) => HttpResponse::Ok().json(list),
-        Err(_) => {
-            HttpResponse::ServiceUnavailable().json(json!({"status": "registry unavailable"}))
-        }
+    let list = match state.registry.get() {
+        Some(registry) => registry.send(ListClients).await.ok(),
+        None => None,
+    };
+    match list {
+        Some(list) => HttpResponse::Ok().json(list),
+        None => HttpResponse::ServiceUnavailable().json(json!({"status": "registry unavailable"})),
     }
 }
 

@@ -16,7 +16,7 @@ pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -51,8 +51,8 @@ pub struct ServerState {
     pub settings: Settings,
     /// All metrics.
     pub metrics: Arc<Metrics>,
-    /// The one registry of this process.
-    pub registry: Addr<Registry>,
+    /// The one registry of this process (started by the first HTTP worker).
+    pub registry: RegistrySlot,
     /// Checks credentials at registration.
     pub authenticator: Authenticator,
     /// Sessions open now (incremented at upgrade, decremented when a session stops).
@@ -67,6 +67,46 @@ pub struct ServerState {
     pub close_flush: Duration,
     /// The TCP tunnel's state, when `[tunnel]` has services (for `/tunnels`).
     pub tunnel: Option<Arc<crate::tunnel::TunnelState>>,
+}
+
+/// The process's one [`Registry`], started on the thread of the first HTTP
+/// worker that builds its app. Sessions on that worker then reach the
+/// registry without waking another thread, which is most of a forward's
+/// latency; sessions on other workers pay one cross-thread hop instead of two.
+/// If that worker's thread ever dies with the registry, the next worker that
+/// builds its app starts a new one; sessions that held the old one close with
+/// 1013 and their clients register again.
+pub struct RegistrySlot {
+    addr: RwLock<Option<Addr<Registry>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl RegistrySlot {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        RegistrySlot {
+            addr: RwLock::new(None),
+            metrics,
+        }
+    }
+
+    /// Starts the Registry on the current arbiter unless one is running.
+    fn start_here(&self) {
+        let mut addr = self.addr.write().unwrap_or_else(|e| e.into_inner());
+        if !addr.as_ref().is_some_and(Addr::connected) {
+            log::debug!(
+                "starting the registry on thread {:?}",
+                std::thread::current().name()
+            );
+            *addr = Some(Registry::new(self.metrics.clone()).start());
+        }
+    }
+
+    /// The Registry, once a worker has started it. The workers build their
+    /// apps when the server future is first polled, before either listener
+    /// serves a request, so only a shutdown racing startup sees `None`.
+    pub fn get(&self) -> Option<Addr<Registry>> {
+        self.addr.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// A running relay: its addresses and the way to stop it.
@@ -110,14 +150,16 @@ impl Relay {
             tunnel.shutdown().await;
         }
         let grace = Duration::from_millis(state.settings.server.shutdown_grace_ms);
-        let asked = state
-            .registry
-            .send(CloseAll {
-                code: close::GOING_AWAY,
-                reason: close::REASON_SHUTDOWN,
-            })
-            .await
-            .unwrap_or(0);
+        let asked = match state.registry.get() {
+            Some(registry) => registry
+                .send(CloseAll {
+                    code: close::GOING_AWAY,
+                    reason: close::REASON_SHUTDOWN,
+                })
+                .await
+                .unwrap_or(0),
+            None => 0,
+        };
         log::info!("shutting down: closing {asked} sessions with 1001");
         let deadline = Instant::now() + grace;
         while state.connected.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
@@ -157,7 +199,7 @@ pub fn start(
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
         _ => None,
     };
-    let registry = Registry::new(metrics.clone()).start();
+    let registry = RegistrySlot::new(metrics.clone());
     let workers = match settings.server.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -189,6 +231,8 @@ pub fn start(
     let public_addr = public.local_addr()?;
     let data = web::Data::from(state.clone());
     let server = HttpServer::new(move || {
+        // Runs on each worker's thread; the first one hosts the Registry.
+        data.registry.start_here();
         App::new()
             .app_data(data.clone())
             .default_service(web::to(upgrade))
@@ -276,6 +320,10 @@ async fn upgrade(
         );
         return Ok(HttpResponse::ServiceUnavailable().body("relay is at max_clients"));
     }
+    let Some(registry) = state.registry.get() else {
+        state.connected.fetch_sub(1, Ordering::AcqRel);
+        return Ok(HttpResponse::ServiceUnavailable().body("relay is starting"));
+    };
     let (response, ws, stream) = match actix_ws::handle(&req, body) {
         Ok(parts) => parts,
         Err(error) => {
@@ -296,12 +344,12 @@ async fn upgrade(
     let remote = req.peer_addr();
     WsSession::create(move |ctx| {
         ctx.add_stream(stream);
-        WsSession::new(state, authorization, remote, ws)
+        WsSession::new(state, registry, authorization, remote, ws)
     });
     Ok(response)
 }
 
 /// Counts for `/health`.
 pub async fn counts(state: &ServerState) -> Option<messages::CountsReply> {
-    state.registry.send(Counts).await.ok()
+    state.registry.get()?.send(Counts).await.ok()
 }

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::auth::AuthError;
 use super::messages::*;
 use super::outbound::{Outbound, WriterDone};
+use super::registry::Registry;
 use super::ServerState;
 use crate::protocol::relay::encode_peer_connection;
 use crate::protocol::{
@@ -35,6 +36,7 @@ use crate::protocol::{
 pub struct WsSession {
     id: SessionId,
     state: Arc<ServerState>,
+    registry: Addr<Registry>,
     authorization: Option<String>,
     remote: Option<SocketAddr>,
     out: Outbound,
@@ -56,6 +58,7 @@ impl WsSession {
     /// A session for an accepted upgrade, writing through `ws`.
     pub fn new(
         state: Arc<ServerState>,
+        registry: Addr<Registry>,
         authorization: Option<String>,
         remote: Option<SocketAddr>,
         ws: actix_ws::Session,
@@ -65,6 +68,7 @@ impl WsSession {
         WsSession {
             id,
             state,
+            registry,
             authorization,
             remote,
             out,
@@ -180,12 +184,12 @@ impl WsSession {
             request,
             text,
         };
-        match self.state.registry.try_send(forward) {
+        match self.registry.try_send(forward) {
             Ok(()) => {}
             // The registry is saturated: wait for room before reading more
             // frames, so the backlog stays in the clients' TCP buffers.
             Err(SendError::Full(forward)) => {
-                let send = self.state.registry.send(forward);
+                let send = self.registry.send(forward);
                 ctx.wait(send.into_actor(self).map(|_, _, _| ()));
             }
             Err(SendError::Closed(_)) => {
@@ -197,6 +201,7 @@ impl WsSession {
 
     fn register(&mut self, ctx: &mut Context<Self>, request: RelayRegistration) {
         let state = self.state.clone();
+        let registry = self.registry.clone();
         let known_user = self.user.clone();
         let authorization = self.authorization.clone();
         let session = self.id;
@@ -216,7 +221,7 @@ impl WsSession {
                 name: request.name.clone(),
                 user: user.clone(),
             };
-            let answer = state.registry.send(register).await;
+            let answer = registry.send(register).await;
             Ok::<_, AuthError>((user, request, answer))
         };
         // `wait` holds every other event (frames included) until registration
@@ -285,7 +290,7 @@ impl Actor for WsSession {
         // session that lets this fill up is a slow consumer (see Registry::tell).
         ctx.set_mailbox_capacity(self.state.settings.server.outbound_queue.max(16));
         self.state.metrics.connections.inc();
-        self.state.registry.do_send(Connect {
+        self.registry.do_send(Connect {
             session: self.id,
             recipient: ctx.address().recipient(),
             remote: self.remote,
@@ -297,7 +302,7 @@ impl Actor for WsSession {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        self.state.registry.do_send(Disconnect { session: self.id });
+        self.registry.do_send(Disconnect { session: self.id });
         log::info!("{} closed", self.tag);
         Running::Stop
     }
