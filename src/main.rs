@@ -6,6 +6,13 @@
 
 mod cli;
 
+/// jemalloc instead of glibc's malloc: the relay, the WebRTC stack and the
+/// tunnel allocate on one thread and free on another all the time, which glibc
+/// serves slowly; jemalloc keeps the same memory per idle client (BENCHMARKS.md).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

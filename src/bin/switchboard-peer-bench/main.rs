@@ -19,6 +19,13 @@
 //!   runs from the first send until B's subscriber has counted every byte.
 //!   MB/s uses 10^6 bytes. Repeated `--runs` times over the same connection.
 
+/// jemalloc instead of glibc's malloc: the relay, the WebRTC stack and the
+/// tunnel allocate on one thread and free on another all the time, which glibc
+/// serves slowly; jemalloc keeps the same memory per idle client (BENCHMARKS.md).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
