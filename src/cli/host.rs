@@ -46,7 +46,7 @@ pub struct HostArgs {
     #[arg(long, value_name = "N")]
     pool: Option<usize>,
     /// Runtime threads: 1 = single-threaded, 0 = one per core.
-    #[arg(long, value_name = "N", default_value_t = switchboard::defaults::TUNNEL_WORKERS)]
+    #[arg(long, value_name = "N", default_value_t = switchboard::defaults::AGENT_WORKERS)]
     workers: usize,
     /// Log filter (overrides RUST_LOG).
     #[arg(long, value_name = "LEVEL")]
