@@ -183,6 +183,9 @@ pub const TUNNEL_WORKERS: usize = 0;
 /// path, stealing the pool refill onto the other core (BENCHMARKS.md: setup
 /// 0.28-0.31 ms against 0.34-0.37 ms with one worker per core, same Gbit/s).
 pub const AGENT_WORKERS: usize = 1;
+/// Longest a host agent holds `Started` back waiting for its service's first
+/// bytes to send with it (plain TCP), in milliseconds.
+pub const AGENT_STARTED_WAIT_MS: u64 = 20;
 /// Control-channel announcements (`ConnectionOpen`/`ConnectionDrop`) are
 /// gathered for this long and written together, in milliseconds.
 pub const TUNNEL_ANNOUNCE_BATCH_MS: u64 = 10;

@@ -18,8 +18,9 @@
 //! After that, the control connection carries `Ping`/`Pong`,
 //! `ConnectionOpen` and `ConnectionDrop`. A pooled data connection carries
 //! `Ping`/`Pong` until the relay assigns it a client with `Start`; the agent
-//! answers `Started` once its local service is connected, and from then on
-//! the connection is raw bytes in both directions.
+//! answers `Started` once its local service is connected (in the same write
+//! as the service's first bytes if they come within a few milliseconds),
+//! and from then on the connection is raw bytes in both directions.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

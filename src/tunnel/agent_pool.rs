@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent::{connect, AgentSettings, AgentStats, Backoff, LocalService};
 use super::framing::{refuse, write_frame, FrameReader};
-use super::pump::{open, pump, pump_io, PumpMode, Transferred};
+use super::pump::{open, pump, pump_io, Header, PumpMode, Transferred};
 use super::tls::AgentConn;
 use super::TunnelError;
-use crate::protocol::tunnel::{ErrorCode, Frame, Role};
+use crate::defaults;
+use crate::protocol::tunnel::{self, ErrorCode, Frame, Role};
 
 /// Starts a [`slot`] task.
 pub(super) fn spawn_slot(
@@ -147,7 +148,8 @@ async fn pooled(
     }
 }
 
-/// Serves one client: dial the local service, answer `Started`, pump.
+/// Serves one client: dial the local service, answer `Started` (with the
+/// service's first bytes when they come soon), pump.
 async fn serve(
     settings: Arc<AgentSettings>,
     stats: Arc<AgentStats>,
@@ -174,9 +176,6 @@ async fn serve(
         Ok(local) => local,
         Err(why) => return refuse_client(&stats, &mut stream, conn, client, address, why).await,
     };
-    if let Err(e) = write_frame(&mut stream, &Frame::Started { conn }).await {
-        return log::debug!("tunnel agent: conn {conn}: relay gone before start: {e}");
-    }
     stats.served.fetch_add(1, Ordering::Relaxed);
     log::debug!("tunnel agent: conn {conn}: client {client} → {address}");
     refill.now();
@@ -187,18 +186,27 @@ async fn serve(
     };
     let end = match stream {
         Either::Left(tcp) => {
+            // `Started` rides with the service's first bytes (see Header).
+            let header = Header {
+                bytes: tunnel::encode(&Frame::Started { conn }),
+                wait: Duration::from_millis(defaults::AGENT_STARTED_WAIT_MS),
+            };
             pump(
                 &tcp,
                 &local,
                 leftover,
                 open(Vec::new()),
+                Some(header),
                 mode,
                 &counts,
                 &cancel,
             )
             .await
         }
-        Either::Right(tls) => {
+        Either::Right(mut tls) => {
+            if let Err(e) = write_frame(&mut tls, &Frame::Started { conn }).await {
+                return log::debug!("tunnel agent: conn {conn}: relay gone before start: {e}");
+            }
             pump_io(
                 tls,
                 local,

@@ -12,11 +12,15 @@
 //!
 //! The `b → a` direction can be gated: it starts only once a future
 //! resolves (the relay waits for the agent's `Started` frame while client
-//! bytes already flow towards the agent).
+//! bytes already flow towards the agent). It can also lead with a
+//! [`Header`] that travels in the same write as the first bytes read from
+//! `b` (the agent's `Started` rides with its service's first bytes, which
+//! spares the relay a wake-up and the agent a write per client).
 
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -58,15 +62,29 @@ pub struct PumpMode {
     pub splice: bool,
 }
 
+/// Bytes that must reach the other side before any data of a direction:
+/// written together with the first bytes read, or alone once `wait` passes
+/// without any (or the source ends or fails first). Not counted as data.
+#[derive(Debug)]
+pub struct Header {
+    /// The bytes (an encoded frame).
+    pub bytes: Vec<u8>,
+    /// Longest wait for data to ride with.
+    pub wait: Duration,
+}
+
 /// Pumps `a` ↔ `b`, writing `a_prefix` to `b` first (bytes already read
 /// past a handshake). The `b → a` direction starts when `b_gate` resolves,
-/// with the bytes it returns written to `a` first. Returns when both
-/// directions have ended, one failed, the gate failed, or `cancel` fired.
+/// with the bytes it returns written to `a` first, then `b_header` if any.
+/// Returns when both directions have ended, one failed, the gate failed,
+/// or `cancel` fired.
+#[allow(clippy::too_many_arguments)]
 pub async fn pump<G>(
     a: &TcpStream,
     b: &TcpStream,
     a_prefix: Vec<u8>,
     b_gate: G,
+    b_header: Option<Header>,
     mode: PumpMode,
     counts: &Transferred,
     cancel: &CancellationToken,
@@ -75,13 +93,13 @@ where
     G: Future<Output = Result<Vec<u8>, TunnelError>>,
 {
     let forward = async {
-        direction(a, b, &a_prefix, mode, &counts.a_to_b)
+        direction(a, b, &a_prefix, None, mode, &counts.a_to_b)
             .await
             .map_err(|e| PumpEnd::Failed(e.to_string()))
     };
     let backward = async {
         let prefix = b_gate.await.map_err(PumpEnd::GateFailed)?;
-        direction(b, a, &prefix, mode, &counts.b_to_a)
+        direction(b, a, &prefix, b_header.as_ref(), mode, &counts.b_to_a)
             .await
             .map_err(|e| PumpEnd::Failed(e.to_string()))
     };
@@ -133,17 +151,56 @@ pub(super) fn shutdown_write(to: &TcpStream) -> io::Result<()> {
     }
 }
 
-/// One direction: prefix, then copy; bulk transfers move on to splice.
+/// Writes `header` to `to` with the first bytes read from `from`, or alone
+/// after `header.wait`; `Ok(false)` if `from` ended first (its FIN passed on).
+async fn lead(
+    from: &TcpStream,
+    to: &TcpStream,
+    header: &Header,
+    size: usize,
+    counter: &AtomicU64,
+) -> io::Result<bool> {
+    let h = header.bytes.len();
+    let mut out = Vec::with_capacity(h + size);
+    out.extend_from_slice(&header.bytes);
+    out.resize(h + size, 0);
+    match tokio::time::timeout(header.wait, read(from, &mut out[h..])).await {
+        Err(_) => write_all(to, &header.bytes).await.map(|()| true),
+        Ok(Ok(0)) => {
+            write_all(to, &header.bytes).await?;
+            shutdown_write(to).map(|()| false)
+        }
+        Ok(Ok(n)) => {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            write_all(to, &out[..h + n]).await.map(|()| true)
+        }
+        Ok(Err(e)) => {
+            // The header still goes first, so the far side learns the
+            // connection had started before it sees the failure.
+            let _ = write_all(to, &header.bytes).await;
+            Err(e)
+        }
+    }
+}
+
+/// One direction: prefix, header, then copy; bulk transfers move on to splice.
 async fn direction(
     from: &TcpStream,
     to: &TcpStream,
     prefix: &[u8],
+    header: Option<&Header>,
     mode: PumpMode,
     counter: &AtomicU64,
 ) -> io::Result<()> {
     write_all(to, prefix).await?;
     counter.fetch_add(prefix.len() as u64, Ordering::Relaxed);
-    let mut buf = vec![0u8; START_BUFFER.min(mode.max_buffer)];
+    let size = START_BUFFER.min(mode.max_buffer);
+    if let Some(header) = header {
+        if !lead(from, to, header, size, counter).await? {
+            return Ok(());
+        }
+    }
+    let mut buf = vec![0u8; size];
     #[cfg(target_os = "linux")]
     let mut try_splice = mode.splice;
     loop {

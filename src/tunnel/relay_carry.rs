@@ -157,6 +157,7 @@ async fn carry(
         &stream,
         Vec::new(),
         gate,
+        None,
         mode,
         &counts,
         &state.cancel,
