@@ -16,7 +16,8 @@
 //!   messages, close codes, Python-compatible UUID parsing and JSON escaping.
 //! - [`config`]: the settings tree, layered defaults → TOML → env → CLI, validation.
 //! - [`defaults`]: every default, timeout and limit as a named constant.
-//! - [`server`]: the relay: `registry` (the one actor owning registrations),
+//! - [`server`]: the relay: `registry` (the one actor owning registrations,
+//!   started on the first HTTP worker's thread so forwards cross at most one thread),
 //!   `session` (one actor per WebSocket), `outbound` (its bounded write queue),
 //!   `auth`, `messages`, `tls`, and
 //!   [`server::start`], a function of (settings, bound listeners) returning a handle.
