@@ -343,7 +343,7 @@ async fn bulk_transfers_switch_to_splice_and_stay_exact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_protocol_v2_tells_the_local_service_the_client_address() {
+async fn proxy_protocol_v2_tells_the_local_service_the_client_and_public_addresses() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = listener.local_addr().unwrap();
     let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
@@ -382,7 +382,14 @@ async fn proxy_protocol_v2_tells_the_local_service_the_client_address() {
         u16::from_be_bytes([header[24], header[25]]),
         client_addr.port()
     );
-    assert_eq!(u16::from_be_bytes([header[26], header[27]]), local.port());
+    // Destination: the relay's public port the client connected to, not
+    // the local service's own address.
+    assert_eq!(&header[20..24], &[127, 0, 0, 1]);
+    assert_eq!(
+        u16::from_be_bytes([header[26], header[27]]),
+        relay.service("pp").port()
+    );
+    assert_ne!(relay.service("pp").port(), local.port());
     agent.stop().await.unwrap();
 }
 

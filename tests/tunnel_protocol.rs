@@ -1,8 +1,9 @@
 //! Proves the tunnel's wire protocol from the agent's side with a hand-made
 //! agent speaking raw frames: the handshake, `Start` with the client's
-//! address on the pooled connection, `Started` opening the way back, and the
-//! control channel's `ConnectionOpen` (with the client's address) and
-//! `ConnectionDrop` announcements, plus answered heartbeats.
+//! address and the public address it connected to on the pooled
+//! connection, `Started` opening the way back, and the control channel's
+//! `ConnectionOpen` (with the client's address) and `ConnectionDrop`
+//! announcements, plus answered heartbeats.
 
 mod tunnel_common;
 
@@ -67,10 +68,20 @@ async fn start_started_and_announcements() {
     let mut client = TcpStream::connect(relay.service("raw")).await.unwrap();
     let client_addr = client.local_addr().unwrap();
     client.write_all(b"hello").await.unwrap();
-    let Frame::Start { conn, client: seen } = next_event(&mut data, &mut data_reader).await else {
+    let Frame::Start {
+        conn,
+        client: seen,
+        server,
+    } = next_event(&mut data, &mut data_reader).await
+    else {
         panic!("no start");
     };
     assert_eq!(seen, client_addr);
+    assert_eq!(
+        server,
+        relay.service("raw"),
+        "Start names the port the client used"
+    );
     write_frame(&mut data, &Frame::Started { conn })
         .await
         .unwrap();

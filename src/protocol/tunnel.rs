@@ -27,7 +27,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// First bytes of every `Hello` payload: tells a tunnel agent from garbage.
 pub const MAGIC: [u8; 4] = *b"SBTN";
 /// Protocol version carried in `Hello`.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest frame (kind byte plus payload) either side accepts, in bytes.
 pub const MAX_FRAME_BYTES: usize = 1024;
 /// Size of the length prefix, in bytes.
@@ -163,6 +163,9 @@ pub enum Frame {
         conn: u64,
         /// The client's address.
         client: SocketAddr,
+        /// The address the client connected to (the service's public port),
+        /// the destination of a PROXY v2 header.
+        server: SocketAddr,
     },
     /// Agent → relay, data: the local service is connected; raw bytes follow.
     Started {
@@ -282,9 +285,14 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
             put_addr(&mut out, client);
         }
         Frame::ConnectionDrop { conn } => put_u64(&mut out, kind::DROP, *conn),
-        Frame::Start { conn, client } => {
+        Frame::Start {
+            conn,
+            client,
+            server,
+        } => {
             put_u64(&mut out, kind::START, *conn);
             put_addr(&mut out, client);
+            put_addr(&mut out, server);
         }
         Frame::Started { conn } => put_u64(&mut out, kind::STARTED, *conn),
     }
@@ -358,6 +366,7 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
         kind::START => Frame::Start {
             conn: r.u64()?,
             client: r.addr()?,
+            server: r.addr()?,
         },
         kind::STARTED => Frame::Started { conn: r.u64()? },
         other => return Err(FrameError::UnknownKind(other)),

@@ -37,6 +37,7 @@ fn samples() -> Vec<Frame> {
         Frame::Start {
             conn: 4,
             client: v6,
+            server: v4,
         },
         Frame::Started { conn: 4 },
     ]

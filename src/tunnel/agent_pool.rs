@@ -106,6 +106,8 @@ struct Started {
     reader: FrameReader,
     conn: u64,
     client: std::net::SocketAddr,
+    /// Where the client connected on the relay (PROXY v2 destination).
+    server: std::net::SocketAddr,
 }
 
 /// Decrements the idle count when a pooled connection stops being idle.
@@ -134,7 +136,9 @@ async fn pooled(
                 last_heard = Instant::now();
                 match frame? {
                     Frame::Ping { seq } => write_frame(&mut stream, &Frame::Pong { seq }).await?,
-                    Frame::Start { conn, client } => return Ok(Started { stream, reader, conn, client }),
+                    Frame::Start { conn, client, server } => {
+                        return Ok(Started { stream, reader, conn, client, server })
+                    }
                     Frame::Error { code, reason } => return Err(TunnelError::Refused { code, reason }),
                     other => return Err(TunnelError::Unexpected(format!("{other:?}"))),
                 }
@@ -162,6 +166,7 @@ async fn serve(
         reader,
         conn,
         client,
+        server,
     } = started;
     let leftover = reader.into_leftover();
     let address = match &settings.local {
@@ -172,7 +177,7 @@ async fn serve(
         }
         LocalService::Addr(address) => address,
     };
-    let local = match dial(&settings, address, client).await {
+    let local = match dial(&settings, address, client, server).await {
         Ok(local) => local,
         Err(why) => return refuse_client(&stats, &mut stream, conn, client, address, why).await,
     };
@@ -231,6 +236,7 @@ async fn dial(
     settings: &AgentSettings,
     address: &str,
     client: std::net::SocketAddr,
+    server: std::net::SocketAddr,
 ) -> Result<TcpStream, String> {
     let dialled = tokio::time::timeout(settings.local_connect_timeout, TcpStream::connect(address));
     let local = match dialled.await {
@@ -240,8 +246,8 @@ async fn dial(
     };
     let _ = local.set_nodelay(true);
     if settings.proxy_protocol {
-        let destination = local.peer_addr().unwrap_or(client);
-        let header = crate::protocol::proxy_v2::header(client, destination);
+        // The connection as the client made it: its address to the relay's public port.
+        let header = crate::protocol::proxy_v2::header(client, server);
         super::pump::write_all(&local, &header)
             .await
             .map_err(|e| format!("writing the PROXY header: {e}"))?;

@@ -20,6 +20,8 @@ pub struct Assignment {
     pub client: TcpStream,
     /// The client's address.
     pub addr: SocketAddr,
+    /// The address the client connected to (the service's public port).
+    pub server: SocketAddr,
     /// The relay's id for this client connection.
     pub conn: u64,
     /// When the client connected (for setup-time logging).

@@ -335,6 +335,12 @@ async fn accept_clients(
     service: Arc<Service>,
     listener: tokio::net::TcpListener,
 ) {
+    // The address clients connect to; asked per client only when the
+    // listener is bound to a wildcard address.
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -358,9 +364,14 @@ async fn accept_clients(
             continue;
         }
         let _ = client.set_nodelay(true);
+        let Some(server) = bound.or_else(|| client.local_addr().ok()) else {
+            log::warn!("tunnel: {}: client {addr} gone at accept", service.name);
+            continue;
+        };
         let assignment = Assignment {
             client,
             addr,
+            server,
             conn: state.id(),
             accepted: Instant::now(),
         };

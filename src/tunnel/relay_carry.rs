@@ -110,6 +110,7 @@ async fn carry(
     let mut first = tunnel::encode(&Frame::Start {
         conn,
         client: a.addr,
+        server: a.server,
     });
     let start_len = first.len();
     first.resize(start_len + FIRST_READ, 0);
@@ -283,6 +284,7 @@ async fn carry_tls(
             &Frame::Start {
                 conn,
                 client: a.addr,
+                server: a.server,
             },
         )
         .await?;
