@@ -14,7 +14,8 @@
 //!
 //! - [`protocol`]: wire types and codecs only (no actix, no I/O): the relay
 //!   messages, close codes, Python-compatible UUID parsing and JSON escaping.
-//! - [`config`]: the settings tree, layered defaults → TOML → env → CLI, validation.
+//! - [`config`]: the settings tree, layered defaults → TOML → env → CLI, validation
+//!   (the `[tunnel]` section in `config/tunnel.rs`).
 //! - [`defaults`]: every default, timeout and limit as a named constant.
 //! - [`server`]: the relay: `registry` (the one actor owning registrations,
 //!   started on the first HTTP worker's thread so forwards cross at most one thread),

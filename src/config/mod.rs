@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::defaults;
 
+mod tunnel;
+pub use tunnel::{read_token_file, TunnelService, TunnelSettings};
+
 /// Environment variable prefix: `SWITCHBOARD__SERVER__PORT=9000`.
 pub const ENV_PREFIX: &str = "SWITCHBOARD";
 
@@ -218,108 +221,6 @@ impl Default for LogSettings {
     }
 }
 
-/// `[tunnel]`: the TCP tunnel's relay side. Runs when `[[tunnel.services]]` is not empty.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TunnelSettings {
-    /// Address of the listener where host agents connect (control and data).
-    pub host: String,
-    /// Port of that listener (0 picks a free one).
-    pub port: u16,
-    /// How long a client waits for a pooled connection when none is free, in milliseconds.
-    pub pool_wait_ms: u64,
-    /// Clients of one service waiting for a pooled connection at once; more are closed.
-    pub max_waiting: usize,
-    /// Pooled data connections one service holds at most.
-    pub max_pool: usize,
-    /// Tunnelled client connections open at once across all services.
-    pub max_clients: usize,
-    /// Time an agent connection gets to complete its handshake, in milliseconds.
-    pub handshake_timeout_ms: u64,
-    /// Heartbeat interval on control and idle pooled connections, in milliseconds.
-    pub heartbeat_interval_ms: u64,
-    /// Silence after which a control or idle pooled connection is dropped, in milliseconds.
-    pub heartbeat_timeout_ms: u64,
-    /// Buffer (or splice pipe) size of each direction of a tunnelled connection, in bytes.
-    pub copy_buffer: usize,
-    /// Forward with zero-copy `splice(2)` on Linux (falls back to copying elsewhere).
-    pub splice: bool,
-    /// Runtime threads of the tunnel: 1 = single-threaded, 0 = one per core.
-    pub workers: usize,
-    /// PEM certificate chain; with `keyfile`, agents must connect over TLS.
-    pub certfile: Option<PathBuf>,
-    /// PEM private key for `certfile`.
-    pub keyfile: Option<PathBuf>,
-    /// The tunnelled services (`[[tunnel.services]]`).
-    pub services: Vec<TunnelService>,
-}
-
-impl Default for TunnelSettings {
-    fn default() -> Self {
-        TunnelSettings {
-            host: defaults::TUNNEL_HOST.into(),
-            port: defaults::TUNNEL_PORT,
-            pool_wait_ms: defaults::TUNNEL_POOL_WAIT_MS,
-            max_waiting: defaults::TUNNEL_MAX_WAITING,
-            max_pool: defaults::TUNNEL_MAX_POOL,
-            max_clients: defaults::TUNNEL_MAX_CLIENTS,
-            handshake_timeout_ms: defaults::TUNNEL_HANDSHAKE_TIMEOUT_MS,
-            heartbeat_interval_ms: defaults::TUNNEL_HEARTBEAT_INTERVAL_MS,
-            heartbeat_timeout_ms: defaults::TUNNEL_HEARTBEAT_TIMEOUT_MS,
-            copy_buffer: defaults::TUNNEL_COPY_BUFFER,
-            splice: defaults::TUNNEL_SPLICE,
-            workers: defaults::TUNNEL_WORKERS,
-            certfile: None,
-            keyfile: None,
-            services: Vec::new(),
-        }
-    }
-}
-
-/// One `[[tunnel.services]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TunnelService {
-    /// Service name agents announce: 1–64 characters of `[A-Za-z0-9._-]`.
-    pub name: String,
-    /// Public `host:port` where TCP clients of this service connect (port 0 picks one).
-    pub bind: String,
-    /// The service's shared token (agents prove they hold it; it never crosses the wire).
-    #[serde(default)]
-    pub token: Option<Secret>,
-    /// A file whose first line is the token (instead of `token`).
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-}
-
-impl TunnelService {
-    /// The service's token, from `token` or the first line of `token_file`.
-    pub fn load_token(&self) -> Result<Secret, ConfigError> {
-        if let Some(token) = &self.token {
-            return Ok(token.clone());
-        }
-        let path = self
-            .token_file
-            .as_ref()
-            .ok_or_else(|| invalid("tunnel.services.token", "token or token_file is required"))?;
-        read_token_file(path).map_err(|message| invalid("tunnel.services.token_file", message))
-    }
-}
-
-/// Reads a token file: its first line, trimmed, must not be empty.
-pub fn read_token_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim();
-    if token.is_empty() {
-        return Err(format!(
-            "{} holds no token on its first line",
-            path.display()
-        ));
-    }
-    Ok(Secret::new(token))
-}
-
 /// Overrides given on the command line (highest precedence).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -448,95 +349,8 @@ impl Settings {
             return Err(invalid("admin.token", "must not be empty"));
         }
         self.validate_auth()?;
-        self.validate_tunnel()?;
+        self.tunnel.validate()?;
         check_log_level(&self.log.level)
-    }
-
-    fn validate_tunnel(&self) -> Result<(), ConfigError> {
-        let t = &self.tunnel;
-        check_host("tunnel.host", &t.host)?;
-        for (key, value) in [
-            ("tunnel.pool_wait_ms", t.pool_wait_ms),
-            ("tunnel.handshake_timeout_ms", t.handshake_timeout_ms),
-            ("tunnel.heartbeat_interval_ms", t.heartbeat_interval_ms),
-            ("tunnel.max_waiting", t.max_waiting as u64),
-            ("tunnel.max_pool", t.max_pool as u64),
-            ("tunnel.max_clients", t.max_clients as u64),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
-        }
-        if t.heartbeat_timeout_ms <= t.heartbeat_interval_ms {
-            return Err(invalid(
-                "tunnel.heartbeat_timeout_ms",
-                "must be larger than tunnel.heartbeat_interval_ms",
-            ));
-        }
-        match (&t.certfile, &t.keyfile) {
-            (Some(_), None) => {
-                return Err(invalid("tunnel.keyfile", "required with tunnel.certfile"))
-            }
-            (None, Some(_)) => {
-                return Err(invalid("tunnel.certfile", "required with tunnel.keyfile"))
-            }
-            _ => {}
-        }
-        for (key, path) in [
-            ("tunnel.certfile", &t.certfile),
-            ("tunnel.keyfile", &t.keyfile),
-        ] {
-            if path.as_ref().is_some_and(|p| !p.is_file()) {
-                return Err(invalid(key, "is not a readable file"));
-            }
-        }
-        if t.copy_buffer < 1024 {
-            return Err(invalid("tunnel.copy_buffer", "must be at least 1024"));
-        }
-        let mut names = std::collections::BTreeSet::new();
-        for service in &t.services {
-            if !crate::protocol::tunnel::valid_service_name(&service.name) {
-                return Err(invalid(
-                    "tunnel.services.name",
-                    format!(
-                        "{:?} must be 1-64 characters of A-Z a-z 0-9 . _ -",
-                        service.name
-                    ),
-                ));
-            }
-            if !names.insert(service.name.as_str()) {
-                return Err(invalid(
-                    "tunnel.services.name",
-                    format!("{:?} is configured twice", service.name),
-                ));
-            }
-            if service
-                .bind
-                .rsplit_once(':')
-                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-            {
-                return Err(invalid(
-                    "tunnel.services.bind",
-                    format!("{:?} is not host:port", service.bind),
-                ));
-            }
-            match (&service.token, &service.token_file) {
-                (Some(token), None) if token.expose().is_empty() => {
-                    return Err(invalid("tunnel.services.token", "must not be empty"))
-                }
-                (Some(_), None) => {}
-                (None, Some(_)) => {
-                    service.load_token()?;
-                }
-                _ => {
-                    return Err(invalid(
-                        "tunnel.services.token",
-                        "exactly one of token and token_file is required",
-                    ))
-                }
-            }
-        }
-        Ok(())
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {
