@@ -199,12 +199,6 @@ pub fn start(
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
         _ => None,
     };
-    let registry = RegistrySlot::new(metrics.clone());
-    let workers = match settings.server.workers {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
-    let max_clients = settings.server.max_clients;
     let tunnel = if settings.tunnel.services.is_empty() {
         None
     } else {
@@ -218,8 +212,8 @@ pub fn start(
     let state = Arc::new(ServerState {
         tunnel: tunnel.as_ref().map(|t| t.state().clone()),
         settings,
+        registry: RegistrySlot::new(metrics.clone()),
         metrics,
-        registry,
         authenticator,
         connected: AtomicUsize::new(0),
         next_session_id: AtomicU64::new(1),
@@ -229,31 +223,7 @@ pub fn start(
     });
     public.set_nonblocking(true)?;
     let public_addr = public.local_addr()?;
-    let data = web::Data::from(state.clone());
-    let server = HttpServer::new(move || {
-        // Runs on each worker's thread; the first one hosts the Registry.
-        data.registry.start_here();
-        App::new()
-            .app_data(data.clone())
-            .default_service(web::to(upgrade))
-    })
-    .workers(workers)
-    .max_connections(max_clients.saturating_add(1024))
-    .max_connection_rate(defaults::MAX_CONNECTION_RATE)
-    .backlog(4096)
-    // Relay frames are small and latency-bound: never hold them back (Nagle).
-    .tcp_nodelay(true)
-    .disable_signals()
-    // Once a session's close frame is flushed the socket is shut down at once;
-    // actix's default lingers up to 1 s waiting for the client to hang up first,
-    // while WebSocket clients wait for the server to (RFC 6455 §7.1.1).
-    .client_disconnect_timeout(Duration::ZERO)
-    .shutdown_timeout(1);
-    let server = match tls {
-        Some(config) => server.listen_rustls_0_23(public, config)?,
-        None => server.listen(public)?,
-    }
-    .run();
+    let server = public_server(&state, public, tls)?;
     let public_handle = server.handle();
     let mut tasks = vec![actix_rt::spawn(server)];
     let (admin_addr, admin_handle) = match admin {
@@ -284,6 +254,45 @@ pub fn start(
         tasks,
         tunnel,
     })
+}
+
+/// The WebSocket listener's HTTP server (not yet polled: its workers start,
+/// and the first of them starts the Registry, once it is spawned).
+fn public_server(
+    state: &Arc<ServerState>,
+    public: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+) -> Result<actix_web::dev::Server, ServerError> {
+    let workers = match state.settings.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let max_clients = state.settings.server.max_clients;
+    let data = web::Data::from(state.clone());
+    let server = HttpServer::new(move || {
+        // Runs on each worker's thread; the first one hosts the Registry.
+        data.registry.start_here();
+        App::new()
+            .app_data(data.clone())
+            .default_service(web::to(upgrade))
+    })
+    .workers(workers)
+    .max_connections(max_clients.saturating_add(1024))
+    .max_connection_rate(defaults::MAX_CONNECTION_RATE)
+    .backlog(4096)
+    // Relay frames are small and latency-bound: never hold them back (Nagle).
+    .tcp_nodelay(true)
+    .disable_signals()
+    // Once a session's close frame is flushed the socket is shut down at once;
+    // actix's default lingers up to 1 s waiting for the client to hang up first,
+    // while WebSocket clients wait for the server to (RFC 6455 §7.1.1).
+    .client_disconnect_timeout(Duration::ZERO)
+    .shutdown_timeout(1);
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(public, config)?,
+        None => server.listen(public)?,
+    };
+    Ok(server.run())
 }
 
 /// Binds the listeners the settings name (public, then admin if enabled).
