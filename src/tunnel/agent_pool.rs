@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent::{connect, AgentSettings, AgentStats, Backoff, LocalService};
 use super::framing::{refuse, write_frame, FrameReader};
-use super::pump::{open, pump, pump_io, Header, PumpMode, Transferred};
+use super::pump::{open, pump, pump_io, Header, PumpEnd, PumpMode, Transferred};
 use super::tls::AgentConn;
 use super::TunnelError;
 use crate::defaults;
@@ -185,50 +185,64 @@ async fn serve(
     log::debug!("tunnel agent: conn {conn}: client {client} → {address}");
     refill.now();
     let counts = Transferred::default();
-    let mode = PumpMode {
-        max_buffer: settings.copy_buffer,
-        splice: settings.splice,
-    };
-    let end = match stream {
-        Either::Left(tcp) => {
-            // `Started` rides with the service's first bytes (see Header).
-            let header = Header {
-                bytes: tunnel::encode(&Frame::Started { conn }),
-                wait: Duration::from_millis(defaults::AGENT_STARTED_WAIT_MS),
-            };
-            pump(
-                &tcp,
-                &local,
-                leftover,
-                open(Vec::new()),
-                Some(header),
-                mode,
-                &counts,
-                &cancel,
-            )
-            .await
-        }
-        Either::Right(mut tls) => {
-            if let Err(e) = write_frame(&mut tls, &Frame::Started { conn }).await {
-                return log::debug!("tunnel agent: conn {conn}: relay gone before start: {e}");
-            }
-            pump_io(
-                tls,
-                local,
-                leftover,
-                Vec::new(),
-                mode.max_buffer,
-                &counts,
-                &cancel,
-            )
-            .await
-        }
+    let Some(end) =
+        relay_to_local(&settings, stream, local, leftover, conn, &counts, &cancel).await
+    else {
+        return;
     };
     log::debug!(
         "tunnel agent: conn {conn} ended ({end:?}); {} bytes in, {} out",
         counts.a_to_b.load(Ordering::Relaxed),
         counts.b_to_a.load(Ordering::Relaxed)
     );
+}
+
+/// Answers `Started` and pumps the pooled connection ↔ the local service:
+/// with splice and `Started` riding on the service's first bytes over
+/// plain TCP, by copying after a `Started` of its own over TLS. `None` if
+/// the relay was gone before the start.
+async fn relay_to_local(
+    settings: &AgentSettings,
+    stream: AgentConn,
+    local: TcpStream,
+    leftover: Vec<u8>,
+    conn: u64,
+    counts: &Transferred,
+    cancel: &CancellationToken,
+) -> Option<PumpEnd> {
+    let mode = PumpMode {
+        max_buffer: settings.copy_buffer,
+        splice: settings.splice,
+    };
+    let end = match stream {
+        Either::Left(tcp) => {
+            let header = Header {
+                bytes: tunnel::encode(&Frame::Started { conn }),
+                wait: Duration::from_millis(defaults::AGENT_STARTED_WAIT_MS),
+            };
+            let gate = open(Vec::new());
+            pump(
+                &tcp,
+                &local,
+                leftover,
+                gate,
+                Some(header),
+                mode,
+                counts,
+                cancel,
+            )
+            .await
+        }
+        Either::Right(mut tls) => {
+            if let Err(e) = write_frame(&mut tls, &Frame::Started { conn }).await {
+                log::debug!("tunnel agent: conn {conn}: relay gone before start: {e}");
+                return None;
+            }
+            let max = mode.max_buffer;
+            pump_io(tls, local, leftover, Vec::new(), max, counts, cancel).await
+        }
+    };
+    Some(end)
 }
 
 /// Connects to the local service (and sends the PROXY header if asked to).

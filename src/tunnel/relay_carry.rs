@@ -106,20 +106,7 @@ async fn carry(
 ) {
     let conn = a.conn;
     let tag = format!("tunnel[{}#{conn}]", service.name);
-    // Whatever the client already sent rides in the same segment as `Start`.
-    let mut first = tunnel::encode(&Frame::Start {
-        conn,
-        client: a.addr,
-        server: a.server,
-    });
-    let start_len = first.len();
-    first.resize(start_len + FIRST_READ, 0);
-    // Nothing there yet (WouldBlock) or a failed client both mean: nothing early.
-    let early = a
-        .client
-        .try_read(&mut first[start_len..])
-        .unwrap_or_default();
-    first.truncate(start_len + early);
+    let (first, early) = start_frame(&a);
     if let Err(e) = stream.write_all(&first).await {
         if early > 0 {
             return log::debug!("{tag}: pooled connection dead at start ({e}); closing the client");
@@ -131,18 +118,7 @@ async fn carry(
     let limit = Duration::from_millis(state.settings.handshake_timeout_ms);
     let started = std::sync::atomic::AtomicBool::new(false);
     let gate = async {
-        let frame = tokio::time::timeout(limit, async {
-            loop {
-                match reader.next_shared(&stream).await? {
-                    Frame::Pong { .. } => continue,
-                    other => return Ok::<Frame, TunnelError>(other),
-                }
-            }
-        });
-        let frame = frame
-            .await
-            .map_err(|_| TunnelError::Timeout("waiting for Started"))??;
-        check_started(frame, conn)?;
+        await_started(&mut reader, &stream, limit, conn).await?;
         started.store(true, Ordering::Release);
         served(&state, &service, session, &tag, &a);
         Ok(std::mem::take(&mut reader).into_leftover())
@@ -166,7 +142,64 @@ async fn carry(
     .await;
     let started = started.load(Ordering::Acquire);
     let up = closed(&state, &service, session, &tag, (conn, &counts), started);
-    match end {
+    drop(stream);
+    // Nothing reached the agent's service yet: another pooled connection may serve it.
+    let retry = !started && up == 0;
+    settle(state, service, a, end, &tag, retry).await;
+}
+
+/// `Start` for the client of `a`, followed by whatever the client already
+/// sent (so both ride in one segment); returns the bytes and that count.
+fn start_frame(a: &Assignment) -> (Vec<u8>, usize) {
+    let mut first = tunnel::encode(&Frame::Start {
+        conn: a.conn,
+        client: a.addr,
+        server: a.server,
+    });
+    let start_len = first.len();
+    first.resize(start_len + FIRST_READ, 0);
+    // Nothing there yet (WouldBlock) or a failed client both mean: nothing early.
+    let early = a
+        .client
+        .try_read(&mut first[start_len..])
+        .unwrap_or_default();
+    first.truncate(start_len + early);
+    (first, early)
+}
+
+/// Reads the agent's answer to `Start` (skipping heartbeat answers) within `limit`.
+async fn await_started(
+    reader: &mut FrameReader,
+    stream: &TcpStream,
+    limit: Duration,
+    conn: u64,
+) -> Result<(), TunnelError> {
+    let frame = tokio::time::timeout(limit, async {
+        loop {
+            match reader.next_shared(stream).await? {
+                Frame::Pong { .. } => continue,
+                other => return Ok::<Frame, TunnelError>(other),
+            }
+        }
+    });
+    let frame = frame
+        .await
+        .map_err(|_| TunnelError::Timeout("waiting for Started"))??;
+    check_started(frame, conn)
+}
+
+/// After the pump: a client the agent refused is closed and counted; one
+/// whose pooled connection failed before it started (`retry`) goes to
+/// another pooled connection; anything else just ends.
+async fn settle(
+    state: Arc<TunnelState>,
+    service: Arc<Service>,
+    a: Assignment,
+    end: PumpEnd,
+    tag: &str,
+    retry: bool,
+) {
+    match &end {
         PumpEnd::GateFailed(TunnelError::Refused { code, reason }) => {
             log::warn!(
                 "{tag}: agent could not serve client {} ({code:?}): {reason}; closing it",
@@ -174,17 +207,11 @@ async fn carry(
             );
             state.reject(&service, "local_refused");
         }
-        PumpEnd::GateFailed(e) if up == 0 => {
-            log::debug!("{tag}: pooled connection failed before start ({e}); trying another");
-            drop(stream);
+        PumpEnd::GateFailed(_) | PumpEnd::Failed(_) if retry => {
+            log::debug!("{tag}: pooled connection failed before start ({end:?}); trying another");
             super::relay::reassign(state.clone(), service.clone(), a).await;
         }
-        PumpEnd::Failed(e) if !started && up == 0 => {
-            log::debug!("{tag}: pooled connection failed before start ({e}); trying another");
-            drop(stream);
-            super::relay::reassign(state.clone(), service.clone(), a).await;
-        }
-        end => log::debug!("{tag}: ended ({end:?})"),
+        _ => log::debug!("{tag}: ended ({end:?})"),
     }
 }
 
