@@ -228,16 +228,17 @@ impl Drop for TunnelRelay {
     }
 }
 
-/// Starts the tunnel relay on already-bound listeners, on a runtime of its
-/// own (one thread per core). Callable from any context.
-pub fn start(
-    settings: TunnelSettings,
-    metrics: Arc<Metrics>,
-    listeners: TunnelListeners,
-) -> Result<TunnelRelay, ServerError> {
+/// Each service with its public listener, as the accept loops take them.
+type ServiceListeners = Vec<(Arc<Service>, TcpListener)>;
+
+/// The services of `settings` by name, and each with its bound public listener.
+fn services(
+    settings: &TunnelSettings,
+    listeners: Vec<(String, TcpListener)>,
+) -> Result<(HashMap<String, Arc<Service>>, ServiceListeners), ServerError> {
     let mut services = HashMap::new();
     let mut std_listeners = Vec::new();
-    for (name, listener) in listeners.services {
+    for (name, listener) in listeners {
         let config = settings
             .services
             .iter()
@@ -260,6 +261,17 @@ pub fn start(
         services.insert(name, service.clone());
         std_listeners.push((service, listener));
     }
+    Ok((services, std_listeners))
+}
+
+/// Starts the tunnel relay on already-bound listeners, on a runtime of its
+/// own (one thread per core). Callable from any context.
+pub fn start(
+    settings: TunnelSettings,
+    metrics: Arc<Metrics>,
+    listeners: TunnelListeners,
+) -> Result<TunnelRelay, ServerError> {
+    let (services, std_listeners) = services(&settings, listeners.services)?;
     listeners.agents.set_nonblocking(true)?;
     let tls = match (&settings.certfile, &settings.keyfile) {
         (Some(cert), Some(key)) => Some(super::tls::acceptor(cert, key)?),
@@ -307,7 +319,7 @@ pub fn start(
 async fn serve(
     state: Arc<TunnelState>,
     agents: TcpListener,
-    services: Vec<(Arc<Service>, TcpListener)>,
+    services: ServiceListeners,
 ) {
     let agents = match tokio::net::TcpListener::from_std(agents) {
         Ok(l) => l,
