@@ -118,32 +118,14 @@ impl HostConfig {
                 "must be 1-64 characters of A-Z a-z 0-9 . _ -",
             ));
         }
-        let token = match (self.token, self.token_file) {
-            (Some(token), None) if !token.expose().is_empty() => token,
-            (None, Some(path)) => read_token_file(&path).map_err(|m| invalid("token_file", m))?,
-            (Some(_), Some(_)) => {
-                return Err(invalid("token", "give token or token_file, not both"))
-            }
-            _ => return Err(invalid("token_file", "a token or token file is required")),
-        };
-        let local = match (self.echo.unwrap_or(false), self.local) {
-            (true, None) => LocalService::Echo,
-            (false, Some(addr)) if addr.rsplit_once(':').is_some() => LocalService::Addr(addr),
-            (false, Some(addr)) => {
-                return Err(invalid("local", format!("{addr:?} is not host:port")))
-            }
-            (true, Some(_)) => return Err(invalid("local", "give local or echo, not both")),
-            (false, None) => return Err(invalid("local", "local (host:port) or echo is required")),
-        };
+        let token = token(self.token, self.token_file)?;
+        let local = local(self.echo.unwrap_or(false), self.local)?;
         let tls = if self.tls.unwrap_or(false) || self.tls_ca_file.is_some() {
-            let host = relay.rsplit_once(':').map_or(relay.as_str(), |(h, _)| h);
-            let name = self
-                .tls_server_name
-                .as_deref()
-                .unwrap_or(host.trim_matches(['[', ']']));
-            let tls = AgentTls::new(self.tls_ca_file.as_deref(), name)
-                .map_err(|m| invalid("tls_ca_file", m))?;
-            Some(tls)
+            Some(tls(
+                &relay,
+                self.tls_ca_file.as_deref(),
+                self.tls_server_name.as_deref(),
+            )?)
         } else {
             None
         };
@@ -185,9 +167,182 @@ impl HostConfig {
     }
 }
 
+/// The token: exactly one of an inline token and a token file.
+fn token(token: Option<Secret>, file: Option<PathBuf>) -> Result<Secret, ConfigError> {
+    match (token, file) {
+        (Some(token), None) if !token.expose().is_empty() => Ok(token),
+        (None, Some(path)) => read_token_file(&path).map_err(|m| invalid("token_file", m)),
+        (Some(_), Some(_)) => Err(invalid("token", "give token or token_file, not both")),
+        _ => Err(invalid("token_file", "a token or token file is required")),
+    }
+}
+
+/// What the agent serves: exactly one of `local` (host:port) and `echo`.
+fn local(echo: bool, local: Option<String>) -> Result<LocalService, ConfigError> {
+    match (echo, local) {
+        (true, None) => Ok(LocalService::Echo),
+        (false, Some(addr)) if addr.rsplit_once(':').is_some() => Ok(LocalService::Addr(addr)),
+        (false, Some(addr)) => Err(invalid("local", format!("{addr:?} is not host:port"))),
+        (true, Some(_)) => Err(invalid("local", "give local or echo, not both")),
+        (false, None) => Err(invalid("local", "local (host:port) or echo is required")),
+    }
+}
+
+/// TLS towards `relay`: the name checked defaults to the relay's host.
+fn tls(
+    relay: &str,
+    ca_file: Option<&Path>,
+    server_name: Option<&str>,
+) -> Result<AgentTls, ConfigError> {
+    let host = relay.rsplit_once(':').map_or(relay, |(h, _)| h);
+    let name = server_name.unwrap_or(host.trim_matches(['[', ']']));
+    AgentTls::new(ca_file, name).map_err(|m| invalid("tls_ca_file", m))
+}
+
 fn toml_deserializer(text: &str) -> Result<config::Config, ConfigError> {
     config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .build()
         .map_err(|e| ConfigError::Load(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> HostConfig {
+        HostConfig {
+            relay: Some("127.0.0.1:7000".into()),
+            service: Some("web".into()),
+            token: Some(Secret::new("t0ken")),
+            local: Some("127.0.0.1:8080".into()),
+            ..HostConfig::default()
+        }
+    }
+
+    fn refused(config: HostConfig) -> String {
+        match config.into_settings() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_complete_config_fills_in_defaults() {
+        let s = valid().into_settings().unwrap();
+        assert_eq!(s.pool, defaults::AGENT_POOL);
+        assert_eq!(s.local, LocalService::Addr("127.0.0.1:8080".into()));
+        assert!(s.tls.is_none() && !s.proxy_protocol);
+    }
+
+    #[test]
+    fn each_bad_key_is_named() {
+        let cases: Vec<(&str, HostConfig)> = vec![
+            (
+                "relay",
+                HostConfig {
+                    relay: None,
+                    ..valid()
+                },
+            ),
+            (
+                "service",
+                HostConfig {
+                    service: Some("a b".into()),
+                    ..valid()
+                },
+            ),
+            (
+                "token",
+                HostConfig {
+                    token_file: Some("/x".into()),
+                    ..valid()
+                },
+            ),
+            (
+                "token_file",
+                HostConfig {
+                    token: None,
+                    ..valid()
+                },
+            ),
+            (
+                "token_file",
+                HostConfig {
+                    token: Some(Secret::new("")),
+                    ..valid()
+                },
+            ),
+            (
+                "local",
+                HostConfig {
+                    local: Some("nowhere".into()),
+                    ..valid()
+                },
+            ),
+            (
+                "local",
+                HostConfig {
+                    echo: Some(true),
+                    ..valid()
+                },
+            ),
+            (
+                "local",
+                HostConfig {
+                    local: None,
+                    ..valid()
+                },
+            ),
+            (
+                "pool",
+                HostConfig {
+                    pool: Some(0),
+                    ..valid()
+                },
+            ),
+            (
+                "proxy_protocol",
+                HostConfig {
+                    local: None,
+                    echo: Some(true),
+                    proxy_protocol: Some(true),
+                    ..valid()
+                },
+            ),
+            (
+                "heartbeat_timeout_ms",
+                HostConfig {
+                    heartbeat_interval_ms: Some(100),
+                    heartbeat_timeout_ms: Some(100),
+                    ..valid()
+                },
+            ),
+            (
+                "backoff_max_ms",
+                HostConfig {
+                    backoff_min_ms: Some(0),
+                    ..valid()
+                },
+            ),
+            (
+                "backoff_max_ms",
+                HostConfig {
+                    backoff_min_ms: Some(50),
+                    backoff_max_ms: Some(10),
+                    ..valid()
+                },
+            ),
+            (
+                "tls_ca_file",
+                HostConfig {
+                    tls_ca_file: Some("/no/such/ca.pem".into()),
+                    ..valid()
+                },
+            ),
+        ];
+        for (key, config) in cases {
+            assert_eq!(refused(config.clone()), key, "{config:?}");
+        }
+    }
 }
