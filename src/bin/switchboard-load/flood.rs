@@ -156,6 +156,22 @@ async fn join<T>(
     }
 }
 
+/// The tasks of a running flood.
+struct Running {
+    flags: Arc<Flags>,
+    pairs: Vec<Arc<PairState>>,
+    senders: Vec<JoinHandle<anyhow::Result<Sink>>>,
+    readers: Vec<(JoinHandle<anyhow::Result<Stream>>, Sink)>,
+    inboxes: Vec<JoinHandle<anyhow::Result<Stream>>>,
+}
+
+/// What the measured period saw.
+struct Measured {
+    forwarded: u64,
+    elapsed: f64,
+    series: Vec<f64>,
+}
+
 /// Runs the flood; prints a human summary and one `RESULT flood` line.
 pub async fn run(target: &Target, args: &FloodArgs) -> anyhow::Result<()> {
     if args.pairs == 0 || args.window == 0 {
@@ -168,33 +184,53 @@ pub async fn run(target: &Target, args: &FloodArgs) -> anyhow::Result<()> {
         "flood: {} pairs -> {}, frame {} B, window {}, warm-up {:.1} s, measured {:.1} s",
         args.pairs, target.url, args.size, args.window, args.warmup, args.seconds
     );
-    let flags = Arc::new(Flags::default());
-    let mut pairs = Vec::with_capacity(args.pairs);
-    let mut senders = Vec::new();
-    let mut readers = Vec::new();
-    let mut inboxes = Vec::new();
-    // All senders first, then all receivers, one at a time: a relay that
-    // deals connections to worker threads round robin spreads the senders
-    // (where decoding happens) evenly.
+    let running = start(target, args).await?;
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    let measured = measure(&running, Duration::from_secs_f64(args.seconds)).await;
+    let pairs = running.pairs.clone();
+    let errors = stop(running).await;
+    report(&measured, &pairs, args, &errors);
+    if !errors.is_empty() {
+        bail!("flood finished with {} errors", errors.len());
+    }
+    Ok(())
+}
+
+/// Connects every pair and starts its tasks. All senders connect first,
+/// then all receivers, one at a time: a relay that deals connections to
+/// worker threads round robin spreads the senders (where decoding happens)
+/// evenly.
+async fn start(target: &Target, args: &FloodArgs) -> anyhow::Result<Running> {
     let ids: Vec<(Uuid, Uuid)> = (0..args.pairs)
         .map(|_| (Uuid::new_v4(), Uuid::new_v4()))
         .collect();
+    let timeout = args.connect_timeout;
     let mut socks_a = Vec::with_capacity(args.pairs);
     for (i, (a, _)) in ids.iter().enumerate() {
         let name = format!("flood-{i}-a");
-        let timeout = args.connect_timeout;
         socks_a.push(connect_registered(target, None, ws_config(true), &name, *a, timeout).await?);
     }
     let mut socks_b = Vec::with_capacity(args.pairs);
     for (i, (_, b)) in ids.iter().enumerate() {
         let name = format!("flood-{i}-b");
-        let timeout = args.connect_timeout;
         socks_b.push(connect_registered(target, None, ws_config(true), &name, *b, timeout).await?);
     }
+    let mut running = Running {
+        flags: Arc::new(Flags::default()),
+        pairs: Vec::with_capacity(args.pairs),
+        senders: Vec::new(),
+        readers: Vec::new(),
+        inboxes: Vec::new(),
+    };
     let sockets = socks_a.into_iter().zip(socks_b).zip(ids);
     for (i, ((ws_a, ws_b), (a, b))) in sockets.enumerate() {
-        let name_a = format!("flood-{i}-a");
-        let frame = Message::text(peer_frame(a, &name_a, b, i as u64, args.size)?);
+        let frame = Message::text(peer_frame(
+            a,
+            &format!("flood-{i}-a"),
+            b,
+            i as u64,
+            args.size,
+        )?);
         let pair = Arc::new(PairState {
             a,
             b,
@@ -202,45 +238,58 @@ pub async fn run(target: &Target, args: &FloodArgs) -> anyhow::Result<()> {
             received: AtomicU64::new(0),
             room: Notify::new(),
         });
+        let flags = &running.flags;
         let (sink_a, stream_a) = ws_a.split();
         let (sink_b, stream_b) = ws_b.split();
-        readers.push((
-            tokio::spawn(receiver(stream_b, pair.clone(), flags.clone())),
-            sink_b,
-        ));
-        inboxes.push(tokio::spawn(sender_inbox(stream_a, flags.clone())));
-        senders.push(tokio::spawn(sender(
-            sink_a,
-            frame,
-            pair.clone(),
-            args.window,
-            flags.clone(),
-        )));
-        pairs.push(pair);
+        let reader = tokio::spawn(receiver(stream_b, pair.clone(), flags.clone()));
+        running.readers.push((reader, sink_b));
+        let inbox = tokio::spawn(sender_inbox(stream_a, flags.clone()));
+        running.inboxes.push(inbox);
+        let sender = sender(sink_a, frame, pair.clone(), args.window, flags.clone());
+        running.senders.push(tokio::spawn(sender));
+        running.pairs.push(pair);
     }
+    Ok(running)
+}
 
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-    let start_count = total(&pairs);
+/// Counts what B receives over `measure`, with a rate for every second;
+/// stops early if a task ended (its error is reported by [`stop`]).
+async fn measure(running: &Running, measure: Duration) -> Measured {
+    let start_count = total(&running.pairs);
     let start = Instant::now();
-    let measure = Duration::from_secs_f64(args.seconds);
     let mut last = (start, start_count);
     let mut series = Vec::new();
     while start.elapsed() < measure {
         let step = (measure - start.elapsed()).min(Duration::from_secs(1));
         tokio::time::sleep(step).await;
-        let now = (Instant::now(), total(&pairs));
+        let now = (Instant::now(), total(&running.pairs));
         let rate = (now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64().max(1e-9);
         series.push(rate);
         last = now;
-        if senders.iter().any(|h| h.is_finished()) || readers.iter().any(|(h, _)| h.is_finished()) {
+        let ended = running.senders.iter().any(|h| h.is_finished())
+            || running.readers.iter().any(|(h, _)| h.is_finished());
+        if ended {
             break;
         }
     }
-    let end_count = total(&pairs);
-    let elapsed = start.elapsed().as_secs_f64();
-    flags.stop.store(true, Ordering::Relaxed);
+    Measured {
+        forwarded: total(&running.pairs) - start_count,
+        elapsed: start.elapsed().as_secs_f64(),
+        series,
+    }
+}
 
-    // Stop sending, let in-flight messages arrive (bounded), then stop reading.
+/// Stops sending, lets in-flight messages arrive (bounded), stops reading
+/// and closes every socket; returns the errors seen (lost messages included).
+async fn stop(running: Running) -> Vec<String> {
+    let Running {
+        flags,
+        pairs,
+        senders,
+        readers,
+        inboxes,
+    } = running;
+    flags.stop.store(true, Ordering::Relaxed);
     let mut errors = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut sinks = Vec::new();
@@ -250,22 +299,21 @@ pub async fn run(target: &Target, args: &FloodArgs) -> anyhow::Result<()> {
             Err(error) => errors.push(format!("sender: {error:#}")),
         }
     }
+    let unanswered = |p: &Arc<PairState>| {
+        p.sent
+            .load(Ordering::Acquire)
+            .saturating_sub(p.received.load(Ordering::Acquire))
+    };
     let drain_deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < drain_deadline
-        && pairs
-            .iter()
-            .any(|p| p.received.load(Ordering::Acquire) < p.sent.load(Ordering::Acquire))
-    {
+    while Instant::now() < drain_deadline && pairs.iter().any(|p| unanswered(p) > 0) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let lost: u64 = pairs
-        .iter()
-        .map(|p| {
-            p.sent
-                .load(Ordering::Acquire)
-                .saturating_sub(p.received.load(Ordering::Acquire))
-        })
-        .sum();
+    let lost: u64 = pairs.iter().map(unanswered).sum();
+    if lost > 0 {
+        errors.push(format!(
+            "{lost} messages sent but not received within 3 s of stopping"
+        ));
+    }
     flags.done.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(3);
     for (handle, sink_b) in readers {
@@ -282,38 +330,37 @@ pub async fn run(target: &Target, args: &FloodArgs) -> anyhow::Result<()> {
     for mut sink in sinks {
         let _ = tokio::time::timeout(Duration::from_millis(500), sink.close()).await;
     }
+    errors
+}
 
-    let forwarded = end_count - start_count;
-    let rate = forwarded as f64 / elapsed.max(1e-9);
+/// Prints the summary, every error, and the `RESULT flood` line.
+fn report(m: &Measured, pairs: &[Arc<PairState>], args: &FloodArgs, errors: &[String]) {
+    let rate = m.forwarded as f64 / m.elapsed.max(1e-9);
     let per_pair: Vec<u64> = pairs
         .iter()
         .map(|p| p.received.load(Ordering::Acquire))
         .collect();
-    let series: Vec<String> = series.iter().map(|r| format!("{r:.0}")).collect();
+    let series: Vec<String> = m.series.iter().map(|r| format!("{r:.0}")).collect();
     println!("  per-second msg/s: {}", series.join(" "));
     println!(
         "  received per pair (whole run): min {} max {}",
         per_pair.iter().min().copied().unwrap_or(0),
         per_pair.iter().max().copied().unwrap_or(0)
     );
-    println!("  forwarded {forwarded} messages in {elapsed:.3} s = {rate:.0} msg/s");
-    if lost > 0 {
-        errors.push(format!(
-            "{lost} messages sent but not received within 3 s of stopping"
-        ));
-    }
-    for error in &errors {
+    println!(
+        "  forwarded {} messages in {:.3} s = {rate:.0} msg/s",
+        m.forwarded, m.elapsed
+    );
+    for error in errors.iter() {
         println!("  ERROR {error}");
     }
     println!(
-        "RESULT flood msgs_per_sec={rate:.0} forwarded={forwarded} seconds={elapsed:.3} pairs={} window={} size={} errors={}",
+        "RESULT flood msgs_per_sec={rate:.0} forwarded={} seconds={:.3} pairs={} window={} size={} errors={}",
+        m.forwarded,
+        m.elapsed,
         args.pairs,
         args.window,
         args.size,
         errors.len()
     );
-    if !errors.is_empty() {
-        bail!("flood finished with {} errors", errors.len());
-    }
-    Ok(())
 }
