@@ -110,35 +110,15 @@ const REPORT_EVERY: usize = 5000;
 /// File descriptors this process needs besides the clients' sockets.
 const SPARE_FDS: u64 = 64;
 
-/// Runs the idle test; prints a human summary and one `RESULT idle` line.
-pub async fn run(target: &Target, args: &IdleArgs) -> anyhow::Result<()> {
-    if args.clients == 0 || args.concurrency == 0 {
-        bail!("--clients and --concurrency must be at least 1");
-    }
-    let limit = open_files_limit()?;
-    let needed = args.clients as u64 + SPARE_FDS;
-    if limit < needed {
-        bail!(
-            "{} clients need about {needed} open files but the limit is {limit}; raise it first (ulimit -n {needed})",
-            args.clients
-        );
-    }
-    let sources: Vec<Option<IpAddr>> = if args.sources.is_empty() {
-        vec![None]
-    } else {
-        args.sources.iter().copied().map(Some).collect()
-    };
-    println!(
-        "idle: {} clients ({:?}) -> {} from {} source address(es), {} at a time; server pid {}",
-        args.clients,
-        args.stage,
-        target.url,
-        sources.len(),
-        args.concurrency,
-        args.server_pid
-    );
-    let (before, before_anon) = rss_kib(args.server_pid)?;
-    let started = Instant::now();
+/// Opens `args.clients` clients, `args.concurrency` at a time, round robin
+/// over `sources`, printing progress; returns the open ones, the number
+/// that failed and the first failure.
+async fn open_all(
+    target: &Target,
+    args: &IdleArgs,
+    sources: &[Option<IpAddr>],
+    started: Instant,
+) -> (Vec<Held>, usize, Option<String>) {
     let mut opened = futures_util::stream::iter(0..args.clients)
         .map(|i| {
             let source = sources[i % sources.len()];
@@ -168,7 +148,39 @@ pub async fn run(target: &Target, args: &IdleArgs) -> anyhow::Result<()> {
             );
         }
     }
-    drop(opened);
+    (clients, failures, first_error)
+}
+
+/// Runs the idle test; prints a human summary and one `RESULT idle` line.
+pub async fn run(target: &Target, args: &IdleArgs) -> anyhow::Result<()> {
+    if args.clients == 0 || args.concurrency == 0 {
+        bail!("--clients and --concurrency must be at least 1");
+    }
+    let limit = open_files_limit()?;
+    let needed = args.clients as u64 + SPARE_FDS;
+    if limit < needed {
+        bail!(
+            "{} clients need about {needed} open files but the limit is {limit}; raise it first (ulimit -n {needed})",
+            args.clients
+        );
+    }
+    let sources: Vec<Option<IpAddr>> = if args.sources.is_empty() {
+        vec![None]
+    } else {
+        args.sources.iter().copied().map(Some).collect()
+    };
+    println!(
+        "idle: {} clients ({:?}) -> {} from {} source address(es), {} at a time; server pid {}",
+        args.clients,
+        args.stage,
+        target.url,
+        sources.len(),
+        args.concurrency,
+        args.server_pid
+    );
+    let (before, before_anon) = rss_kib(args.server_pid)?;
+    let started = Instant::now();
+    let (clients, failures, first_error) = open_all(target, args, &sources, started).await;
     let connect_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(args.settle).await;
     let (after, after_anon) = rss_kib(args.server_pid)?;

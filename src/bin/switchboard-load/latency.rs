@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use crate::client::{
-    check_forwarded, connect_registered, frame_seq, peer_frame, ws_config, Target,
+    check_forwarded, connect_registered, frame_seq, peer_frame, ws_config, Target, Ws,
 };
 
 /// Settings of one latency run.
@@ -42,6 +42,50 @@ fn us(nanos: u64) -> f64 {
     nanos as f64 / 1000.0
 }
 
+/// Sends message `seq` from A and waits for it at B; returns the one-way time.
+async fn one_message(
+    ws_a: &mut Ws,
+    ws_b: &mut Ws,
+    (a, b): (Uuid, Uuid),
+    seq: u64,
+    args: &LatencyArgs,
+) -> anyhow::Result<Duration> {
+    let frame = Message::text(peer_frame(a, "latency-a", b, seq, args.size)?);
+    let sent_at = Instant::now();
+    ws_a.send(frame)
+        .await
+        .with_context(|| format!("sending message {seq}"))?;
+    let deadline = sent_at + args.message_timeout;
+    let (received_at, text) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = match tokio::time::timeout(left, ws_b.next()).await {
+            Err(_) => {
+                // Say why if the relay echoed an error to A.
+                let echo = tokio::time::timeout(Duration::from_millis(200), ws_a.next()).await;
+                bail!(
+                    "message {seq} not received within {:?} (A got: {echo:?})",
+                    args.message_timeout
+                );
+            }
+            Ok(None) => bail!("B's connection ended"),
+            Ok(Some(message)) => message?,
+        };
+        match message {
+            Message::Text(text) => break (Instant::now(), text),
+            Message::Close(frame) => bail!("relay closed B's connection: {frame:?}"),
+            Message::Binary(_) => bail!("unexpected binary frame at B"),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    };
+    let forwarded = check_forwarded(text.as_str(), a, b)?;
+    let got = frame_seq(&forwarded)
+        .ok_or_else(|| anyhow!("forwarded frame {seq} carries no sequence number"))?;
+    if got != seq {
+        bail!("expected message {seq}, received message {got}");
+    }
+    Ok(received_at.duration_since(sent_at))
+}
+
 /// Runs the latency test; prints a human summary and one `RESULT latency` line.
 pub async fn run(target: &Target, args: &LatencyArgs) -> anyhow::Result<()> {
     if args.count == 0 {
@@ -69,40 +113,7 @@ pub async fn run(target: &Target, args: &LatencyArgs) -> anyhow::Result<()> {
                 seq
             );
         }
-        let frame = Message::text(peer_frame(a, "latency-a", b, seq, args.size)?);
-        let sent_at = Instant::now();
-        ws_a.send(frame)
-            .await
-            .with_context(|| format!("sending message {seq}"))?;
-        let deadline = sent_at + args.message_timeout;
-        let (received_at, text) = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let message = match tokio::time::timeout(left, ws_b.next()).await {
-                Err(_) => {
-                    // Say why if the relay echoed an error to A.
-                    let echo = tokio::time::timeout(Duration::from_millis(200), ws_a.next()).await;
-                    bail!(
-                        "message {seq} not received within {:?} (A got: {echo:?})",
-                        args.message_timeout
-                    );
-                }
-                Ok(None) => bail!("B's connection ended"),
-                Ok(Some(message)) => message?,
-            };
-            match message {
-                Message::Text(text) => break (Instant::now(), text),
-                Message::Close(frame) => bail!("relay closed B's connection: {frame:?}"),
-                Message::Binary(_) => bail!("unexpected binary frame at B"),
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            }
-        };
-        let one_way = received_at.duration_since(sent_at);
-        let forwarded = check_forwarded(text.as_str(), a, b)?;
-        let got = frame_seq(&forwarded)
-            .ok_or_else(|| anyhow!("forwarded frame {seq} carries no sequence number"))?;
-        if got != seq {
-            bail!("expected message {seq}, received message {got}");
-        }
+        let one_way = one_message(&mut ws_a, &mut ws_b, (a, b), seq, args).await?;
         if seq >= args.warmup as u64 {
             samples.push(u64::try_from(one_way.as_nanos()).unwrap_or(u64::MAX));
         }
