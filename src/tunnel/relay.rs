@@ -316,11 +316,7 @@ pub fn start(
     })
 }
 
-async fn serve(
-    state: Arc<TunnelState>,
-    agents: TcpListener,
-    services: ServiceListeners,
-) {
+async fn serve(state: Arc<TunnelState>, agents: TcpListener, services: ServiceListeners) {
     let agents = match tokio::net::TcpListener::from_std(agents) {
         Ok(l) => l,
         Err(e) => return log::error!("tunnel: agents listener: {e}"),
