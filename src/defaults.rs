@@ -55,9 +55,15 @@ pub const PEER_CHANNELS: usize = 1;
 pub const PEER_MAX_CHANNELS: usize = 64;
 /// Time from starting a connection until all its channels are open, in milliseconds.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 30_000;
-/// Interval between ICE connectivity checks, in milliseconds (webrtc's default is
-/// 200 ms, which delays every connection by one tick).
-pub const PEER_ICE_CHECK_INTERVAL_MS: u64 = 10;
+/// Tick of the ICE agent while it is checking (before the connection is up), in
+/// milliseconds. webrtc's default is 200 ms; the DTLS client's ClientHello is
+/// only sent on the tick after ICE connects, so the tick is set-up time: 10 ms
+/// measured 14.5 ms offer → open, 2 ms measures ~6 ms. Once connected the agent
+/// ticks at the keepalive interval instead.
+pub const PEER_ICE_CHECK_INTERVAL_MS: u64 = 2;
+/// Largest `sctp_mtu` a connection accepts, in bytes: an SCTP packet is one
+/// DTLS record, whose plaintext may not exceed 16 KiB.
+pub const PEER_MAX_SCTP_MTU: u32 = 16_000;
 /// Bytes one data channel may have handed to SCTP but not yet acknowledged;
 /// senders wait above it (flow control, never unbounded buffering).
 pub const PEER_SEND_BUFFER_LIMIT: usize = 4 << 20;

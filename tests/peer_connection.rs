@@ -1,6 +1,7 @@
 //! Proves that two `Connection` actors make a real WebRTC connection on loopback
 //! (offer/answer handed over directly, no relay), move bytes, text and multi-chunk
-//! messages over 1 and 4 channels, and report typed errors and one `Closed` event.
+//! messages over 1 and 4 channels (and with 16 000-byte SCTP packets), and report
+//! typed errors and one `Closed` event.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,11 +30,12 @@ impl Handler<ConnectionEvent> for Collector {
     }
 }
 
-fn loopback_config(channels: usize) -> Arc<ConnectionConfig> {
+fn loopback_config(channels: usize, sctp_mtu: Option<u32>) -> Arc<ConnectionConfig> {
     Arc::new(ConnectionConfig {
         channels,
         bind_addrs: vec!["127.0.0.1".parse().unwrap()],
         connect_timeout: Duration::from_secs(10),
+        sctp_mtu,
         ..ConnectionConfig::default()
     })
 }
@@ -66,11 +68,13 @@ fn start(role: Role, config: Arc<ConnectionConfig>, peer: Uuid) -> Side {
 }
 
 /// Offerer and answerer connected to each other; returns them ready.
-async fn pair(channels: usize) -> (Side, Side, Duration) {
+async fn pair(channels: usize, sctp_mtu: Option<u32>) -> (Side, Side, Duration) {
     let began = Instant::now();
-    let mut offerer = start(Role::Offerer, loopback_config(channels), Uuid::new_v4());
+    let config = loopback_config(channels, sctp_mtu);
+    let mut offerer = start(Role::Offerer, config, Uuid::new_v4());
     let offer = local_description(&mut offerer).await;
-    let mut answerer = start(Role::Answerer { offer }, loopback_config(1), Uuid::new_v4());
+    let config = loopback_config(1, sctp_mtu);
+    let mut answerer = start(Role::Answerer { offer }, config, Uuid::new_v4());
     let answer = local_description(&mut answerer).await;
     offerer.addr.send(SetAnswer(answer)).await.unwrap().unwrap();
     offerer
@@ -104,8 +108,8 @@ async fn expect_message(side: &mut Side) -> Payload {
     }
 }
 
-async fn round_trip(channels: usize) {
-    let (mut a, mut b, setup) = pair(channels).await;
+async fn round_trip(channels: usize, sctp_mtu: Option<u32>) {
+    let (mut a, mut b, setup) = pair(channels, sctp_mtu).await;
     eprintln!("{channels} channel(s): ready in {setup:?}");
     let big: Bytes = (0..(1 << 20) + 12_345)
         .map(|i| (i % 251) as u8)
@@ -152,10 +156,15 @@ async fn round_trip(channels: usize) {
 
 #[actix_rt::test]
 async fn one_channel_round_trip() {
-    round_trip(1).await;
+    round_trip(1, None).await;
 }
 
 #[actix_rt::test]
 async fn four_channel_round_trip() {
-    round_trip(4).await;
+    round_trip(4, None).await;
+}
+
+#[actix_rt::test]
+async fn sixteen_kilobyte_sctp_packets_between_switchboard_peers() {
+    round_trip(4, Some(16_000)).await;
 }

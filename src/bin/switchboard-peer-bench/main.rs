@@ -133,7 +133,8 @@ fn start_relay() -> anyhow::Result<(server::Relay, String)> {
 
 /// The library's defaults, on loopback. For A/B runs of one setting, these
 /// variables override it (in bytes): `BENCH_PEER_SCTP_WINDOW`,
-/// `BENCH_PEER_CHUNK`, `BENCH_PEER_SEND_BUFFER`.
+/// `BENCH_PEER_CHUNK`, `BENCH_PEER_SEND_BUFFER`, `BENCH_PEER_SCTP_MTU` (opt-in
+/// `sctp_mtu`; the default stays webrtc's 1 191).
 fn connection_config(channels: usize) -> ConnectionConfig {
     let defaults = ConnectionConfig::default();
     let knob = |name: &str| {
@@ -149,6 +150,7 @@ fn connection_config(channels: usize) -> ConnectionConfig {
             .map_or(defaults.sctp_receive_buffer, |v| v as u32),
         chunk_size: knob("BENCH_PEER_CHUNK").unwrap_or(defaults.chunk_size),
         send_buffer_limit: knob("BENCH_PEER_SEND_BUFFER").unwrap_or(defaults.send_buffer_limit),
+        sctp_mtu: knob("BENCH_PEER_SCTP_MTU").map(|v| v as u32),
         ..defaults
     }
 }

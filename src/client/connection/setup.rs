@@ -73,6 +73,14 @@ pub struct ConnectionConfig {
     pub ice_keepalive_interval: Duration,
     /// SCTP receive window (bytes the peer may have in flight towards us).
     pub sctp_receive_buffer: u32,
+    /// Size budget of each outgoing SCTP DATA packet (one DTLS record, one UDP
+    /// datagram), `512..=16000` bytes; `None` keeps webrtc's 1 191, which
+    /// fits any path (TURN over IPv6 included) and every peer. Fewer, larger
+    /// packets cost far less CPU per byte (16 000 on loopback: ~3.5× the
+    /// throughput), but only raise it when the path carries such datagrams
+    /// *and* the peer is Switchboard: ProxyStore's aiortc peers fail with
+    /// 16 000-byte packets.
+    pub sctp_mtu: Option<u32>,
 }
 
 impl Default for ConnectionConfig {
@@ -92,6 +100,7 @@ impl Default for ConnectionConfig {
             ice_failed_timeout: Duration::from_millis(defaults::PEER_ICE_FAILED_MS),
             ice_keepalive_interval: Duration::from_millis(defaults::PEER_ICE_KEEPALIVE_MS),
             sctp_receive_buffer: defaults::PEER_SCTP_RECEIVE_BUFFER,
+            sctp_mtu: None,
         }
     }
 }
@@ -119,6 +128,14 @@ impl ConnectionConfig {
         if self.bind_addrs.is_empty() {
             return Err(ConnectionError::Config("bind_addrs is empty".into()));
         }
+        if let Some(mtu) = self.sctp_mtu {
+            if !(512..=defaults::PEER_MAX_SCTP_MTU).contains(&mtu) {
+                return Err(ConnectionError::Config(format!(
+                    "sctp_mtu must be 512..={}, not {mtu}",
+                    defaults::PEER_MAX_SCTP_MTU
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -128,7 +145,7 @@ pub(super) async fn build(
     config: &ConnectionConfig,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> Result<Arc<dyn PeerConnection>, ConnectionError> {
-    let settings = SettingEngineBuilder::new()
+    let mut settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(if config.mdns {
             MulticastDnsMode::QueryOnly
         } else {
@@ -140,8 +157,11 @@ pub(super) async fn build(
             Some(config.ice_failed_timeout),
             Some(config.ice_keepalive_interval),
         )
-        .with_sctp_max_receive_buffer_size(config.sctp_receive_buffer)
-        .build();
+        .with_sctp_max_receive_buffer_size(config.sctp_receive_buffer);
+    if let Some(mtu) = config.sctp_mtu {
+        settings = settings.with_sctp_mtu(mtu);
+    }
+    let settings = settings.build();
     let ice_servers = config
         .ice_servers
         .iter()
@@ -300,5 +320,13 @@ mod tests {
         assert!(
             matches!(config.validate(), Err(ConnectionError::Config(m)) if m.contains("bind_addrs"))
         );
+        config.bind_addrs = vec![IpAddr::from([127, 0, 0, 1])];
+        for bad in [0, 511, 16_001, u32::MAX] {
+            config.sctp_mtu = Some(bad);
+            assert!(
+                matches!(config.validate(), Err(ConnectionError::Config(m)) if m.contains("sctp_mtu")),
+                "{bad}"
+            );
+        }
     }
 }
