@@ -74,12 +74,12 @@ pub struct ConnectionConfig {
     /// SCTP receive window (bytes the peer may have in flight towards us).
     pub sctp_receive_buffer: u32,
     /// Size budget of each outgoing SCTP DATA packet (one DTLS record, one UDP
-    /// datagram), `512..=16000` bytes; `None` keeps webrtc's 1 191, which
-    /// fits any path (TURN over IPv6 included) and every peer. Fewer, larger
-    /// packets cost far less CPU per byte (16 000 on loopback: ~3.5× the
-    /// throughput), but only raise it when the path carries such datagrams
-    /// *and* the peer is Switchboard: ProxyStore's aiortc peers fail with
-    /// 16 000-byte packets.
+    /// datagram), `512..=16000` bytes. `None` picks 1 500 when every bind
+    /// address is loopback (the path can be nothing else, and 1 500 is the
+    /// largest record ProxyStore's aiortc peers read), webrtc's 1 191
+    /// otherwise (fits any path, TURN over IPv6 included). Fewer, larger
+    /// packets cost less CPU per byte: 16 000 between two Switchboard peers on
+    /// loopback moves ~2× the bytes per second, but aiortc peers fail with it.
     pub sctp_mtu: Option<u32>,
 }
 
@@ -138,6 +138,17 @@ impl ConnectionConfig {
         }
         Ok(())
     }
+
+    /// The SCTP packet budget to use: `sctp_mtu`, else the loopback size when
+    /// every bind address is loopback, else `None` (webrtc's default).
+    pub fn effective_sctp_mtu(&self) -> Option<u32> {
+        self.sctp_mtu.or_else(|| {
+            self.bind_addrs
+                .iter()
+                .all(IpAddr::is_loopback)
+                .then_some(defaults::PEER_LOOPBACK_SCTP_MTU)
+        })
+    }
 }
 
 /// Builds a peer connection whose events go to `handler`.
@@ -158,7 +169,7 @@ pub(super) async fn build(
             Some(config.ice_keepalive_interval),
         )
         .with_sctp_max_receive_buffer_size(config.sctp_receive_buffer);
-    if let Some(mtu) = config.sctp_mtu {
+    if let Some(mtu) = config.effective_sctp_mtu() {
         settings = settings.with_sctp_mtu(mtu);
     }
     let settings = settings.build();
@@ -300,6 +311,21 @@ mod tests {
             description_from_json(&json, DescriptionType::Answer),
             Err(ConnectionError::InvalidSdp(_))
         ));
+    }
+
+    #[test]
+    fn sctp_mtu_is_raised_only_on_an_all_loopback_path() {
+        let mut config = ConnectionConfig::default();
+        assert_eq!(config.effective_sctp_mtu(), None, "0.0.0.0 may be any path");
+        config.bind_addrs = vec![IpAddr::from([127, 0, 0, 1]), "::1".parse().unwrap()];
+        assert_eq!(
+            config.effective_sctp_mtu(),
+            Some(defaults::PEER_LOOPBACK_SCTP_MTU)
+        );
+        config.bind_addrs.push(IpAddr::from([192, 0, 2, 7]));
+        assert_eq!(config.effective_sctp_mtu(), None, "one real interface");
+        config.sctp_mtu = Some(9000);
+        assert_eq!(config.effective_sctp_mtu(), Some(9000), "explicit wins");
     }
 
     #[test]
