@@ -107,8 +107,7 @@ async fn empty_proof_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_service_is_refused_by_name() {
     let relay = Relay::start(settings(&["svc"]));
-    let s = agent_settings(&relay.agents(), "nope", LocalService::Echo, 1);
-    let mut s = s;
+    let mut s = agent_settings(&relay.agents(), "nope", LocalService::Echo, 1);
     s.token = token("svc");
     match tokio::time::timeout(WAIT, agent::spawn(s).join())
         .await

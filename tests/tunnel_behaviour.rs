@@ -17,6 +17,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tunnel_common::*;
 
+/// A client connected through the tunnel to `service` that has sent
+/// `first`, and the connection the local service accepted for it.
+async fn through(
+    relay: &Relay,
+    service: &str,
+    listener: &TcpListener,
+    first: &[u8],
+) -> (TcpStream, TcpStream) {
+    let mut client = TcpStream::connect(relay.service(service)).await.unwrap();
+    client.write_all(first).await.unwrap();
+    let (server_side, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    (client, server_side)
+}
+
 fn payload(seed: usize, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| ((i * 31 + seed * 7) % 251) as u8)
@@ -103,12 +120,7 @@ async fn drops_propagate_both_ways() {
     let _agent = agent(&relay, "d", LocalService::Addr(local.to_string()), 2).await;
 
     // Client drops: the local service sees EOF.
-    let mut client = TcpStream::connect(relay.service("d")).await.unwrap();
-    client.write_all(b"x").await.unwrap();
-    let (mut server_side, _) = tokio::time::timeout(WAIT, listener.accept())
-        .await
-        .unwrap()
-        .unwrap();
+    let (client, mut server_side) = through(&relay, "d", &listener, b"x").await;
     drop(client);
     let got = read_until_closed(&mut server_side, WAIT)
         .await
@@ -117,12 +129,7 @@ async fn drops_propagate_both_ways() {
     drop(server_side);
 
     // Local service drops: the client sees EOF.
-    let mut client = TcpStream::connect(relay.service("d")).await.unwrap();
-    client.write_all(b"y").await.unwrap();
-    let (mut server_side, _) = tokio::time::timeout(WAIT, listener.accept())
-        .await
-        .unwrap()
-        .unwrap();
+    let (mut client, mut server_side) = through(&relay, "d", &listener, b"y").await;
     let mut byte = [0u8; 1];
     server_side.read_exact(&mut byte).await.unwrap();
     server_side.write_all(b"bye").await.unwrap();
@@ -401,12 +408,7 @@ async fn shutdown_cancels_running_connections() {
     let agent = agent(&relay, "s", LocalService::Addr(local.to_string()), 2).await;
 
     // The agent stops: the local side of a running connection is closed.
-    let mut client = TcpStream::connect(relay.service("s")).await.unwrap();
-    client.write_all(b"a").await.unwrap();
-    let (mut server_side, _) = tokio::time::timeout(WAIT, listener.accept())
-        .await
-        .unwrap()
-        .unwrap();
+    let (mut client, mut server_side) = through(&relay, "s", &listener, b"a").await;
     let mut byte = [0u8; 1];
     server_side.read_exact(&mut byte).await.unwrap();
     tokio::time::timeout(WAIT, agent.stop())
@@ -430,12 +432,7 @@ async fn shutdown_cancels_running_connections() {
 
     // The relay stops: a running connection's client is closed, within the grace period.
     let agent = agent_again(&relay, local).await;
-    let mut client = TcpStream::connect(relay.service("s")).await.unwrap();
-    client.write_all(b"b").await.unwrap();
-    let (_server_side, _) = tokio::time::timeout(WAIT, listener.accept())
-        .await
-        .unwrap()
-        .unwrap();
+    let (mut client, _server_side) = through(&relay, "s", &listener, b"b").await;
     wait_until("the connection to run", || relay.status("s")["active"] == 1).await;
     let stopping = Instant::now();
     relay.tunnel.shutdown().await;

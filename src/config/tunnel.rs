@@ -112,27 +112,26 @@ pub fn read_token_file(path: &Path) -> Result<Secret, String> {
 impl TunnelSettings {
     /// Checks every `tunnel.*` key and each service (reads token files).
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        let t = self;
-        check_host("tunnel.host", &t.host)?;
+        check_host("tunnel.host", &self.host)?;
         for (key, value) in [
-            ("tunnel.pool_wait_ms", t.pool_wait_ms),
-            ("tunnel.handshake_timeout_ms", t.handshake_timeout_ms),
-            ("tunnel.heartbeat_interval_ms", t.heartbeat_interval_ms),
-            ("tunnel.max_waiting", t.max_waiting as u64),
-            ("tunnel.max_pool", t.max_pool as u64),
-            ("tunnel.max_clients", t.max_clients as u64),
+            ("tunnel.pool_wait_ms", self.pool_wait_ms),
+            ("tunnel.handshake_timeout_ms", self.handshake_timeout_ms),
+            ("tunnel.heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("tunnel.max_waiting", self.max_waiting as u64),
+            ("tunnel.max_pool", self.max_pool as u64),
+            ("tunnel.max_clients", self.max_clients as u64),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
-        if t.heartbeat_timeout_ms <= t.heartbeat_interval_ms {
+        if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
             return Err(invalid(
                 "tunnel.heartbeat_timeout_ms",
                 "must be larger than tunnel.heartbeat_interval_ms",
             ));
         }
-        match (&t.certfile, &t.keyfile) {
+        match (&self.certfile, &self.keyfile) {
             (Some(_), None) => {
                 return Err(invalid("tunnel.keyfile", "required with tunnel.certfile"))
             }
@@ -142,18 +141,18 @@ impl TunnelSettings {
             _ => {}
         }
         for (key, path) in [
-            ("tunnel.certfile", &t.certfile),
-            ("tunnel.keyfile", &t.keyfile),
+            ("tunnel.certfile", &self.certfile),
+            ("tunnel.keyfile", &self.keyfile),
         ] {
             if path.as_ref().is_some_and(|p| !p.is_file()) {
                 return Err(invalid(key, "is not a readable file"));
             }
         }
-        if t.copy_buffer < 1024 {
+        if self.copy_buffer < 1024 {
             return Err(invalid("tunnel.copy_buffer", "must be at least 1024"));
         }
         let mut names = std::collections::BTreeSet::new();
-        for service in &t.services {
+        for service in &self.services {
             service.validate()?;
             if !names.insert(service.name.as_str()) {
                 return Err(invalid(
@@ -169,33 +168,32 @@ impl TunnelSettings {
 impl TunnelService {
     /// Checks this service's name, bind address and token (reads a token file).
     fn validate(&self) -> Result<(), ConfigError> {
-        let service = self;
-        if !crate::protocol::tunnel::valid_service_name(&service.name) {
+        if !crate::protocol::tunnel::valid_service_name(&self.name) {
             return Err(invalid(
                 "tunnel.services.name",
                 format!(
                     "{:?} must be 1-64 characters of A-Z a-z 0-9 . _ -",
-                    service.name
+                    self.name
                 ),
             ));
         }
-        if service
+        if self
             .bind
             .rsplit_once(':')
             .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
         {
             return Err(invalid(
                 "tunnel.services.bind",
-                format!("{:?} is not host:port", service.bind),
+                format!("{:?} is not host:port", self.bind),
             ));
         }
-        match (&service.token, &service.token_file) {
+        match (&self.token, &self.token_file) {
             (Some(token), None) if token.expose().is_empty() => {
                 return Err(invalid("tunnel.services.token", "must not be empty"))
             }
             (Some(_), None) => {}
             (None, Some(_)) => {
-                service.load_token()?;
+                self.load_token()?;
             }
             _ => {
                 return Err(invalid(

@@ -157,14 +157,10 @@ async fn lead(
     from: &TcpStream,
     to: &TcpStream,
     header: &Header,
-    size: usize,
+    buf: &mut [u8],
     counter: &AtomicU64,
 ) -> io::Result<bool> {
-    let h = header.bytes.len();
-    let mut out = Vec::with_capacity(h + size);
-    out.extend_from_slice(&header.bytes);
-    out.resize(h + size, 0);
-    match tokio::time::timeout(header.wait, read(from, &mut out[h..])).await {
+    match tokio::time::timeout(header.wait, read(from, buf)).await {
         Err(_) => write_all(to, &header.bytes).await.map(|()| true),
         Ok(Ok(0)) => {
             write_all(to, &header.bytes).await?;
@@ -172,7 +168,8 @@ async fn lead(
         }
         Ok(Ok(n)) => {
             counter.fetch_add(n as u64, Ordering::Relaxed);
-            write_all(to, &out[..h + n]).await.map(|()| true)
+            let joined = [header.bytes.as_slice(), &buf[..n]].concat();
+            write_all(to, &joined).await.map(|()| true)
         }
         Ok(Err(e)) => {
             // The header still goes first, so the far side learns the
@@ -194,13 +191,12 @@ async fn direction(
 ) -> io::Result<()> {
     write_all(to, prefix).await?;
     counter.fetch_add(prefix.len() as u64, Ordering::Relaxed);
-    let size = START_BUFFER.min(mode.max_buffer);
+    let mut buf = vec![0u8; START_BUFFER.min(mode.max_buffer)];
     if let Some(header) = header {
-        if !lead(from, to, header, size, counter).await? {
+        if !lead(from, to, header, &mut buf, counter).await? {
             return Ok(());
         }
     }
-    let mut buf = vec![0u8; size];
     #[cfg(target_os = "linux")]
     let mut try_splice = mode.splice;
     loop {
