@@ -7,11 +7,56 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// Label set for close counts: the WebSocket close code the server sent.
+/// Label set for the relay's own closes: the WebSocket close code it sent.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CloseLabels {
-    /// The close code, e.g. `4000`.
-    pub code: u16,
+    /// The close code, e.g. `"4000"`, from the fixed set in
+    /// [`close_code_label`]; any other code is `"other"`.
+    pub code: &'static str,
+}
+
+/// Label set for closes the client started, by kind of code (never the
+/// client's own number: that would let clients create series at will).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientCloseLabels {
+    /// `normal` (1000), `going_away` (1001), `no_status` (no code),
+    /// `protocol` (other 1xxx codes of RFC 6455 §7.4.1), `application`
+    /// (3000–4999: registered and private codes) or `invalid` (anything else).
+    pub kind: &'static str,
+}
+
+/// The label for a close code the relay sends: one of a fixed set, so no
+/// value from the network can add a series.
+pub fn close_code_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1011 => "1011",
+        1013 => "1013",
+        4000 => "4000",
+        4001 => "4001",
+        4002 => "4002",
+        4003 => "4003",
+        4004 => "4004",
+        _ => "other",
+    }
+}
+
+/// The kind of a close code a client sent (see [`ClientCloseLabels`]).
+pub fn client_close_kind(code: Option<u16>) -> &'static str {
+    match code {
+        None => "no_status",
+        Some(1000) => "normal",
+        Some(1001) => "going_away",
+        Some(1002..=1015) => "protocol",
+        Some(3000..=4999) => "application",
+        Some(_) => "invalid",
+    }
 }
 
 /// Label set for tunnel metrics: the service name.
@@ -57,8 +102,15 @@ pub struct Metrics {
     pub heartbeat_timeouts: Counter,
     /// Authentication failures (4001 or 4002 from the authenticator).
     pub auth_failures: Counter,
-    /// Closes sent by the server, by close code.
+    /// Closes the relay started, by the code it sent (incremented when the
+    /// relay sends its close frame; answers to a client's close are not counted here).
     pub closes: Family<CloseLabels, Counter>,
+    /// Closes the client started, by kind of code (incremented when the
+    /// client's close frame arrives first).
+    pub client_closes: Family<ClientCloseLabels, Counter>,
+    /// Connections whose TCP stream ended without a close handshake: an
+    /// abnormal closure, 1006 (incremented once per such session).
+    pub abnormal_closures: Counter,
     /// Tunnel clients whose bytes started flowing to an agent (incremented at `Started`).
     pub tunnel_clients_served: Family<ServiceLabels, Counter>,
     /// Bytes from tunnel clients to agents (added while a tunnelled connection runs).
@@ -87,8 +139,14 @@ impl Metrics {
         let closes = Family::<CloseLabels, Counter>::default();
         r.register(
             "closes",
-            "Close frames sent by the server, by code",
+            "Close handshakes the relay started, by the code it sent",
             closes.clone(),
+        );
+        let client_closes = Family::<ClientCloseLabels, Counter>::default();
+        r.register(
+            "client_closes",
+            "Close handshakes the client started, by kind of code",
+            client_closes.clone(),
         );
         let family = |r: &mut Registry, name: &str, help: &str| {
             let metric = Family::<ServiceLabels, Counter>::default();
@@ -173,13 +231,28 @@ impl Metrics {
                 "Registrations refused by the authenticator",
             ),
             closes,
+            client_closes,
+            abnormal_closures: counter(
+                r,
+                "abnormal_closures",
+                "Connections that ended without a close handshake (1006)",
+            ),
             registry,
         }
     }
 
-    /// Counts one close sent with `code`.
+    /// Counts one close the relay started with `code`.
     pub fn closed_with(&self, code: u16) {
+        let code = close_code_label(code);
         self.closes.get_or_create(&CloseLabels { code }).inc();
+    }
+
+    /// Counts one close the client started with `code` (`None`: no status).
+    pub fn client_closed_with(&self, code: Option<u16>) {
+        let kind = client_close_kind(code);
+        self.client_closes
+            .get_or_create(&ClientCloseLabels { kind })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

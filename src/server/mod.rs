@@ -8,6 +8,7 @@
 //! - [`tls`]: rustls server configuration from PEM files.
 
 pub mod auth;
+pub mod inbound;
 pub mod messages;
 pub mod outbound;
 pub mod registry;
@@ -20,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer};
 
 use crate::admin::{self, metrics::Metrics};
 use crate::config::{ConfigError, Settings};
@@ -333,7 +334,11 @@ async fn upgrade(
         state.connected.fetch_sub(1, Ordering::AcqRel);
         return Ok(HttpResponse::ServiceUnavailable().body("relay is starting"));
     };
-    let (response, ws, stream) = match actix_ws::handle(&req, body) {
+    // actix-ws answers the handshake and owns the outbound side; the inbound
+    // side is ours (see `inbound`), so actix-ws gets an empty payload.
+    let mut none = actix_web::dev::Payload::None;
+    let empty = web::Payload::from_request(&req, &mut none).await?;
+    let (response, ws, _unused) = match actix_ws::handle(&req, empty) {
         Ok(parts) => parts,
         Err(error) => {
             state.connected.fetch_sub(1, Ordering::AcqRel);
@@ -341,10 +346,7 @@ async fn upgrade(
         }
     };
     let limit = state.settings.server.max_message_bytes;
-    let stream = stream
-        .max_frame_size(limit)
-        .aggregate_continuations()
-        .max_continuation_size(limit);
+    let stream = inbound::InboundStream::new(body.into_inner(), limit);
     let authorization = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)

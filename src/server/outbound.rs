@@ -25,6 +25,8 @@ pub enum WriterDone {
     Closed,
     /// The socket is gone; nothing more can be written.
     SocketGone,
+    /// [`Outbound::finish`] was called and everything queued was handed over.
+    Drained,
 }
 
 /// Bounded outbound queue plus the actix-ws session it drains into.
@@ -34,6 +36,7 @@ pub struct Outbound {
     limit: usize,
     close: Option<CloseReason>,
     closing: bool,
+    finishing: bool,
     waker: Option<Waker>,
 }
 
@@ -46,6 +49,7 @@ impl Outbound {
             limit,
             close: None,
             closing: false,
+            finishing: false,
             waker: None,
         }
     }
@@ -101,6 +105,21 @@ impl Outbound {
         }
     }
 
+    /// Ends the outbound side without a close frame (the client's stream
+    /// ended: RFC 6455 §7.1.5, code 1006 is never sent): frames already
+    /// queued are still handed over, later ones are dropped, and the writer
+    /// finishes with [`WriterDone::Drained`].
+    pub fn finish(&mut self) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        self.finishing = true;
+        if let Some(waker) = &self.waker {
+            waker.wake_by_ref();
+        }
+    }
+
     /// Moves queued frames into actix-ws while it has room, and remembers the
     /// actor's waker for [`Outbound::push`]. Ready once the close
     /// frame is handed over or the socket is gone; Pending otherwise.
@@ -114,6 +133,9 @@ impl Outbound {
         }
         loop {
             if self.close.is_none() && self.queue.is_empty() {
+                if self.finishing {
+                    return Poll::Ready(WriterDone::Drained);
+                }
                 return Poll::Pending;
             }
             match Pin::new(&mut self.ws).poll_ready(task) {

@@ -4,8 +4,12 @@
 //! [`Registry`](super::registry::Registry), checks forwards against its own
 //! registrations, and answers with close codes. Outbound frames go through a
 //! bounded [`Outbound`] queue drained by a writer future inside the actor; a
-//! full queue marks a slow consumer, which is disconnected. Every close path ends
-//! in `stopping`, which tells the registry to drop all of this socket's UUIDs.
+//! full queue marks a slow consumer, which is disconnected. Inbound messages
+//! come from an [`InboundStream`] in arrival order; when the client's stream
+//! ends without a close frame, everything it sent before is still handled and
+//! the session ends as an abnormal closure (1006) after handing over what is
+//! queued. Every close path ends in `stopping`, which tells the registry to
+//! drop all of this socket's UUIDs.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -18,11 +22,12 @@ use std::task::Poll;
 
 use actix::fut::ActorFuture;
 use actix_web::web::Bytes;
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError};
+use actix_ws::{CloseCode, CloseReason, Message};
 use bytestring::ByteString;
 use uuid::Uuid;
 
 use super::auth::AuthError;
+use super::inbound::{Inbound, InboundError, StreamEnd};
 use super::messages::*;
 use super::outbound::{Outbound, WriterDone};
 use super::registry::Registry;
@@ -44,6 +49,9 @@ pub struct WsSession {
     peer_closed: bool,
     /// Our close frame has been handed to actix-ws.
     close_sent: bool,
+    /// The client's stream has ended or can no longer be read: nothing more
+    /// will arrive, so there is no close answer to wait for.
+    input_done: bool,
     /// The authenticated user, once the first registration succeeded.
     user: Option<User>,
     /// UUIDs registered on this socket.
@@ -74,6 +82,7 @@ impl WsSession {
             out,
             peer_closed: false,
             close_sent: false,
+            input_done: false,
             user: None,
             uuids: Vec::new(),
             name: String::new(),
@@ -86,13 +95,19 @@ impl WsSession {
         self.out.closing()
     }
 
-    /// Starts the close handshake; the actor stops when the client answers or
-    /// after the flush period, whichever comes first.
+    /// Starts a close handshake of the relay's own, counted in
+    /// `switchboard_closes_total` by code; the actor stops when the client
+    /// answers or after the flush period, whichever comes first.
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: impl Into<String>) {
         if self.closing() {
             return;
         }
         self.state.metrics.closed_with(code);
+        self.send_close(ctx, code, reason);
+    }
+
+    /// Hands a close frame to the writer and bounds the wait for the client.
+    fn send_close(&mut self, ctx: &mut Context<Self>, code: u16, reason: impl Into<String>) {
         self.out.close(CloseReason {
             code: CloseCode::from(code),
             description: Some(reason.into()),
@@ -326,12 +341,16 @@ impl Handler<ToSession> for WsSession {
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Inbound, InboundError>> for WsSession {
+    fn handle(&mut self, item: Result<Inbound, InboundError>, ctx: &mut Self::Context) {
+        if let Ok(Inbound::Ended(end)) = item {
+            self.ended(ctx, end);
+            return;
+        }
         if self.closing() {
             // The client's answer to our close frame completes the handshake:
             // stop now so the connection is shut down without waiting.
-            if matches!(item, Ok(AggregatedMessage::Close(_))) {
+            if matches!(item, Ok(Inbound::Close(_))) {
                 self.peer_closed = true;
                 if self.close_sent {
                     ctx.stop();
@@ -342,44 +361,94 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
         self.last_seen = Instant::now();
         self.state.metrics.frames_received.inc();
         match item {
-            Ok(AggregatedMessage::Text(text)) => self.handle_text(ctx, &text),
-            Ok(AggregatedMessage::Binary(_)) => {
+            Ok(Inbound::Text(text)) => self.handle_text(ctx, &text),
+            Ok(Inbound::Binary(_)) => {
                 log::warn!("{} binary frame; closing with 4000", self.tag);
                 self.close(ctx, close::UNKNOWN_MESSAGE, close::REASON_UNKNOWN_MESSAGE);
             }
-            Ok(AggregatedMessage::Ping(payload)) => {
+            Ok(Inbound::Ping(payload)) => {
                 self.out.push_control(Message::Pong(payload));
             }
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(reason)) => {
+            Ok(Inbound::Pong(_)) => {}
+            Ok(Inbound::Close(reason)) => {
                 log::debug!("{} client closed ({reason:?})", self.tag);
-                let code = reason.as_ref().map_or(1000, |r| u16::from(r.code));
+                let code = reason.as_ref().map(|r| u16::from(r.code));
+                self.state.metrics.client_closed_with(code);
                 // Answer with the same code; the writer stops the actor once
                 // the answer is out, which completes the handshake.
                 self.peer_closed = true;
-                self.close(ctx, code, "");
+                self.send_close(ctx, code.unwrap_or(1000), "");
             }
-            Err(ProtocolError::Overflow) => {
-                log::warn!(
-                    "{} frame larger than max_message_bytes ({}); closing with 4003",
-                    self.tag,
-                    self.state.settings.server.max_message_bytes
-                );
-                self.close(ctx, close::TOO_LARGE, close::REASON_TOO_LARGE);
-            }
-            Err(error) => {
-                log::warn!(
-                    "{} WebSocket protocol error ({error}); closing with 1002",
-                    self.tag
-                );
-                self.close(ctx, 1002, "Protocol error.");
-            }
+            Ok(Inbound::Ended(_)) => {}
+            Err(error) => self.refuse_frame(ctx, &error),
         }
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
         log::debug!("{} socket ended", self.tag);
-        ctx.stop();
+        self.input_done = true;
+        // A close in progress ends when its frame is out (see `Writer`);
+        // a finish when the queue is drained.
+        if !self.closing() || self.close_sent {
+            ctx.stop();
+        }
+    }
+}
+
+impl WsSession {
+    /// A frame the relay cannot accept: close with the code that fits.
+    fn refuse_frame(&mut self, ctx: &mut Context<Self>, error: &InboundError) {
+        let code = error.close_code();
+        let reason = match error {
+            InboundError::TooLarge { limit } => {
+                log::warn!(
+                    "{} message larger than max_message_bytes ({limit}); closing with {code}",
+                    self.tag
+                );
+                close::REASON_TOO_LARGE
+            }
+            InboundError::InvalidUtf8 => {
+                log::warn!(
+                    "{} text message is not UTF-8; closing with {code}",
+                    self.tag
+                );
+                "Invalid UTF-8."
+            }
+            InboundError::Protocol(error) => {
+                log::warn!(
+                    "{} WebSocket protocol error ({error}); closing with {code}",
+                    self.tag
+                );
+                "Protocol error."
+            }
+        };
+        self.close(ctx, code, reason);
+    }
+
+    /// The client's stream ended (FIN, reset, or mid-frame) after every
+    /// whole message in it was handled. Without a close handshake this is an
+    /// abnormal closure (1006, RFC 6455 §7.1.5): nothing is written back but
+    /// what is already queued, such as the answer to a registration.
+    fn ended(&mut self, ctx: &mut Context<Self>, end: StreamEnd) {
+        self.input_done = true;
+        if self.closing() {
+            if self.close_sent {
+                ctx.stop();
+            }
+            return;
+        }
+        log::info!(
+            "{} connection ended without a close frame (1006){}{}",
+            self.tag,
+            match end.unfinished_bytes {
+                0 => String::new(),
+                n => format!("; {n} bytes of an unfinished frame dropped"),
+            },
+            end.cause.map(|c| format!(" ({c})")).unwrap_or_default()
+        );
+        self.state.metrics.abnormal_closures.inc();
+        self.out.finish();
+        ctx.run_later(self.state.close_flush, |_, ctx| ctx.stop());
     }
 }
 
@@ -401,12 +470,12 @@ impl ActorFuture<WsSession> for Writer {
             // closed too, or when the flush period set by `close` ends.
             Poll::Ready(WriterDone::Closed) => {
                 act.close_sent = true;
-                if act.peer_closed {
+                if act.peer_closed || act.input_done {
                     ctx.stop();
                 }
                 Poll::Ready(())
             }
-            Poll::Ready(WriterDone::SocketGone) => {
+            Poll::Ready(WriterDone::SocketGone | WriterDone::Drained) => {
                 ctx.stop();
                 Poll::Ready(())
             }
