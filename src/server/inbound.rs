@@ -118,6 +118,16 @@ impl FrameReader {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Appends a chunk read from the connection, without a copy when nothing
+    /// is buffered and the chunk is not shared.
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::from(bytes);
+        } else {
+            self.buf.extend_from_slice(&bytes);
+        }
+    }
+
     /// Bytes received that are not yet part of a whole message.
     pub fn unfinished_bytes(&self) -> usize {
         self.buf.len() + self.partial.as_ref().map_or(0, |p| p.data.len())
@@ -247,7 +257,7 @@ impl Stream for InboundStream {
                 return Poll::Ready(Some(Ok(Inbound::Ended(end))));
             }
             match Pin::new(&mut this.payload).poll_next(cx) {
-                Poll::Ready(Some(Ok(bytes))) => this.reader.push(&bytes),
+                Poll::Ready(Some(Ok(bytes))) => this.reader.push_bytes(bytes),
                 Poll::Ready(Some(Err(error))) => {
                     this.end = Some(StreamEnd {
                         unfinished_bytes: 0,
