@@ -150,7 +150,7 @@ impl RelayClient {
     }
 
     fn attempt_failed(&mut self, error: RelayClientError, ctx: &mut Context<Self>) {
-        if matches!(error, RelayClientError::Rejected { .. }) {
+        if error.is_final() {
             self.fail(error, ctx);
         } else {
             self.retry(error, None, ctx);
