@@ -16,13 +16,16 @@ use crate::client::relay_client::RelayClientError;
 
 /// Runs `request` unless the relay gives its final verdict first, which then
 /// is the result ([`PeerError::Relay`]): a request waiting for a connection
-/// that can no longer be made ends at once instead of at its timeout.
+/// that can no longer be made ends at once instead of at its timeout. A
+/// connection error that comes with the verdict (the verdict closes every
+/// connection) is reported as the verdict too.
 async fn unless_verdict<T>(
-    mut verdict: watch::Receiver<Option<RelayClientError>>,
+    verdict: watch::Receiver<Option<RelayClientError>>,
     request: impl Future<Output = Result<T, PeerError>>,
 ) -> Result<T, PeerError> {
-    let verdict = async move {
-        if let Ok(value) = verdict.wait_for(Option::is_some).await {
+    let mut watching = verdict.clone();
+    let decided = async move {
+        if let Ok(value) = watching.wait_for(Option::is_some).await {
             if let Some(error) = value.clone() {
                 return error;
             }
@@ -30,10 +33,15 @@ async fn unless_verdict<T>(
         // The manager is gone; the request ends on its own.
         std::future::pending().await
     };
-    tokio::select! {
+    let result = tokio::select! {
         biased;
         result = request => result,
-        error = verdict => Err(PeerError::Relay(error)),
+        error = decided => return Err(PeerError::Relay(error)),
+    };
+    let current = verdict.borrow().clone();
+    match (result, current) {
+        (Err(PeerError::Connection { .. }), Some(error)) => Err(PeerError::Relay(error)),
+        (result, _) => result,
     }
 }
 
