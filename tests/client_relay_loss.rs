@@ -46,7 +46,9 @@ async fn vanishing_relay(reset: bool) -> (String, Arc<AtomicUsize>) {
         while let Ok(Ok((stream, _))) = tokio::time::timeout(WAIT, listener.accept()).await {
             let first = count.fetch_add(1, Ordering::SeqCst) == 0;
             if first && reset {
-                stream.set_linger(Some(Duration::ZERO)).unwrap();
+                socket2::SockRef::from(&stream)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
             }
             let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
             let _registration = ws.next().await.unwrap().unwrap();

@@ -4,7 +4,8 @@
 //! `PeerEvent::RelayFailed` with the close code and reason, pending `Send`,
 //! `Connect` and `Recv` requests end with `PeerError::Relay` instead of
 //! waiting for their timeouts, later ones fail the same way (also to a peer
-//! that had a ready connection), and nothing is retried.
+//! that had a ready connection), and nothing is retried. A registration the
+//! relay answers with `success: false` is such a verdict too.
 
 mod common;
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use common::peers::{events, manager, peer_config, recv, wait_event};
 use common::{test_settings, token_settings, TestRelay};
+use futures_util::{SinkExt, StreamExt};
 use switchboard::client::connection::ConnectionError;
 use switchboard::client::peer_manager::{
     Connect, PeerError, PeerEvent, PeerManager, PeerManagerConfig, Recv, Send, Status,
@@ -167,4 +169,51 @@ async fn a_token_refused_at_re_registration_ends_ready_connections_and_pending_r
     assert!(failed.elapsed() < AT_ONCE, "took {:?}", failed.elapsed());
     // The ready connection to b does not outlive the verdict.
     assert_rejected(a.send(Send::text(uuid_b, "after")).await.unwrap(), 4002);
+}
+
+/// A scripted relay that answers every registration with `success: false`;
+/// returns its URL and the count of connections it accepted.
+async fn refusing_relay() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    actix_rt::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok(Ok((stream, _))) =
+            tokio::time::timeout(Duration::from_secs(10), listener.accept()).await
+        {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+            let _registration = ws.next().await;
+            let refusal = r#"{"success": false, "message": "go away", "error": true, "message_type": "relay_response"}"#;
+            let _ = ws
+                .send(tokio_tungstenite::tungstenite::Message::text(refusal))
+                .await;
+            held.push(ws);
+        }
+    });
+    (url, accepted)
+}
+
+#[actix_rt::test]
+async fn a_refused_registration_is_final_too() {
+    let (url, accepted) = refusing_relay().await;
+    let a = PeerManager::new(config(&url)).unwrap().start();
+    let mut events_a = events(&a).await;
+    let event = wait_event(&mut events_a, |e| {
+        matches!(e, PeerEvent::RelayFailed(_) | PeerEvent::RelayLost { .. })
+    })
+    .await;
+    let refused = RelayClientError::Registration("go away".into());
+    assert_eq!(event, PeerEvent::RelayFailed(refused.clone()));
+    assert_eq!(
+        a.send(Send::text(Uuid::new_v4(), "x")).await.unwrap(),
+        Err(PeerError::Relay(refused))
+    );
+    // Never retried: one connection, one relay session, even after the restart delay.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(a.send(Status).await.unwrap().relay_sessions, 1);
 }
