@@ -77,6 +77,27 @@ fn relay_config(ports: Option<&Ports>) -> String {
     text
 }
 
+/// `switchboard` with piped stderr, killed when dropped and, should the test
+/// process die without unwinding (e.g. SIGPIPE), when the spawning thread ends.
+fn switchboard() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe and changes only the child's own state.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
 /// A child's stderr lines, forwarded by a task so nothing blocks.
 fn follow(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
     let stderr = child.stderr.take().expect("stderr must be piped");
@@ -148,13 +169,9 @@ impl RelayProc {
 }
 
 async fn start_once(config: &tempfile::NamedTempFile) -> Started {
-    let mut child = Command::new(BIN)
+    let mut child = switchboard()
         .arg("--config")
         .arg(config.path())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = follow(&mut child);
@@ -209,7 +226,7 @@ impl AgentProc {
 pub async fn agent(ports: &Ports, service: &str) -> AgentProc {
     let mut token_file = tempfile::NamedTempFile::new().unwrap();
     writeln!(token_file, "{}", token(service)).unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = switchboard()
         .args([
             "host",
             "--relay",
@@ -226,10 +243,6 @@ pub async fn agent(ports: &Ports, service: &str) -> AgentProc {
             "--log-level",
             "info",
         ])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = follow(&mut child);
