@@ -183,6 +183,10 @@ impl ApiError {
                 ConnectionError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
                 _ => (StatusCode::BAD_GATEWAY, "connection_failed"),
             },
+            // A final verdict of the relay (4001/4002/4004): the manager is done.
+            ApiError::Peer(PeerError::Relay(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "relay_rejected")
+            }
             ApiError::Peer(_) => (StatusCode::BAD_GATEWAY, "peer_manager"),
         }
     }

@@ -5,12 +5,15 @@
 //! --echo` returns every byte to a library peer. A non-WebSocket relay URL, an
 //! unknown peer, a missing token file, no token and a wrong token each fail
 //! with a non-zero exit and a message naming the cause; the right token file
-//! works.
+//! works. A relay's final verdict at any time ends the process: a second
+//! `listen --uuid U` makes the first exit 1 within seconds with the 4004 reason
+//! (the second keeps serving), and a `send` waiting for a peer that never
+//! answers exits 1 at once when its UUID is taken over.
 
 mod common;
 
 use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::peers::{manager, peer_config, recv};
 use common::{test_settings, token_settings, TestRelay};
@@ -67,7 +70,11 @@ struct Listener {
 impl Listener {
     /// Starts `peer <global> listen <listen>` and waits for its "ready" line.
     async fn start(relay: &str, global: &[&str], listen: &[&str]) -> Listener {
-        let mut command = peer(relay, global);
+        Listener::spawn(peer(relay, global), listen).await
+    }
+
+    /// Starts `command listen <listen>` and waits for its "ready" line.
+    async fn spawn(mut command: Command, listen: &[&str]) -> Listener {
         command.arg("listen").args(listen).stdout(Stdio::piped());
         let mut child = command.spawn().expect("listener could not start");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -100,6 +107,15 @@ impl Listener {
             .unwrap();
         assert!(status.success(), "listener exited with {status}");
     }
+}
+
+/// Waits (at most `limit`) for `child` to exit; returns its code and stderr.
+async fn exit_within(child: Child, limit: Duration) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("process still running after {limit:?}"))
+        .unwrap();
+    (output.status.code(), stderr(&output))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -260,4 +276,50 @@ async fn token_file_authenticates_and_a_wrong_token_is_refused() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(listener.next_json().await["text"], "authorized");
     listener.exits_ok().await;
+}
+
+#[actix_rt::test]
+async fn a_listener_whose_uuid_is_taken_over_exits_1_with_the_reason() {
+    let relay = TestRelay::start(test_settings());
+    let uuid = Uuid::new_v4().to_string();
+    let mut first = peer(&relay.url, &["--uuid", &uuid]);
+    first.stderr(Stdio::piped());
+    let first = Listener::spawn(first, &[]).await;
+    let second = Listener::start(&relay.url, &["--uuid", &uuid], &["--count", "1"]).await;
+    let taken = Instant::now();
+    let (code, message) = exit_within(first.child, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(1), "{message}");
+    assert!(
+        message.contains("rejected by the relay (4004)")
+            && message.contains("Relay received a registration with the same ID"),
+        "{message}"
+    );
+    assert!(taken.elapsed() < Duration::from_secs(5));
+    // The newer listener owns the UUID and is served.
+    let output = run(peer(&relay.url, &["send", &uuid, "to the new one"])).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut second = second;
+    assert_eq!(second.next_json().await["text"], "to the new one");
+    second.exits_ok().await;
+}
+
+#[actix_rt::test]
+async fn a_send_waiting_for_a_peer_exits_1_at_once_when_taken_over() {
+    let relay = TestRelay::start(test_settings());
+    // A registered peer that never answers: the send waits for it.
+    let silent = Uuid::new_v4().to_string();
+    let _silent = common::client(&relay.url, "silent", &silent).await;
+    let uuid = Uuid::new_v4().to_string();
+    let mut send = peer(&relay.url, &["--uuid", &uuid, "send", &silent, "hello?"]);
+    send.stdout(Stdio::null()).stderr(Stdio::piped());
+    let send = send.spawn().unwrap();
+    common::wait_clients(relay.admin, |json| common::lists(json, &uuid)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _thief = common::client(&relay.url, "thief", &uuid).await;
+    let (code, message) = exit_within(send, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(1), "{message}");
+    assert!(
+        message.contains("rejected by the relay (4004)"),
+        "{message}"
+    );
 }

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::{PeerError, PeerEvent, PeerManagerConfig, PeerMessage};
 use crate::client::connection::{
-    self, Connection, ConnectionConfig, ConnectionEvent, ConnectionEventKind, RelayFailed, Role,
-    SetAnswer,
+    self, Connection, ConnectionConfig, ConnectionError, ConnectionEvent, ConnectionEventKind,
+    RelayFailed, Role, SetAnswer,
 };
 use crate::client::relay_client::{
     RelayClient, RelayClientError, RelayEvent, SendPeerConnection, Shutdown,
@@ -35,14 +35,18 @@ pub struct PeerManager {
     pub(super) connection_config: Arc<ConnectionConfig>,
     pub(super) relay: Option<Addr<RelayClient>>,
     pub(super) registered: bool,
-    pub(super) relay_failed: Option<RelayClientError>,
+    /// The relay's final verdict once there is one (see `fail_for_good`);
+    /// pending requests watch it so that they end at once.
+    pub(super) verdict: watch::Sender<Option<RelayClientError>>,
     pub(super) relay_sessions: u64,
+    /// Registrations the relay accepted (every `RelayEvent::Registered`).
+    pub(super) registrations: u64,
     pub(super) peers: HashMap<Uuid, Peer>,
     pub(super) next_id: u64,
     pub(super) subscribers: Vec<Recipient<PeerMessage>>,
     pub(super) event_subscribers: Vec<Recipient<PeerEvent>>,
     pub(super) inbox: VecDeque<PeerMessage>,
-    pub(super) waiters: VecDeque<oneshot::Sender<PeerMessage>>,
+    pub(super) waiters: VecDeque<oneshot::Sender<Result<PeerMessage, PeerError>>>,
     /// Descriptions made while the relay session is (re)connecting; sent on
     /// registration. Bounded by the connections' own connect timeouts.
     pub(super) unsent: Vec<PeerConnection>,
@@ -77,8 +81,9 @@ impl PeerManager {
             config,
             relay: None,
             registered: false,
-            relay_failed: None,
+            verdict: watch::Sender::new(None),
             relay_sessions: 0,
+            registrations: 0,
             peers: HashMap::new(),
             next_id: 0,
             subscribers: Vec::new(),
@@ -102,10 +107,43 @@ impl PeerManager {
                 self.relay_sessions += 1;
                 self.relay = Some(client.start());
             }
-            Err(error) => {
-                log::error!("{} relay client: {error}", self.log);
-                self.relay_failed = Some(error);
+            Err(error) => self.fail_for_good(error),
+        }
+    }
+
+    /// The relay's final verdict, if it has given one.
+    pub(super) fn relay_failed(&self) -> Option<RelayClientError> {
+        self.verdict.borrow().clone()
+    }
+
+    /// Acts on a final verdict of the relay (4001, 4002, 4004, a refused
+    /// registration): we are no longer registered and never will be again, so
+    /// every connection ends (a ready one after flushing what was sent, see
+    /// [`connection::Close`]), pending `Send`/`Connect`/`Recv` requests get
+    /// [`PeerError::Relay`] at once (they watch `verdict`), and so does every
+    /// later one. Subscribers get [`PeerEvent::RelayFailed`], then a
+    /// [`PeerEvent::Disconnected`] per connection.
+    pub(super) fn fail_for_good(&mut self, error: RelayClientError) {
+        log::error!("{} relay session failed for good: {error}", self.log);
+        self.registered = false;
+        self.relay = None;
+        self.unsent.clear();
+        self.verdict.send_replace(Some(error.clone()));
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Err(PeerError::Relay(error.clone())));
+        }
+        self.emit(PeerEvent::RelayFailed(error.clone()));
+        let reason = error.to_string();
+        for (peer, entry) in self.peers.drain().collect::<Vec<_>>() {
+            if entry.ready {
+                entry.addr.do_send(connection::Close);
+            } else {
+                entry.addr.do_send(RelayFailed(reason.clone()));
             }
+            self.emit(PeerEvent::Disconnected {
+                peer,
+                error: Some(ConnectionError::Relay(reason.clone())),
+            });
         }
     }
 
@@ -126,9 +164,12 @@ impl PeerManager {
         }
         let mut message = message;
         while let Some(waiter) = self.waiters.pop_front() {
-            match waiter.send(message) {
+            match waiter.send(Ok(message)) {
                 Ok(()) => return,
-                Err(returned) => message = returned,
+                Err(returned) => match returned {
+                    Ok(returned) => message = returned,
+                    Err(_) => return,
+                },
             }
         }
         if self.inbox.len() >= self.config.recv_queue {
@@ -156,13 +197,13 @@ impl PeerManager {
         if peer == self.uuid {
             return Err(PeerError::SelfSend(peer));
         }
+        if let Some(error) = self.relay_failed() {
+            return Err(PeerError::Relay(error));
+        }
         if let Some(existing) = self.peers.get(&peer) {
             if existing.addr.connected() {
                 return Ok(existing.addr.clone());
             }
-        }
-        if let Some(error) = &self.relay_failed {
-            return Err(PeerError::Relay(error.clone()));
         }
         log::info!("{} connecting to {peer}", self.log);
         Ok(self.open(peer, Role::Offerer, ctx))
@@ -266,9 +307,8 @@ impl PeerManager {
             description,
             error: None,
         };
-        if let Some(error) = &self.relay_failed {
-            let reason = error.to_string();
-            self.fail_signal(&signal, reason);
+        if let Some(error) = self.relay_failed() {
+            self.fail_signal(&signal, error.to_string());
         } else if self.registered {
             self.relay_signal(signal, ctx);
         } else {
@@ -287,25 +327,39 @@ impl PeerManager {
         }
     }
 
-    /// Sends a description through the relay; a refusal fails its connection.
+    /// Sends a description through the relay. When the session dropped
+    /// meanwhile (`NotConnected`) or the relay client is gone (`Closed`: its
+    /// `Failed` event follows), the description waits for the next
+    /// registration like one made while reconnecting (a final verdict clears
+    /// it and ends the connection); a full queue fails the connection.
     fn relay_signal(&mut self, signal: PeerConnection, ctx: &mut Context<Self>) {
         let (Some(relay), Some(entry)) = (self.relay.clone(), self.peers.get(&signal.peer_uuid))
         else {
             return;
         };
-        let connection = entry.addr.clone();
-        ctx.spawn(
-            async move {
-                let result = match relay.send(SendPeerConnection(signal)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(RelayClientError::Closed),
-                };
-                if let Err(error) = result {
-                    connection.do_send(RelayFailed(error.to_string()));
+        let (id, registrations) = (entry.id, self.registrations);
+        let request = relay.send(SendPeerConnection(signal.clone()));
+        ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
+            let error = match result {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error,
+                Err(_) => RelayClientError::Closed,
+            };
+            let current = act.peers.get(&signal.peer_uuid).filter(|p| p.id == id);
+            let Some(entry) = current else { return };
+            match error {
+                RelayClientError::NotConnected | RelayClientError::Closed => {
+                    if act.registered && act.registrations != registrations {
+                        // Registered again since: send on the new session.
+                        act.relay_signal(signal, ctx);
+                    } else {
+                        log::info!("{} relay session dropped: holding a description", act.log);
+                        act.unsent.push(signal);
+                    }
                 }
+                other => entry.addr.do_send(RelayFailed(other.to_string())),
             }
-            .into_actor(self),
-        );
+        }));
     }
 
     pub(super) fn shut_down(&mut self) {
@@ -340,6 +394,7 @@ impl Handler<RelayEvent> for PeerManager {
         match event {
             RelayEvent::Registered { uuid, .. } => {
                 self.registered = true;
+                self.registrations += 1;
                 for signal in std::mem::take(&mut self.unsent) {
                     self.relay_signal(signal, ctx);
                 }
@@ -356,16 +411,8 @@ impl Handler<RelayEvent> for PeerManager {
                 if self.closing {
                     return;
                 }
-                if matches!(
-                    error,
-                    RelayClientError::Rejected { .. } | RelayClientError::InvalidUrl { .. }
-                ) {
-                    log::error!("{} relay session failed for good: {error}", self.log);
-                    for signal in std::mem::take(&mut self.unsent) {
-                        self.fail_signal(&signal, error.to_string());
-                    }
-                    self.relay_failed = Some(error.clone());
-                    self.emit(PeerEvent::RelayFailed(error));
+                if error.is_final() {
+                    self.fail_for_good(error);
                     return;
                 }
                 log::warn!(

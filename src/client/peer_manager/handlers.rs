@@ -1,7 +1,9 @@
 //! The [`PeerManager`]'s handlers of the application's requests.
 
+use std::future::Future;
+
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::actor::PeerManager;
@@ -10,6 +12,38 @@ use super::{
     Status, Subscribe, SubscribeEvents,
 };
 use crate::client::connection::{self, Connection, ConnectionError, SendMessage, WaitReady};
+use crate::client::relay_client::RelayClientError;
+
+/// Runs `request` unless the relay gives its final verdict first, which then
+/// is the result ([`PeerError::Relay`]): a request waiting for a connection
+/// that can no longer be made ends at once instead of at its timeout. A
+/// connection error that comes with the verdict (the verdict closes every
+/// connection) is reported as the verdict too.
+async fn unless_verdict<T>(
+    verdict: watch::Receiver<Option<RelayClientError>>,
+    request: impl Future<Output = Result<T, PeerError>>,
+) -> Result<T, PeerError> {
+    let mut watching = verdict.clone();
+    let decided = async move {
+        if let Ok(value) = watching.wait_for(Option::is_some).await {
+            if let Some(error) = value.clone() {
+                return error;
+            }
+        }
+        // The manager is gone; the request ends on its own.
+        std::future::pending().await
+    };
+    let result = tokio::select! {
+        biased;
+        result = request => result,
+        error = decided => return Err(PeerError::Relay(error)),
+    };
+    let current = verdict.borrow().clone();
+    match (result, current) {
+        (Err(PeerError::Connection { .. }), Some(error)) => Err(PeerError::Relay(error)),
+        (result, _) => result,
+    }
+}
 
 /// The current connection to a peer, opened if needed (used to retry a send
 /// whose connection was replaced while it waited).
@@ -32,7 +66,8 @@ impl Handler<Send> for PeerManager {
         let first = self.connection_for(msg.peer, ctx);
         let manager = ctx.address();
         let peer = msg.peer;
-        Box::pin(async move {
+        let verdict = self.verdict.subscribe();
+        Box::pin(unless_verdict(verdict, async move {
             let mut addr = first?;
             let mut retried = false;
             loop {
@@ -54,7 +89,7 @@ impl Handler<Send> for PeerManager {
                 }
                 return Err(PeerError::Connection { peer, error });
             }
-        })
+        }))
     }
 }
 
@@ -65,7 +100,8 @@ impl Handler<Connect> for PeerManager {
         let addr = self.connection_for(msg.0, ctx);
         let timeout = self.connection_config.connect_timeout;
         let peer = msg.0;
-        Box::pin(async move {
+        let verdict = self.verdict.subscribe();
+        Box::pin(unless_verdict(verdict, async move {
             let result = addr?.send(WaitReady(timeout)).await;
             match result {
                 Ok(Ok(())) => Ok(()),
@@ -75,7 +111,7 @@ impl Handler<Connect> for PeerManager {
                     error: ConnectionError::Closed("connection stopped".into()),
                 }),
             }
-        })
+        }))
     }
 }
 
@@ -86,6 +122,10 @@ impl Handler<Recv> for PeerManager {
         if let Some(message) = self.inbox.pop_front() {
             return Box::pin(async move { Ok(message) });
         }
+        if let Some(error) = self.relay_failed() {
+            // Messages that arrived before the verdict were returned above.
+            return Box::pin(async { Err(PeerError::Relay(error)) });
+        }
         if self.closing {
             return Box::pin(async { Err(PeerError::Closed) });
         }
@@ -94,10 +134,10 @@ impl Handler<Recv> for PeerManager {
         Box::pin(async move {
             match msg.0 {
                 Some(limit) => match tokio::time::timeout(limit, rx).await {
-                    Ok(result) => result.map_err(|_| PeerError::Closed),
+                    Ok(result) => result.unwrap_or(Err(PeerError::Closed)),
                     Err(_) => Err(PeerError::RecvTimeout(limit)),
                 },
-                None => rx.await.map_err(|_| PeerError::Closed),
+                None => rx.await.unwrap_or(Err(PeerError::Closed)),
             }
         })
     }

@@ -8,9 +8,17 @@
 //! are none, to a bounded inbox read with [`Recv`].
 //!
 //! Supervision: the relay client reconnects by itself after transient losses
-//! and re-registers under the same UUID; if it stops for any reason other than
-//! a rejection (4001/4002/4004), the manager starts a new one after a delay.
-//! Existing connections never depend on the relay. Glare (both sides offer
+//! and re-registers under the same UUID; existing connections never depend on
+//! the relay. A final verdict of the relay, at the first registration or at
+//! any later one (close 4001 unauthorized, 4002 forbidden, 4004 our UUID taken
+//! over by a newer registration, HTTP 401/403, a refused registration; see
+//! [`RelayClientError::is_final`]), ends the manager's usefulness: subscribers
+//! get [`PeerEvent::RelayFailed`], every connection ends (a ready one after
+//! flushing what was sent; the UUID may now belong to another process), and
+//! every pending or later [`Send`], [`Connect`] and [`Recv`] returns
+//! [`PeerError::Relay`] with the close code and reason at once (`Recv` first
+//! returns what had already arrived). If the relay client stops for another
+//! reason, the manager starts a new one after a delay. Glare (both sides offer
 //! at once) is resolved by UUID: the lower UUID stays offerer, the higher one
 //! drops its own offer and answers. An offer from a peer we already have a
 //! connection with replaces that connection.
@@ -87,7 +95,9 @@ pub enum PeerError {
     /// The settings cannot work.
     #[error("invalid peer manager settings: {0}")]
     Config(String),
-    /// The relay session failed for good (rejected, or a bad URL).
+    /// The relay session failed for good (a final verdict such as
+    /// `Rejected { code: 4004, .. }`, or a bad URL); returned at once by
+    /// every pending and later request.
     #[error("relay: {0}")]
     Relay(RelayClientError),
     /// The connection to this peer failed or closed.
@@ -133,7 +143,9 @@ pub enum PeerEvent {
         /// Why.
         reason: String,
     },
-    /// The relay session failed for good.
+    /// The relay gave its final verdict (e.g. `Rejected { code: 4004, reason }`
+    /// when another registration took our UUID over); the manager will not
+    /// reconnect, and a `Disconnected` follows for every connection.
     RelayFailed(RelayClientError),
     /// A connection to `peer` is ready.
     Connected {

@@ -124,6 +124,9 @@ impl RelayClient {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
+        // At most one socket and one attempt at a time (a second registration
+        // of our UUID would take the first over with 4004).
+        self.teardown(ctx);
         self.generation += 1;
         self.attempts += 1;
         self.phase = Phase::Connecting;
@@ -150,7 +153,7 @@ impl RelayClient {
     }
 
     fn attempt_failed(&mut self, error: RelayClientError, ctx: &mut Context<Self>) {
-        if matches!(error, RelayClientError::Rejected { .. }) {
+        if error.is_final() {
             self.fail(error, ctx);
         } else {
             self.retry(error, None, ctx);
@@ -312,6 +315,10 @@ impl RelayClient {
         );
         self.last_error = Some(error);
         self.phase = Phase::Waiting;
+        // One retry timer at a time.
+        if let Some(pending) = self.pending.take() {
+            ctx.cancel_future(pending);
+        }
         self.subscriber.do_send(RelayEvent::Disconnected {
             code,
             reason,
@@ -410,7 +417,11 @@ impl Actor for RelayClient {
 
 impl StreamHandler<Inbound> for RelayClient {
     fn handle(&mut self, inbound: Inbound, ctx: &mut Context<Self>) {
-        if inbound.generation != self.generation {
+        // A socket that ended abruptly yields an error and then its end marker
+        // in the same poll, before the cancelled reader stops: once the session
+        // is over, later items of its socket are ignored, so a loss is handled
+        // (reported, backed off, retried) exactly once.
+        if inbound.generation != self.generation || self.session.is_none() {
             return;
         }
         if let Some(session) = self.session.as_mut() {

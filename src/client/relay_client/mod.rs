@@ -170,6 +170,24 @@ pub enum RelayClientError {
     Closed,
 }
 
+impl RelayClientError {
+    /// Whether this is a final verdict that retrying cannot change: a
+    /// rejection (close 4001 unauthorized, 4002 forbidden, 4004 replaced by a
+    /// newer registration of our UUID, or HTTP 401/403 at the upgrade), a
+    /// registration answered with `success: false`, or settings that cannot
+    /// work (URL, headers). The relay client stops after reporting one as
+    /// [`RelayEvent::Failed`]; everything else is retried with backoff.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            RelayClientError::Rejected { .. }
+                | RelayClientError::Registration(_)
+                | RelayClientError::InvalidUrl { .. }
+                | RelayClientError::InvalidHeader { .. }
+        )
+    }
+}
+
 /// Events sent to the subscriber given to [`RelayClient::new`].
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
