@@ -8,70 +8,12 @@
 mod common;
 mod tunnel_common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::log_lines::LogLines;
+use common::procs::{after, http_get as get, write_temp, Proc};
 use switchboard::tunnel::host_config::HostConfig;
 use tunnel_common::{exchange, metric, WAIT};
-
-struct Proc {
-    child: Child,
-    log: LogLines,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = LogLines::follow(&mut child, WAIT);
-        Proc { child, log }
-    }
-
-    fn wait_line(&mut self, needle: &str) -> String {
-        self.log.wait_line(needle)
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        self.wait_exit()
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn after<'a>(line: &'a str, marker: &str) -> &'a str {
-    let rest = &line[line.find(marker).unwrap() + marker.len()..];
-    rest.split(|c: char| c == ';' || c == ',' || c.is_whitespace())
-        .next()
-        .unwrap()
-}
 
 const RELAY_CONFIG: &str = r#"
 [server]
@@ -90,25 +32,6 @@ name = "echo"
 bind = "127.0.0.1:0"
 token = "process-test-token"
 "#;
-
-fn write_temp(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(text.as_bytes()).unwrap();
-    file
-}
-
-async fn get(admin: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_and_host_processes_serve_a_client() {

@@ -7,61 +7,18 @@
 
 mod tunnel_common;
 
-use switchboard::protocol::tunnel::{self, Frame, Role};
+use switchboard::protocol::tunnel::{Frame, Role};
 use switchboard::tunnel::framing::{write_frame, FrameReader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tunnel_common::*;
 
-async fn authenticate(relay: &Relay, role: Role, session: u64) -> (TcpStream, FrameReader, u64) {
-    let mut stream = TcpStream::connect(relay.tunnel.agents_addr())
-        .await
-        .unwrap();
-    let mut reader = FrameReader::new();
-    let hello = Frame::Hello {
-        role,
-        service: "raw".into(),
-        session,
-    };
-    write_frame(&mut stream, &hello).await.unwrap();
-    let Frame::Challenge { nonce } = reader
-        .next_within(&mut stream, WAIT, "challenge")
-        .await
-        .unwrap()
-    else {
-        panic!("no challenge");
-    };
-    let token = token("raw");
-    let mac = tunnel::proof(token.expose().as_bytes(), role, "raw", session, &nonce);
-    write_frame(&mut stream, &Frame::Proof { mac })
-        .await
-        .unwrap();
-    let Frame::Accepted { session } = reader
-        .next_within(&mut stream, WAIT, "accepted")
-        .await
-        .unwrap()
-    else {
-        panic!("not accepted");
-    };
-    (stream, reader, session)
-}
-
-/// The next frame that is not a heartbeat, answering pings on the way.
-async fn next_event(stream: &mut TcpStream, reader: &mut FrameReader) -> Frame {
-    loop {
-        match reader.next_within(stream, WAIT, "frame").await.unwrap() {
-            Frame::Ping { seq } => write_frame(stream, &Frame::Pong { seq }).await.unwrap(),
-            Frame::Pong { .. } => {}
-            other => return other,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_started_and_announcements() {
     let relay = Relay::start(settings(&["raw"]));
-    let (mut control, mut control_reader, session) = authenticate(&relay, Role::Control, 0).await;
-    let (mut data, mut data_reader, echoed) = authenticate(&relay, Role::Data, session).await;
+    let (mut control, mut control_reader, session) =
+        raw_agent(&relay, "raw", Role::Control, 0).await;
+    let (mut data, mut data_reader, echoed) = raw_agent(&relay, "raw", Role::Data, session).await;
     assert_eq!(echoed, session);
     wait_until("the pooled connection", || relay.idle("raw") == 1).await;
 
