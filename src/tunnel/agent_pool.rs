@@ -15,6 +15,7 @@ use super::framing::{refuse, write_frame, FrameReader};
 use super::pump::{open, pump, pump_io, Header, PumpEnd, PumpMode, Transferred};
 use super::tls::AgentConn;
 use super::TunnelError;
+use crate::addr::canonical;
 use crate::defaults;
 use crate::protocol::tunnel::{self, ErrorCode, Frame, Role};
 
@@ -168,6 +169,8 @@ async fn serve(
         client,
         server,
     } = started;
+    // As the relay should already report them: IPv4 clients as IPv4.
+    let (client, server) = (canonical(client), canonical(server));
     let leftover = reader.into_leftover();
     let address = match &settings.local {
         LocalService::Echo => {

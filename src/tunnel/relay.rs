@@ -355,7 +355,7 @@ async fn accept_clients(
             _ = state.cancel.cancelled() => return,
         };
         let (client, addr) = match accepted {
-            Ok(pair) => pair,
+            Ok((client, addr)) => (client, crate::addr::canonical(addr)),
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly.
                 log::warn!("tunnel: {}: accept failed: {e}", service.name);
@@ -372,7 +372,10 @@ async fn accept_clients(
             continue;
         }
         let _ = client.set_nodelay(true);
-        let Some(server) = bound.or_else(|| client.local_addr().ok()) else {
+        let Some(server) = bound
+            .or_else(|| client.local_addr().ok())
+            .map(crate::addr::canonical)
+        else {
             log::warn!("tunnel: {}: client {addr} gone at accept", service.name);
             continue;
         };

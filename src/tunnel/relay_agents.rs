@@ -27,6 +27,7 @@ pub(super) async fn accept_loop(state: Arc<TunnelState>, listener: tokio::net::T
         };
         match accepted {
             Ok((stream, addr)) => {
+                let addr = crate::addr::canonical(addr);
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(handle(state.clone(), stream, addr));
             }
