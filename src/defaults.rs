@@ -199,3 +199,13 @@ pub const AGENT_STARTED_WAIT_MS: u64 = 20;
 /// Control-channel announcements (`ConnectionOpen`/`ConnectionDrop`) are
 /// gathered for this long and written together, in milliseconds.
 pub const TUNNEL_ANNOUNCE_BATCH_MS: u64 = 10;
+/// Time a pooled connection gets to answer when it is handed a client, in
+/// milliseconds: the relay sends a heartbeat with `Start`, and a live agent
+/// answers it at once (before dialling its service). No answer: the agent is
+/// taken for dead and the client is handed to another pooled connection.
+pub const TUNNEL_HANDOFF_TIMEOUT_MS: u64 = 1_000;
+/// Most bytes of a client the relay forwards (and keeps, for a retry) before
+/// the agent answers `Started`; more wait in the client's socket.
+pub const TUNNEL_HANDOFF_BUFFER: usize = 16 * 1024;
+/// Most hand-offs of one client; after that many failures it is closed.
+pub const TUNNEL_HANDOFF_ATTEMPTS: u32 = 4;
