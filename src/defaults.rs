@@ -209,3 +209,15 @@ pub const TUNNEL_HANDOFF_TIMEOUT_MS: u64 = 1_000;
 pub const TUNNEL_HANDOFF_BUFFER: usize = 16 * 1024;
 /// Most hand-offs of one client; after that many failures it is closed.
 pub const TUNNEL_HANDOFF_ATTEMPTS: u32 = 4;
+/// Idle time before TCP keepalive probes start on agent connections (both
+/// ends), in milliseconds. A vanished host is noticed on an idle carried
+/// connection after idle + interval × probes (30 s).
+pub const TUNNEL_TCP_KEEPALIVE_IDLE_MS: u64 = 15_000;
+/// Interval between TCP keepalive probes on agent connections, in milliseconds.
+pub const TUNNEL_TCP_KEEPALIVE_INTERVAL_MS: u64 = 5_000;
+/// Unanswered TCP keepalive probes after which an agent connection is dropped.
+pub const TUNNEL_TCP_KEEPALIVE_PROBES: u32 = 3;
+/// `TCP_USER_TIMEOUT` on agent connections (Linux), in milliseconds: sent
+/// bytes unacknowledged this long drop the connection, so a host that
+/// vanishes mid-transfer is noticed (the kernel would retry ~15 minutes).
+pub const TUNNEL_TCP_USER_TIMEOUT_MS: u64 = 30_000;

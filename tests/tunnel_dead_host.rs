@@ -285,6 +285,53 @@ fn sockets_in_state(port: u16, state: &str, local_side: bool) -> usize {
         .count()
 }
 
+/// Established sockets whose local (or remote) port is `port`, from
+/// `/proc/net/tcp{,6}`: (local and remote address, active timer).
+fn established(port: u16, local_side: bool) -> Vec<(String, String)> {
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let side = if local_side { f[1] } else { f[2] };
+            let timer = f[5].split(':').next().unwrap_or_default().to_string();
+            (side.ends_with(&port) && f[3] == "01").then(|| (format!("{}-{}", f[1], f[2]), timer))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_connections_run_tcp_keepalive_on_both_ends() {
+    let relay = relay("", None);
+    let _a = host(&relay, None, 2, None);
+    wait_web(&relay, "pool_idle", 2).await;
+    let port = relay.agents.parse::<SocketAddr>().unwrap().port();
+    // Control + 2 pooled connections, seen from the relay and from the
+    // agent. Between heartbeats an idle socket's timer is 02 (keepalive)
+    // when keepalive is on, none (00) when it is off.
+    for local_side in [true, false] {
+        let mut keepalive = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let sockets = established(port, local_side);
+            assert_eq!(sockets.len(), 3, "{sockets:?}");
+            keepalive.extend(
+                sockets
+                    .iter()
+                    .filter(|(_, t)| t == "02")
+                    .map(|(s, _)| s.clone()),
+            );
+            if keepalive.len() == 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no keepalive timer: {sockets:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Opens an idle client session through the echo agent (one exchange).
 async fn idle_session(addr: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -356,4 +403,44 @@ async fn a_dead_agents_connections_are_closed_and_their_slots_freed() {
         fresh.push(idle_session(service).await);
     }
     wait_web(&relay, "active", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_relays_connections_are_closed_by_the_agent() {
+    // The local service records when the agent closes each connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let closed = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    if stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = closed.send(Instant::now());
+            });
+        }
+    });
+    let relay = relay(FAST_HEARTBEAT, None);
+    let _a = host_with(&relay, Some(local), 2, None, FAST_HEARTBEAT);
+    wait_web(&relay, "pool_idle", 2).await;
+    let service = relay.service("web");
+    let _sessions = [idle_session(service).await, idle_session(service).await];
+    relay.proc.signal("STOP");
+    let frozen = Instant::now();
+    for i in 0..2 {
+        let closed = tokio::time::timeout(Duration::from_secs(3), closed_rx.recv()).await;
+        assert!(
+            matches!(closed, Ok(Some(_))),
+            "local connection {i} still open after the relay went silent"
+        );
+    }
+    eprintln!(
+        "local connections closed {:?} after the freeze",
+        frozen.elapsed()
+    );
 }

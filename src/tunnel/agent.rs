@@ -270,7 +270,7 @@ async fn session(
     );
     let slots = cancel.child_token();
     for _ in 0..settings.pool {
-        super::agent_pool::spawn_slot(settings, stats, session, &slots, cancel);
+        super::agent_pool::spawn_slot(settings, stats, session, &slots);
     }
     let result = control(settings, &mut stream, &mut reader, cancel).await;
     slots.cancel();
@@ -288,6 +288,9 @@ pub(super) async fn connect(
         .await
         .map_err(|_| TunnelError::Timeout("connecting to the relay"))??;
     let _ = tcp.set_nodelay(true);
+    if let Err(e) = super::tune_agent_socket(&tcp) {
+        log::debug!("tunnel agent: keepalive not set: {e}");
+    }
     let mut stream = match &settings.tls {
         None => Either::Left(tcp),
         Some(tls) => tokio::time::timeout(limit, tls.connect(tcp))

@@ -29,6 +29,9 @@ pub(super) async fn accept_loop(state: Arc<TunnelState>, listener: tokio::net::T
             Ok((stream, addr)) => {
                 let addr = crate::addr::canonical(addr);
                 let _ = stream.set_nodelay(true);
+                if let Err(e) = super::tune_agent_socket(&stream) {
+                    log::debug!("tunnel: agent {addr}: keepalive not set: {e}");
+                }
                 tokio::spawn(handle(state.clone(), stream, addr));
             }
             Err(e) => {
