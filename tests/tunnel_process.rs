@@ -2,8 +2,9 @@
 //! with a `[tunnel]` config and a `switchboard host --echo` agent process
 //! serve a TCP client; `/tunnels` and `/metrics` on the admin listener show
 //! the service, the agent and the pool; a wrong token makes the agent exit 1
-//! with the reason on stderr; SIGTERM stops both; the shipped host example
-//! config parses.
+//! with the reason on stderr; so does an agent whose TLS setting differs
+//! from the relay's, each side logging what to change; SIGTERM stops both;
+//! the shipped host example config parses.
 
 mod common;
 mod tunnel_common;
@@ -11,7 +12,8 @@ mod tunnel_common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::procs::{after, http_get as get, write_temp, Proc};
+use common::fixtures::self_signed;
+use common::procs::{after, http_get as get, write_temp, Proc, RelayProc};
 use switchboard::tunnel::host_config::HostConfig;
 use tunnel_common::{exchange, metric, WAIT};
 
@@ -139,4 +141,55 @@ fn shipped_host_config_parses_and_flags_override_it() {
     let unknown = write_temp("relay = \"x:1\"\npoool = 3\n");
     let error = HostConfig::load(unknown.path()).unwrap_err().to_string();
     assert!(error.contains("poool"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_mismatch_stops_the_host_saying_what_to_change() {
+    let pem = self_signed();
+    let (cert, key) = (pem.cert.path(), pem.key.path());
+    // certfile/keyfile belong to [tunnel], which RELAY_CONFIG opens before its service.
+    let tls_relay = RELAY_CONFIG.replace(
+        "[tunnel]\n",
+        &format!("[tunnel]\ncertfile = {cert:?}\nkeyfile = {key:?}\n"),
+    );
+    let token_file = write_temp("process-test-token\n");
+    let token = token_file.path().to_str().unwrap().to_string();
+    let cases = [
+        (
+            tls_relay.as_str(),
+            vec![],
+            "the relay requires TLS: start the agent with --tls",
+            "connected without TLS",
+        ),
+        (
+            RELAY_CONFIG,
+            vec![
+                "--tls",
+                "--tls-ca-file",
+                cert.to_str().unwrap(),
+                "--tls-server-name",
+                "localhost",
+            ],
+            "this agent speaks TLS but the relay's tunnel has no certificate",
+            "speaks TLS but the relay's tunnel has no certificate",
+        ),
+    ];
+    for (config, tls_flags, host_says, relay_says) in cases {
+        let mut relay = RelayProc::start(config);
+        let args = [
+            "host",
+            "--relay",
+            &relay.agents,
+            "--service",
+            "echo",
+            "--token-file",
+            &token,
+            "--echo",
+        ];
+        let mut host = Proc::start(&[&args[..], &tls_flags[..]].concat());
+        assert_eq!(host.wait_exit().code(), Some(1), "{host_says}");
+        host.wait_line(host_says);
+        relay.proc.wait_line(relay_says);
+        assert!(relay.proc.terminate().success());
+    }
 }

@@ -207,6 +207,24 @@ pub enum FrameError {
     /// A text field is not UTF-8.
     #[error("text is not UTF-8")]
     NotUtf8,
+    /// A TLS record header (content type, version 3.x) where a frame's
+    /// length should be: the other side speaks TLS and this one does not.
+    #[error("a TLS record (content type {0}) where a tunnel frame was expected")]
+    TlsRecord(u8),
+}
+
+/// TLS record content types (RFC 8446 §5.1, RFC 6520): change_cipher_spec
+/// 20, alert 21, handshake 22, application_data 23, heartbeat 24. Read as a
+/// length prefix with the version's first byte (3) they give 5123–6403,
+/// always above [`MAX_FRAME_BYTES`], so no valid frame is mistaken for one.
+const TLS_CONTENT_TYPES: std::ops::RangeInclusive<u8> = 20..=24;
+
+/// Whether `bytes` start like a plain tunnel `Hello` (length, kind, [`MAGIC`]):
+/// what a TLS relay sees from an agent that does not speak TLS.
+pub fn looks_like_hello(bytes: &[u8]) -> bool {
+    bytes.len() >= LEN_BYTES + 1 + MAGIC.len()
+        && bytes[LEN_BYTES] == kind::HELLO
+        && bytes[LEN_BYTES + 1..LEN_BYTES + 1 + MAGIC.len()] == MAGIC
 }
 
 /// Whether `name` is a valid service name: 1 to [`MAX_SERVICE_NAME`] bytes of `[A-Za-z0-9._-]`.
@@ -218,11 +236,15 @@ pub fn valid_service_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Reads a length prefix; returns the body length that follows.
+/// Reads a length prefix; returns the body length that follows. A TLS
+/// record header is told apart from an oversized frame.
 pub fn body_len(prefix: [u8; LEN_BYTES]) -> Result<usize, FrameError> {
     let len = usize::from(u16::from_be_bytes(prefix));
     match len {
         0 => Err(FrameError::Empty),
+        _ if TLS_CONTENT_TYPES.contains(&prefix[0]) && prefix[1] == 3 => {
+            Err(FrameError::TlsRecord(prefix[0]))
+        }
         n if n > MAX_FRAME_BYTES => Err(FrameError::Oversized(n)),
         n => Ok(n),
     }

@@ -102,6 +102,37 @@ pub enum TunnelError {
         /// The reason given.
         reason: String,
     },
+    /// One side speaks TLS and the other does not.
+    #[error("{0}")]
+    Tls(#[from] TlsMismatch),
+}
+
+/// A TLS setting that differs between the relay (`tunnel.certfile`) and an
+/// agent (`--tls`), as each side recognises it; the message says what to
+/// change. An agent that meets one stops (it cannot work by retrying).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TlsMismatch {
+    /// A plain agent got a TLS record (the relay's alert) instead of a frame.
+    #[error("the relay requires TLS: start the agent with --tls")]
+    RelayRequiresTls,
+    /// A TLS agent got an answer that is not TLS (the relay's plain frame).
+    #[error(
+        "this agent speaks TLS but the relay's tunnel has no certificate: start the agent \
+         without --tls, or give the relay tunnel.certfile and tunnel.keyfile"
+    )]
+    RelayWithoutTls,
+    /// A TLS relay got a plain `Hello`.
+    #[error(
+        "the agent connected without TLS but this relay's tunnel requires TLS: start the \
+         agent with --tls"
+    )]
+    AgentWithoutTls,
+    /// A plain relay got a TLS ClientHello instead of a frame.
+    #[error(
+        "the agent speaks TLS but the relay's tunnel has no certificate: set tunnel.certfile \
+         and tunnel.keyfile, or start the agent without --tls"
+    )]
+    AgentSpeaksTls,
 }
 
 #[cfg(test)]
