@@ -199,3 +199,25 @@ pub const AGENT_STARTED_WAIT_MS: u64 = 20;
 /// Control-channel announcements (`ConnectionOpen`/`ConnectionDrop`) are
 /// gathered for this long and written together, in milliseconds.
 pub const TUNNEL_ANNOUNCE_BATCH_MS: u64 = 10;
+/// Time a pooled connection gets to answer when it is handed a client, in
+/// milliseconds: the relay sends a heartbeat with `Start`, and a live agent
+/// answers it at once (before dialling its service). No answer: the agent is
+/// taken for dead and the client is handed to another pooled connection.
+pub const TUNNEL_HANDOFF_TIMEOUT_MS: u64 = 1_000;
+/// Most bytes of a client the relay forwards (and keeps, for a retry) before
+/// the agent answers `Started`; more wait in the client's socket.
+pub const TUNNEL_HANDOFF_BUFFER: usize = 16 * 1024;
+/// Most hand-offs of one client; after that many failures it is closed.
+pub const TUNNEL_HANDOFF_ATTEMPTS: u32 = 4;
+/// Idle time before TCP keepalive probes start on agent connections (both
+/// ends), in milliseconds. A vanished host is noticed on an idle carried
+/// connection after idle + interval × probes (30 s).
+pub const TUNNEL_TCP_KEEPALIVE_IDLE_MS: u64 = 15_000;
+/// Interval between TCP keepalive probes on agent connections, in milliseconds.
+pub const TUNNEL_TCP_KEEPALIVE_INTERVAL_MS: u64 = 5_000;
+/// Unanswered TCP keepalive probes after which an agent connection is dropped.
+pub const TUNNEL_TCP_KEEPALIVE_PROBES: u32 = 3;
+/// `TCP_USER_TIMEOUT` on agent connections (Linux), in milliseconds: sent
+/// bytes unacknowledged this long drop the connection, so a host that
+/// vanishes mid-transfer is noticed (the kernel would retry ~15 minutes).
+pub const TUNNEL_TCP_USER_TIMEOUT_MS: u64 = 30_000;

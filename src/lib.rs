@@ -17,6 +17,8 @@
 //! - [`config`]: the settings tree, layered defaults → TOML → env → CLI, validation
 //!   (the `[tunnel]` section in `config/tunnel.rs`).
 //! - [`defaults`]: every default, timeout and limit as a named constant.
+//! - [`addr`]: the canonical form every reported peer address takes
+//!   (IPv4-mapped IPv6 addresses as IPv4).
 //! - [`server`]: the relay: `registry` (the one actor owning registrations,
 //!   started on the first HTTP worker's thread so forwards cross at most one thread),
 //!   `session` (one actor per WebSocket), `outbound` (its bounded write queue),
@@ -46,6 +48,7 @@
 //!   `peer_http` (an actix-web application embedding a PeerManager).
 #![deny(missing_docs)]
 
+pub mod addr;
 pub mod admin;
 pub mod client;
 pub mod config;

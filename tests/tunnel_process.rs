@@ -2,76 +2,20 @@
 //! with a `[tunnel]` config and a `switchboard host --echo` agent process
 //! serve a TCP client; `/tunnels` and `/metrics` on the admin listener show
 //! the service, the agent and the pool; a wrong token makes the agent exit 1
-//! with the reason on stderr; SIGTERM stops both; the shipped host example
-//! config parses.
+//! with the reason on stderr; so does an agent whose TLS setting differs
+//! from the relay's, each side logging what to change; SIGTERM stops both;
+//! the shipped host example config parses.
 
 mod common;
 mod tunnel_common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::log_lines::LogLines;
+use common::fixtures::self_signed;
+use common::procs::{after, http_get as get, write_temp, Proc, RelayProc};
 use switchboard::tunnel::host_config::HostConfig;
 use tunnel_common::{exchange, metric, WAIT};
-
-struct Proc {
-    child: Child,
-    log: LogLines,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = LogLines::follow(&mut child, WAIT);
-        Proc { child, log }
-    }
-
-    fn wait_line(&mut self, needle: &str) -> String {
-        self.log.wait_line(needle)
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        self.wait_exit()
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn after<'a>(line: &'a str, marker: &str) -> &'a str {
-    let rest = &line[line.find(marker).unwrap() + marker.len()..];
-    rest.split(|c: char| c == ';' || c == ',' || c.is_whitespace())
-        .next()
-        .unwrap()
-}
 
 const RELAY_CONFIG: &str = r#"
 [server]
@@ -90,25 +34,6 @@ name = "echo"
 bind = "127.0.0.1:0"
 token = "process-test-token"
 "#;
-
-fn write_temp(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(text.as_bytes()).unwrap();
-    file
-}
-
-async fn get(admin: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_and_host_processes_serve_a_client() {
@@ -216,4 +141,55 @@ fn shipped_host_config_parses_and_flags_override_it() {
     let unknown = write_temp("relay = \"x:1\"\npoool = 3\n");
     let error = HostConfig::load(unknown.path()).unwrap_err().to_string();
     assert!(error.contains("poool"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_mismatch_stops_the_host_saying_what_to_change() {
+    let pem = self_signed();
+    let (cert, key) = (pem.cert.path(), pem.key.path());
+    // certfile/keyfile belong to [tunnel], which RELAY_CONFIG opens before its service.
+    let tls_relay = RELAY_CONFIG.replace(
+        "[tunnel]\n",
+        &format!("[tunnel]\ncertfile = {cert:?}\nkeyfile = {key:?}\n"),
+    );
+    let token_file = write_temp("process-test-token\n");
+    let token = token_file.path().to_str().unwrap().to_string();
+    let cases = [
+        (
+            tls_relay.as_str(),
+            vec![],
+            "the relay requires TLS: start the agent with --tls",
+            "connected without TLS",
+        ),
+        (
+            RELAY_CONFIG,
+            vec![
+                "--tls",
+                "--tls-ca-file",
+                cert.to_str().unwrap(),
+                "--tls-server-name",
+                "localhost",
+            ],
+            "this agent speaks TLS but the relay's tunnel has no certificate",
+            "speaks TLS but the relay's tunnel has no certificate",
+        ),
+    ];
+    for (config, tls_flags, host_says, relay_says) in cases {
+        let mut relay = RelayProc::start(config);
+        let args = [
+            "host",
+            "--relay",
+            &relay.agents,
+            "--service",
+            "echo",
+            "--token-file",
+            &token,
+            "--echo",
+        ];
+        let mut host = Proc::start(&[&args[..], &tls_flags[..]].concat());
+        assert_eq!(host.wait_exit().code(), Some(1), "{host_says}");
+        host.wait_line(host_says);
+        relay.proc.wait_line(relay_says);
+        assert!(relay.proc.terminate().success());
+    }
 }

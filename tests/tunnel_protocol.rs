@@ -7,61 +7,18 @@
 
 mod tunnel_common;
 
-use switchboard::protocol::tunnel::{self, Frame, Role};
-use switchboard::tunnel::framing::{write_frame, FrameReader};
+use switchboard::protocol::tunnel::{Frame, Role};
+use switchboard::tunnel::framing::write_frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tunnel_common::*;
 
-async fn authenticate(relay: &Relay, role: Role, session: u64) -> (TcpStream, FrameReader, u64) {
-    let mut stream = TcpStream::connect(relay.tunnel.agents_addr())
-        .await
-        .unwrap();
-    let mut reader = FrameReader::new();
-    let hello = Frame::Hello {
-        role,
-        service: "raw".into(),
-        session,
-    };
-    write_frame(&mut stream, &hello).await.unwrap();
-    let Frame::Challenge { nonce } = reader
-        .next_within(&mut stream, WAIT, "challenge")
-        .await
-        .unwrap()
-    else {
-        panic!("no challenge");
-    };
-    let token = token("raw");
-    let mac = tunnel::proof(token.expose().as_bytes(), role, "raw", session, &nonce);
-    write_frame(&mut stream, &Frame::Proof { mac })
-        .await
-        .unwrap();
-    let Frame::Accepted { session } = reader
-        .next_within(&mut stream, WAIT, "accepted")
-        .await
-        .unwrap()
-    else {
-        panic!("not accepted");
-    };
-    (stream, reader, session)
-}
-
-/// The next frame that is not a heartbeat, answering pings on the way.
-async fn next_event(stream: &mut TcpStream, reader: &mut FrameReader) -> Frame {
-    loop {
-        match reader.next_within(stream, WAIT, "frame").await.unwrap() {
-            Frame::Ping { seq } => write_frame(stream, &Frame::Pong { seq }).await.unwrap(),
-            Frame::Pong { .. } => {}
-            other => return other,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_started_and_announcements() {
     let relay = Relay::start(settings(&["raw"]));
-    let (mut control, mut control_reader, session) = authenticate(&relay, Role::Control, 0).await;
-    let (mut data, mut data_reader, echoed) = authenticate(&relay, Role::Data, session).await;
+    let (mut control, mut control_reader, session) =
+        raw_agent(&relay, "raw", Role::Control, 0).await;
+    let (mut data, mut data_reader, echoed) = raw_agent(&relay, "raw", Role::Data, session).await;
     assert_eq!(echoed, session);
     wait_until("the pooled connection", || relay.idle("raw") == 1).await;
 
@@ -118,4 +75,60 @@ async fn start_started_and_announcements() {
         next_event(&mut control, &mut control_reader).await,
         Frame::ConnectionDrop { conn }
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_hand_off_goes_to_another_pooled_connection_with_the_clients_bytes() {
+    let mut s = settings(&["raw"]);
+    s.handoff_timeout_ms = 200;
+    let relay = Relay::start(s);
+    let (_control, _control_reader, session) = raw_agent(&relay, "raw", Role::Control, 0).await;
+    // A pooled connection whose agent never answers again.
+    let (mut silent, mut silent_reader, _) = raw_agent(&relay, "raw", Role::Data, session).await;
+    wait_until("the pooled connection", || relay.idle("raw") == 1).await;
+
+    let mut client = TcpStream::connect(relay.service("raw")).await.unwrap();
+    client.write_all(b"GET 0\n").await.unwrap();
+    client.shutdown().await.unwrap();
+    // It gets a heartbeat and the Start, with the client's bytes and FIN.
+    let ping = silent_reader.next_within(&mut silent, WAIT, "ping").await;
+    assert!(matches!(ping, Ok(Frame::Ping { .. })), "{ping:?}");
+    let start = silent_reader.next_within(&mut silent, WAIT, "start").await;
+    let Ok(Frame::Start { conn, .. }) = start else {
+        panic!("no start: {start:?}");
+    };
+    let mut rest = silent_reader.into_leftover();
+    tokio::time::timeout(WAIT, silent.read_to_end(&mut rest))
+        .await
+        .expect("the relay gives up on the silent connection")
+        .unwrap();
+    assert_eq!(rest, b"GET 0\n");
+    wait_until("the failure to be counted", || {
+        metric(
+            &relay.metrics_text(),
+            "switchboard_tunnel_handoff_failures_total",
+            "no_answer",
+        ) == 1.0
+    })
+    .await;
+
+    // The next pooled connection gets the same client, bytes and FIN included.
+    let (mut live, mut live_reader, _) = raw_agent(&relay, "raw", Role::Data, session).await;
+    let Frame::Start { conn: again, .. } = next_event(&mut live, &mut live_reader).await else {
+        panic!("no start on the live connection");
+    };
+    assert_eq!(again, conn);
+    let mut bytes = live_reader.into_leftover();
+    write_frame(&mut live, &Frame::Started { conn })
+        .await
+        .unwrap();
+    live.write_all(b"got 0\n").await.unwrap();
+    live.shutdown().await.unwrap();
+    tokio::time::timeout(WAIT, live.read_to_end(&mut bytes))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bytes, b"GET 0\n");
+    let answer = read_until_closed(&mut client, WAIT).await.unwrap();
+    assert_eq!(answer, b"got 0\n");
 }

@@ -2,7 +2,9 @@
 //! `tunnel.certfile`/`keyfile` set, an agent trusting the relay's
 //! certificate serves clients (exact bytes, half-close, the built-in echo);
 //! a wrong token is still refused by name through TLS; a plain-TCP agent and
-//! an agent trusting another CA are never let in, and the relay keeps serving.
+//! an agent trusting another CA are never let in, and the relay keeps serving;
+//! a TLS setting that differs between relay and agent stops the agent with
+//! an error saying what to change, whichever side has TLS.
 
 mod common;
 mod tunnel_common;
@@ -14,6 +16,7 @@ use common::fixtures::{self_signed, Pem};
 use switchboard::protocol::tunnel::ErrorCode;
 use switchboard::tunnel::agent::{self, AgentError, LocalService};
 use switchboard::tunnel::tls::AgentTls;
+use switchboard::tunnel::TlsMismatch;
 use tunnel_common::*;
 
 fn tls_relay(pem: &Pem, services: &[&str]) -> Relay {
@@ -104,7 +107,8 @@ async fn plain_or_untrusting_agents_are_never_let_in() {
     assert!(relay.status("svc")["agents"].as_array().unwrap().is_empty());
     assert!(!plain.stats.connected.load(Ordering::Acquire));
     assert!(!untrusting.stats.connected.load(Ordering::Acquire));
-    plain.stop().await.unwrap();
+    // The plain agent gave up, saying why (see the test below).
+    assert!(plain.stop().await.is_err());
     untrusting.stop().await.unwrap();
     // The relay still serves a trusting agent.
     let mut s = agent_settings(&relay.agents(), "svc", LocalService::Echo, 1);
@@ -112,5 +116,61 @@ async fn plain_or_untrusting_agents_are_never_let_in() {
     let good = agent::spawn(s);
     wait_until("the trusting agent's pool", || relay.idle("svc") == 1).await;
     assert_eq!(exchange(relay.service("svc"), b"tls").await, b"tls");
+    good.stop().await.unwrap();
+}
+
+/// Runs `settings` until the agent stops by itself (bounded); its error.
+async fn agent_error(settings: agent::AgentSettings) -> AgentError {
+    match tokio::time::timeout(WAIT, agent::spawn(settings).join()).await {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => panic!("the agent stopped without an error"),
+        Err(_) => panic!("the agent kept retrying instead of saying what is wrong"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_agent_of_a_tls_relay_is_told_to_use_tls() {
+    let pem = self_signed();
+    let relay = tls_relay(&pem, &["svc"]);
+    let s = agent_settings(&relay.agents(), "svc", LocalService::Echo, 1);
+    let error = agent_error(s).await;
+    assert!(
+        matches!(
+            error,
+            AgentError::TlsMismatch(TlsMismatch::RelayRequiresTls)
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "the relay requires TLS: start the agent with --tls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_agent_of_a_plain_relay_is_told_the_relay_has_no_certificate() {
+    let pem = self_signed();
+    let relay = Relay::start(settings(&["svc"]));
+    let mut s = agent_settings(&relay.agents(), "svc", LocalService::Echo, 1);
+    s.tls = Some(trusting(&pem));
+    let error = agent_error(s).await;
+    assert!(
+        matches!(error, AgentError::TlsMismatch(TlsMismatch::RelayWithoutTls)),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.starts_with("this agent speaks TLS but the relay's tunnel has no certificate"),
+        "{text}"
+    );
+    // The relay goes on serving agents that match it.
+    let good = agent::spawn(agent_settings(
+        &relay.agents(),
+        "svc",
+        LocalService::Echo,
+        1,
+    ));
+    wait_until("a plain agent's pool", || relay.idle("svc") == 1).await;
+    assert_eq!(exchange(relay.service("svc"), b"plain").await, b"plain");
     good.stop().await.unwrap();
 }

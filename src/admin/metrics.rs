@@ -1,7 +1,7 @@
 //! Every relay metric in one struct, served as Prometheus text on `/metrics`.
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -71,8 +71,49 @@ pub struct ServiceLabels {
 pub struct RejectLabels {
     /// The tunnel service's name.
     pub service: String,
-    /// `pool_timeout`, `max_waiting`, `max_clients` or `local_refused`.
+    /// `pool_timeout`, `max_waiting`, `max_clients`, `local_refused` or `handoff_failed`.
     pub reason: String,
+}
+
+/// Why handing a tunnel client to a pooled connection failed: a fixed set
+/// of label values (`no_answer`, `not_started`, `agent_gone`, `broken`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum HandoffFailure {
+    /// The pooled connection did not answer the heartbeat sent with `Start`.
+    NoAnswer,
+    /// It answered, but `Started` did not come within the handshake timeout.
+    NotStarted,
+    /// The agent's control session was declared dead meanwhile.
+    AgentGone,
+    /// The connection closed, failed or sent something unexpected.
+    Broken,
+}
+
+impl HandoffFailure {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandoffFailure::NoAnswer => "no_answer",
+            HandoffFailure::NotStarted => "not_started",
+            HandoffFailure::AgentGone => "agent_gone",
+            HandoffFailure::Broken => "broken",
+        }
+    }
+}
+
+impl EncodeLabelValue for HandoffFailure {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Label set for failed tunnel hand-offs: the service and a fixed reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoffLabels {
+    /// The tunnel service's name (from the configuration).
+    pub service: String,
+    /// Why the hand-off failed.
+    pub reason: HandoffFailure,
 }
 
 /// The relay's metrics. Each field says when it changes.
@@ -125,6 +166,9 @@ pub struct Metrics {
     pub tunnel_waits: Family<ServiceLabels, Counter>,
     /// Clients closed without being served, by reason (incremented per client).
     pub tunnel_rejections: Family<RejectLabels, Counter>,
+    /// Failed hand-offs of a client to a pooled connection, by reason
+    /// (incremented per failure; the client is then handed to another).
+    pub tunnel_handoff_failures: Family<HandoffLabels, Counter>,
     /// Host agents' control channels connected now (set on connect and disconnect).
     pub tunnel_agents: Gauge,
     /// Agent handshakes refused: bad proof, unknown service or session (incremented per refusal).
@@ -164,7 +208,14 @@ impl Metrics {
             "Tunnel clients closed without being served, by reason",
             tunnel_rejections.clone(),
         );
+        let tunnel_handoff_failures = Family::<HandoffLabels, Counter>::default();
+        r.register(
+            "tunnel_handoff_failures",
+            "Failed hand-offs of a tunnel client to a pooled connection, by reason",
+            tunnel_handoff_failures.clone(),
+        );
         Metrics {
+            tunnel_handoff_failures,
             tunnel_clients_served: family(
                 r,
                 "tunnel_clients_served",

@@ -52,7 +52,7 @@ fn denied(req: &HttpRequest, state: &ServerState) -> Option<HttpResponse> {
         log::warn!(
             "admin request to {} without a valid token from {:?}",
             req.path(),
-            req.peer_addr()
+            req.peer_addr().map(crate::addr::canonical)
         );
         Some(
             HttpResponse::Unauthorized()

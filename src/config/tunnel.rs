@@ -25,6 +25,9 @@ pub struct TunnelSettings {
     pub max_clients: usize,
     /// Time an agent connection gets to complete its handshake, in milliseconds.
     pub handshake_timeout_ms: u64,
+    /// Time a pooled connection gets to answer the heartbeat sent with a
+    /// client's `Start` before the client is handed to another, in milliseconds.
+    pub handoff_timeout_ms: u64,
     /// Heartbeat interval on control and idle pooled connections, in milliseconds.
     pub heartbeat_interval_ms: u64,
     /// Silence after which a control or idle pooled connection is dropped, in milliseconds.
@@ -53,6 +56,7 @@ impl Default for TunnelSettings {
             max_pool: defaults::TUNNEL_MAX_POOL,
             max_clients: defaults::TUNNEL_MAX_CLIENTS,
             handshake_timeout_ms: defaults::TUNNEL_HANDSHAKE_TIMEOUT_MS,
+            handoff_timeout_ms: defaults::TUNNEL_HANDOFF_TIMEOUT_MS,
             heartbeat_interval_ms: defaults::TUNNEL_HEARTBEAT_INTERVAL_MS,
             heartbeat_timeout_ms: defaults::TUNNEL_HEARTBEAT_TIMEOUT_MS,
             copy_buffer: defaults::TUNNEL_COPY_BUFFER,
@@ -116,6 +120,7 @@ impl TunnelSettings {
         for (key, value) in [
             ("tunnel.pool_wait_ms", self.pool_wait_ms),
             ("tunnel.handshake_timeout_ms", self.handshake_timeout_ms),
+            ("tunnel.handoff_timeout_ms", self.handoff_timeout_ms),
             ("tunnel.heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("tunnel.max_waiting", self.max_waiting as u64),
             ("tunnel.max_pool", self.max_pool as u64),
@@ -129,6 +134,12 @@ impl TunnelSettings {
             return Err(invalid(
                 "tunnel.heartbeat_timeout_ms",
                 "must be larger than tunnel.heartbeat_interval_ms",
+            ));
+        }
+        if self.handoff_timeout_ms > self.handshake_timeout_ms {
+            return Err(invalid(
+                "tunnel.handoff_timeout_ms",
+                "must not exceed tunnel.handshake_timeout_ms (the wait for Started)",
             ));
         }
         match (&self.certfile, &self.keyfile) {

@@ -1,9 +1,13 @@
 //! The PROXY protocol version 2 header (HAProxy's specification, section
 //! 2.2): sent first on a connection so the receiving service learns the
 //! original client address. Only what a sender needs: `PROXY` command, TCP
-//! over IPv4 or IPv6 (mixed families are sent as IPv6, IPv4-mapped).
+//! over IPv4 or IPv6. IPv4-mapped IPv6 addresses count as IPv4 (an IPv4
+//! client of a dual-stack listener is announced as `TCP4`); mixed families
+//! are sent as IPv6, the IPv4 side mapped.
 
 use std::net::{IpAddr, SocketAddr};
+
+use crate::addr::canonical;
 
 /// The 12-byte signature every v2 header starts with.
 pub const SIGNATURE: [u8; 12] = [
@@ -23,8 +27,10 @@ fn v6(ip: IpAddr) -> [u8; 16] {
     }
 }
 
-/// The header announcing a TCP connection from `source` to `destination`.
+/// The header announcing a TCP connection from `source` to `destination`
+/// (both taken in [`crate::addr::canonical`] form).
 pub fn header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let (source, destination) = (canonical(source), canonical(destination));
     let mut out = SIGNATURE.to_vec();
     out.push(VERSION_PROXY);
     match (source.ip(), destination.ip()) {
@@ -74,6 +80,19 @@ mod tests {
         assert_eq!(h.len(), 16 + 36);
         assert_eq!(h[16], 0x20);
         assert_eq!(&h[48..52], &[0x03, 0xE8, 0x07, 0xD0]);
+        let mapped = header(
+            "[::ffff:127.0.0.1]:1000".parse().unwrap(),
+            "[::ffff:127.0.0.1]:2000".parse().unwrap(),
+        );
+        assert_eq!(
+            mapped,
+            header(
+                "127.0.0.1:1000".parse().unwrap(),
+                "127.0.0.1:2000".parse().unwrap()
+            ),
+            "IPv4-mapped addresses are announced as TCP4"
+        );
+        assert_eq!(&mapped[12..16], &[0x21, 0x11, 0x00, 0x0C]);
         let mixed = header("192.0.2.1:1".parse().unwrap(), "[::1]:2".parse().unwrap());
         assert_eq!(mixed[13], 0x21);
         assert_eq!(

@@ -17,7 +17,8 @@
 //!
 //! After that, the control connection carries `Ping`/`Pong`,
 //! `ConnectionOpen` and `ConnectionDrop`. A pooled data connection carries
-//! `Ping`/`Pong` until the relay assigns it a client with `Start`; the agent
+//! `Ping`/`Pong` until the relay assigns it a client with `Start` (sent right
+//! after a `Ping`, whose `Pong` tells the relay the agent is alive); the agent
 //! answers `Started` once its local service is connected (in the same write
 //! as the service's first bytes if they come within a few milliseconds),
 //! and from then on the connection is raw bytes in both directions.
@@ -207,6 +208,19 @@ pub enum FrameError {
     /// A text field is not UTF-8.
     #[error("text is not UTF-8")]
     NotUtf8,
+    /// A TLS record header where a frame's length should be: the other side speaks TLS.
+    #[error("a TLS record (content type {0}) where a tunnel frame was expected")]
+    TlsRecord(u8),
+}
+
+/// TLS record content types 20–24 (RFC 8446 §5.1, RFC 6520): with the
+/// version's first byte (3) they read as lengths 5123–6403, never valid.
+const TLS_CONTENT_TYPES: std::ops::RangeInclusive<u8> = 20..=24;
+
+/// Whether `bytes` start like a plain `Hello` (length, kind, [`MAGIC`]).
+pub fn looks_like_hello(bytes: &[u8]) -> bool {
+    let magic = LEN_BYTES + 1..LEN_BYTES + 1 + MAGIC.len();
+    bytes.len() >= magic.end && bytes[LEN_BYTES] == kind::HELLO && bytes[magic] == MAGIC
 }
 
 /// Whether `name` is a valid service name: 1 to [`MAX_SERVICE_NAME`] bytes of `[A-Za-z0-9._-]`.
@@ -218,11 +232,14 @@ pub fn valid_service_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Reads a length prefix; returns the body length that follows.
+/// Reads a length prefix (a TLS record header is told apart); returns the body length.
 pub fn body_len(prefix: [u8; LEN_BYTES]) -> Result<usize, FrameError> {
     let len = usize::from(u16::from_be_bytes(prefix));
     match len {
         0 => Err(FrameError::Empty),
+        _ if TLS_CONTENT_TYPES.contains(&prefix[0]) && prefix[1] == 3 => {
+            Err(FrameError::TlsRecord(prefix[0]))
+        }
         n if n > MAX_FRAME_BYTES => Err(FrameError::Oversized(n)),
         n => Ok(n),
     }

@@ -125,6 +125,43 @@ fn garbage_never_panics() {
 }
 
 #[test]
+fn tls_records_are_told_apart_from_oversized_frames() {
+    // An alert (what a TLS relay answers a plain agent) and a ClientHello
+    // (what a TLS agent sends a plain relay): 0x1503 = 5379, 0x1603 = 5635.
+    assert_eq!(body_len([0x15, 0x03]), Err(FrameError::TlsRecord(21)));
+    assert_eq!(body_len([0x16, 0x03]), Err(FrameError::TlsRecord(22)));
+    for content_type in 20..=24u8 {
+        assert_eq!(
+            body_len([content_type, 3]),
+            Err(FrameError::TlsRecord(content_type))
+        );
+    }
+    // Not 3.x, or not a record type: just an oversized frame.
+    assert_eq!(body_len([0x16, 0x04]), Err(FrameError::Oversized(0x1604)));
+    assert_eq!(body_len([0x19, 0x03]), Err(FrameError::Oversized(0x1903)));
+    // No valid length looks like a record.
+    for len in 1..=MAX_FRAME_BYTES as u16 {
+        assert_eq!(body_len(len.to_be_bytes()), Ok(usize::from(len)));
+    }
+}
+
+#[test]
+fn a_plain_hello_is_recognised_by_its_first_bytes() {
+    let hello = encode(&Frame::Hello {
+        role: Role::Data,
+        service: "web".into(),
+        session: 7,
+    });
+    assert!(looks_like_hello(&hello));
+    assert!(looks_like_hello(&hello[..7]));
+    assert!(!looks_like_hello(&hello[..6]));
+    assert!(!looks_like_hello(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00
+    ]));
+    assert!(!looks_like_hello(&encode(&Frame::Ping { seq: 1 })));
+}
+
+#[test]
 fn http_request_is_not_a_hello() {
     let request = b"GET / HTTP/1.1\r\n";
     // As a length prefix, "GE" announces 18245 bytes: refused before reading.

@@ -352,7 +352,7 @@ async fn upgrade(
         .get(actix_web::http::header::AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let state = state.into_inner();
-    let remote = req.peer_addr();
+    let remote = req.peer_addr().map(crate::addr::canonical);
     WsSession::create(move |ctx| {
         ctx.add_stream(stream);
         WsSession::new(state, registry, authorization, remote, ws)

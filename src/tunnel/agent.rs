@@ -19,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::{write_frame, FrameReader};
 use super::tls::{AgentConn, AgentTls};
-use super::TunnelError;
+use super::{TlsMismatch, TunnelError};
 use crate::config::Secret;
 use crate::defaults;
-use crate::protocol::tunnel::{self, ErrorCode, Frame, Role};
+use crate::protocol::tunnel::{self, ErrorCode, Frame, FrameError, Role};
 use tokio_util::either::Either;
 
 /// What the agent serves.
@@ -115,6 +115,9 @@ pub enum AgentError {
     /// The settings cannot work.
     #[error("invalid agent settings: {0}")]
     Settings(String),
+    /// The agent's `--tls` differs from the relay's `tunnel.certfile`.
+    #[error("{0}")]
+    TlsMismatch(TlsMismatch),
 }
 
 /// Live counters of an agent (for tests, logs and the CLI).
@@ -233,6 +236,10 @@ pub async fn run(
                 );
                 return Err(AgentError::Rejected { code, reason });
             }
+            Err(TunnelError::Tls(mismatch)) => {
+                log::error!("tunnel agent: relay {}: {mismatch}", settings.relay);
+                return Err(AgentError::TlsMismatch(mismatch));
+            }
             Err(e) => log::warn!("tunnel agent: relay {}: {e}", settings.relay),
         }
         if began.elapsed() >= settings.backoff_reset {
@@ -270,7 +277,7 @@ async fn session(
     );
     let slots = cancel.child_token();
     for _ in 0..settings.pool {
-        super::agent_pool::spawn_slot(settings, stats, session, &slots, cancel);
+        super::agent_pool::spawn_slot(settings, stats, session, &slots);
     }
     let result = control(settings, &mut stream, &mut reader, cancel).await;
     slots.cancel();
@@ -288,11 +295,22 @@ pub(super) async fn connect(
         .await
         .map_err(|_| TunnelError::Timeout("connecting to the relay"))??;
     let _ = tcp.set_nodelay(true);
+    if let Err(e) = super::tune_agent_socket(&tcp) {
+        log::debug!("tunnel agent: keepalive not set: {e}");
+    }
     let mut stream = match &settings.tls {
         None => Either::Left(tcp),
         Some(tls) => tokio::time::timeout(limit, tls.connect(tcp))
             .await
             .map_err(|_| TunnelError::Timeout("in the TLS handshake"))??,
+    };
+    // A plain agent reading a TLS record: the relay's alert.
+    let plain = settings.tls.is_none();
+    let mismatch = |e| match e {
+        TunnelError::Frame(FrameError::TlsRecord(_)) if plain => {
+            TlsMismatch::RelayRequiresTls.into()
+        }
+        e => e,
     };
     let mut reader = FrameReader::new();
     let hello = Frame::Hello {
@@ -303,7 +321,8 @@ pub(super) async fn connect(
     write_frame(&mut stream, &hello).await?;
     let nonce = match reader
         .next_within(&mut stream, limit, "waiting for the challenge")
-        .await?
+        .await
+        .map_err(mismatch)?
     {
         Frame::Challenge { nonce } => nonce,
         Frame::Error { code, reason } => return Err(TunnelError::Refused { code, reason }),
@@ -314,7 +333,8 @@ pub(super) async fn connect(
     write_frame(&mut stream, &Frame::Proof { mac }).await?;
     match reader
         .next_within(&mut stream, limit, "waiting for acceptance")
-        .await?
+        .await
+        .map_err(mismatch)?
     {
         Frame::Accepted { session } => Ok((stream, reader, session)),
         Frame::Error { code, reason } => Err(TunnelError::Refused { code, reason }),

@@ -15,35 +15,36 @@ use super::framing::{refuse, write_frame, FrameReader};
 use super::pump::{open, pump, pump_io, Header, PumpEnd, PumpMode, Transferred};
 use super::tls::AgentConn;
 use super::TunnelError;
+use crate::addr::canonical;
 use crate::defaults;
 use crate::protocol::tunnel::{self, ErrorCode, Frame, Role};
 
-/// Starts a [`slot`] task.
+/// Starts a [`slot`] task of control session `session`; `slots` is
+/// cancelled when that session ends.
 pub(super) fn spawn_slot(
     settings: &Arc<AgentSettings>,
     stats: &Arc<AgentStats>,
     session: u64,
     slots: &CancellationToken,
-    cancel: &CancellationToken,
 ) {
     tokio::spawn(slot(
         settings.clone(),
         stats.clone(),
         session,
         slots.clone(),
-        cancel.clone(),
     ));
 }
 
 /// Keeps one pooled connection open. When the relay starts it for a
 /// client, a fresh slot is spawned at once to refill the pool and this task
-/// goes on to serve the client (the client's path comes first).
+/// goes on to serve the client (the client's path comes first). Idle or
+/// serving, it ends when its control session does: connections through a
+/// relay declared dead are closed on the local service's side too.
 async fn slot(
     settings: Arc<AgentSettings>,
     stats: Arc<AgentStats>,
     session: u64,
     slots: CancellationToken,
-    cancel: CancellationToken,
 ) {
     let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
     loop {
@@ -57,10 +58,9 @@ async fn slot(
                     settings.clone(),
                     stats.clone(),
                     session,
-                    slots,
-                    cancel.clone(),
+                    slots.clone(),
                 )));
-                return serve(settings, stats, started, cancel, refill).await;
+                return serve(settings, stats, started, slots, refill).await;
             }
             Err(e) => {
                 log::debug!("tunnel agent: pooled connection: {e}");
@@ -78,18 +78,14 @@ async fn slot(
 /// the client's first steps are done (they come first), or when dropped.
 struct Refill(Option<RefillArgs>);
 
-type RefillArgs = (
-    Arc<AgentSettings>,
-    Arc<AgentStats>,
-    u64,
-    CancellationToken,
-    CancellationToken,
-);
+type RefillArgs = (Arc<AgentSettings>, Arc<AgentStats>, u64, CancellationToken);
 
 impl Refill {
     fn now(&mut self) {
-        if let Some((settings, stats, session, slots, cancel)) = self.0.take() {
-            spawn_slot(&settings, &stats, session, &slots, &cancel);
+        if let Some((settings, stats, session, slots)) = self.0.take() {
+            if !slots.is_cancelled() {
+                spawn_slot(&settings, &stats, session, &slots);
+            }
         }
     }
 }
@@ -168,6 +164,8 @@ async fn serve(
         client,
         server,
     } = started;
+    // As the relay should already report them: IPv4 clients as IPv4.
+    let (client, server) = (canonical(client), canonical(server));
     let leftover = reader.into_leftover();
     let address = match &settings.local {
         LocalService::Echo => {
@@ -190,11 +188,15 @@ async fn serve(
     else {
         return;
     };
-    log::debug!(
-        "tunnel agent: conn {conn} ended ({end:?}); {} bytes in, {} out",
-        counts.a_to_b.load(Ordering::Relaxed),
-        counts.b_to_a.load(Ordering::Relaxed)
-    );
+    let (up, down) = (&counts.a_to_b, &counts.b_to_a);
+    let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+    match end {
+        PumpEnd::Cancelled => log::info!(
+            "tunnel agent: conn {conn}: closing client {client}: its relay session ended \
+             ({up} bytes in, {down} out)"
+        ),
+        end => log::debug!("tunnel agent: conn {conn} ended ({end:?}); {up} bytes in, {down} out"),
+    }
 }
 
 /// Answers `Started` and pumps the pooled connection ↔ the local service:

@@ -44,24 +44,6 @@ impl FrameReader {
         }
     }
 
-    /// Like [`FrameReader::next`] on a shared socket (readiness + `try_read`).
-    pub async fn next_shared(
-        &mut self,
-        stream: &tokio::net::TcpStream,
-    ) -> Result<Frame, TunnelError> {
-        loop {
-            if let Some(frame) = self.parse()? {
-                return Ok(frame);
-            }
-            let mut chunk = [0u8; 2 * (LEN_BYTES + MAX_FRAME_BYTES)];
-            let n = super::pump::read(stream, &mut chunk).await?;
-            if n == 0 {
-                return Err(TunnelError::Closed);
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
     /// Like [`FrameReader::next`], bounded by `limit`.
     pub async fn next_within<R: AsyncRead + Unpin>(
         &mut self,

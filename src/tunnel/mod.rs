@@ -52,6 +52,30 @@ pub fn runtime(workers: usize, name: &str) -> std::io::Result<tokio::runtime::Ru
     }
 }
 
+/// Sets TCP keepalive and (on Linux) `TCP_USER_TIMEOUT` on an agent
+/// connection, relay and agent side alike, so a host that vanishes (power
+/// loss, a dropped NAT mapping) is noticed even while nothing is sent, or
+/// while sent bytes go unacknowledged (`defaults::TUNNEL_TCP_*`).
+pub fn tune_agent_socket(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+    use crate::defaults;
+    use std::time::Duration;
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_millis(
+            defaults::TUNNEL_TCP_KEEPALIVE_IDLE_MS,
+        ))
+        .with_interval(Duration::from_millis(
+            defaults::TUNNEL_TCP_KEEPALIVE_INTERVAL_MS,
+        ))
+        .with_retries(defaults::TUNNEL_TCP_KEEPALIVE_PROBES);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(Duration::from_millis(
+        defaults::TUNNEL_TCP_USER_TIMEOUT_MS,
+    )))?;
+    Ok(())
+}
+
 /// Why a tunnel connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -78,4 +102,71 @@ pub enum TunnelError {
         /// The reason given.
         reason: String,
     },
+    /// One side speaks TLS and the other does not.
+    #[error("{0}")]
+    Tls(#[from] TlsMismatch),
+}
+
+/// A TLS setting that differs between the relay (`tunnel.certfile`) and an
+/// agent (`--tls`), as each side recognises it; the message says what to
+/// change. An agent that meets one stops (it cannot work by retrying).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TlsMismatch {
+    /// A plain agent got a TLS record (the relay's alert) instead of a frame.
+    #[error("the relay requires TLS: start the agent with --tls")]
+    RelayRequiresTls,
+    /// A TLS agent got an answer that is not TLS (the relay's plain frame).
+    #[error(
+        "this agent speaks TLS but the relay's tunnel has no certificate: start the agent \
+         without --tls, or give the relay tunnel.certfile and tunnel.keyfile"
+    )]
+    RelayWithoutTls,
+    /// A TLS relay got a plain `Hello`.
+    #[error(
+        "the agent connected without TLS but this relay's tunnel requires TLS: start the \
+         agent with --tls"
+    )]
+    AgentWithoutTls,
+    /// A plain relay got a TLS ClientHello instead of a frame.
+    #[error(
+        "the agent speaks TLS but the relay's tunnel has no certificate: set tunnel.certfile \
+         and tunnel.keyfile, or start the agent without --tls"
+    )]
+    AgentSpeaksTls,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::defaults;
+
+    #[tokio::test]
+    async fn agent_sockets_get_keepalive_and_a_user_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        super::tune_agent_socket(&stream).unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        let ms = Duration::from_millis;
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            ms(defaults::TUNNEL_TCP_KEEPALIVE_IDLE_MS)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            ms(defaults::TUNNEL_TCP_KEEPALIVE_INTERVAL_MS)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_retries().unwrap(),
+            defaults::TUNNEL_TCP_KEEPALIVE_PROBES
+        );
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(ms(defaults::TUNNEL_TCP_USER_TIMEOUT_MS))
+        );
+    }
 }

@@ -1,5 +1,8 @@
 //! One service's pool: idle pooled data connections and clients waiting
-//! for one, both served oldest first.
+//! for one. Waiting clients are served oldest first; a client takes the
+//! idle connection most likely to be alive: one with no heartbeat left
+//! unanswered, heard from most recently (so a frozen agent's connections,
+//! silent since it froze, come last).
 //!
 //! A pooled connection is represented by the sending end of a oneshot
 //! channel owned by the task that holds its socket; handing a client to it
@@ -7,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -16,6 +19,13 @@ use tokio::sync::oneshot;
 /// A client handed to a pooled connection.
 #[derive(Debug)]
 pub struct Assignment {
+    /// What the client sent before it was served (kept until the agent
+    /// answers `Started`, so a failed hand-off can be replayed elsewhere).
+    pub early: Vec<u8>,
+    /// Whether the client had ended its sending side (FIN) by then.
+    pub early_eof: bool,
+    /// Hand-offs of this client that failed so far.
+    pub attempts: u32,
     /// The client's socket.
     pub client: TcpStream,
     /// The client's address.
@@ -37,12 +47,57 @@ pub struct Idle {
     pub session: u64,
     /// Hands a client to the task that owns the socket.
     pub tx: oneshot::Sender<Assignment>,
+    /// When it was last heard from (updated by the task that owns it).
+    pub liveness: Arc<Liveness>,
+}
+
+/// When an idle pooled connection was last heard from, and whether a
+/// heartbeat sent to it is still unanswered.
+#[derive(Debug)]
+pub struct Liveness(Mutex<(Instant, bool)>);
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness(Mutex::new((Instant::now(), false)))
+    }
+}
+
+impl Liveness {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Instant, bool)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection answered (a `Pong`): heard now, nothing unanswered.
+    pub fn heard(&self) {
+        *self.lock() = (Instant::now(), false);
+    }
+
+    /// A heartbeat was sent to it and awaits an answer.
+    pub fn pinged(&self) {
+        self.lock().1 = true;
+    }
+
+    /// Sort key: larger is likelier alive (nothing unanswered, heard later).
+    fn rank(&self) -> (bool, Instant) {
+        let (heard, unanswered) = *self.lock();
+        (!unanswered, heard)
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     idle: VecDeque<Idle>,
     waiters: VecDeque<oneshot::Sender<Idle>>,
+}
+
+impl Inner {
+    /// Takes the live idle connection likeliest to answer (see the module
+    /// docs), dropping entries whose task is gone.
+    fn take_best(&mut self) -> Option<Idle> {
+        self.idle.retain(|c| !c.tx.is_closed());
+        let best = (0..self.idle.len()).max_by_key(|&i| self.idle[i].liveness.rank())?;
+        self.idle.remove(best)
+    }
 }
 
 /// Why no pooled connection could be had.
@@ -91,9 +146,13 @@ impl Pool {
         inner.idle.len() != before
     }
 
-    /// Removes every idle connection of a control session.
-    pub fn remove_session(&self, session: u64) {
-        self.lock().idle.retain(|c| c.session != session);
+    /// Removes every idle connection of a control session (their tasks
+    /// see the entry dropped and close them); returns how many there were.
+    pub fn remove_session(&self, session: u64) -> usize {
+        let mut inner = self.lock();
+        let before = inner.idle.len();
+        inner.idle.retain(|c| c.session != session);
+        before - inner.idle.len()
     }
 
     /// Idle connections now.
@@ -119,18 +178,12 @@ impl Pool {
             .count()
     }
 
-    /// The oldest live idle connection, if there is one now.
+    /// The best live idle connection, if there is one now.
     pub fn try_take(&self) -> Option<Idle> {
-        let mut inner = self.lock();
-        while let Some(idle) = inner.idle.pop_front() {
-            if !idle.tx.is_closed() {
-                return Some(idle);
-            }
-        }
-        None
+        self.lock().take_best()
     }
 
-    /// The oldest idle connection, waiting up to `wait` when there is none.
+    /// The best idle connection, waiting up to `wait` when there is none.
     /// The bool says whether the caller had to wait.
     pub async fn take(
         &self,
@@ -139,10 +192,8 @@ impl Pool {
     ) -> Result<(Idle, bool), TakeError> {
         let rx = {
             let mut inner = self.lock();
-            while let Some(idle) = inner.idle.pop_front() {
-                if !idle.tx.is_closed() {
-                    return Ok((idle, false));
-                }
+            if let Some(idle) = inner.take_best() {
+                return Ok((idle, false));
             }
             inner.waiters.retain(|w| !w.is_closed());
             if inner.waiters.len() >= max_waiting {
@@ -156,5 +207,64 @@ impl Pool {
             Ok(Ok(idle)) => Ok((idle, true)),
             _ => Err(TakeError::Timeout),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle(pool: &Pool, id: u64, session: u64) -> (Arc<Liveness>, oneshot::Receiver<Assignment>) {
+        let (tx, rx) = oneshot::channel();
+        let liveness = Arc::new(Liveness::default());
+        pool.add(Idle {
+            id,
+            session,
+            tx,
+            liveness: liveness.clone(),
+        });
+        (liveness, rx)
+    }
+
+    #[test]
+    fn the_connection_heard_from_last_is_taken_first() {
+        let pool = Pool::default();
+        let (old, _rx1) = idle(&pool, 1, 10);
+        std::thread::sleep(Duration::from_millis(2));
+        let (_new, _rx2) = idle(&pool, 2, 20);
+        assert_eq!(pool.try_take().map(|i| i.id), Some(2), "newer first");
+        let (_, _rx3) = idle(&pool, 3, 20);
+        std::thread::sleep(Duration::from_millis(2));
+        old.heard();
+        assert_eq!(pool.try_take().map(|i| i.id), Some(1), "heard just now");
+        assert_eq!(pool.try_take().map(|i| i.id), Some(3));
+        assert!(pool.try_take().is_none());
+    }
+
+    #[test]
+    fn an_unanswered_heartbeat_puts_a_connection_last() {
+        let pool = Pool::default();
+        let (_a, _rx1) = idle(&pool, 1, 10);
+        std::thread::sleep(Duration::from_millis(2));
+        let (b, _rx2) = idle(&pool, 2, 10);
+        b.pinged();
+        assert_eq!(pool.try_take().map(|i| i.id), Some(1));
+        b.heard();
+        let (_c, _rx3) = idle(&pool, 3, 10);
+        std::thread::sleep(Duration::from_millis(2));
+        b.heard();
+        assert_eq!(pool.try_take().map(|i| i.id), Some(2), "answered again");
+    }
+
+    #[test]
+    fn dead_entries_are_skipped_and_sessions_removed_at_once() {
+        let pool = Pool::default();
+        let (_a, rx1) = idle(&pool, 1, 10);
+        let (_b, _rx2) = idle(&pool, 2, 10);
+        let (_c, _rx3) = idle(&pool, 3, 20);
+        drop(rx1);
+        assert_eq!(pool.remove_session(10), 2);
+        assert_eq!(pool.idle_of(10), 0);
+        assert_eq!(pool.try_take().map(|i| i.id), Some(3));
     }
 }

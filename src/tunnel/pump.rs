@@ -272,7 +272,11 @@ where
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
-            return to.shutdown().await;
+            return match to.shutdown().await {
+                // The peer is already gone (or the FIN was passed on before).
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+                other => other,
+            };
         }
         counter.fetch_add(n as u64, Ordering::Relaxed);
         to.write_all(&buf[..n]).await?;

@@ -1,11 +1,12 @@
 //! The relay side of the tunnel: one listener for host agents, one public
 //! listener per service, all on a runtime of their own.
 //!
-//! A client connecting to a service's public port takes the oldest idle
-//! pooled data connection of that service (waiting up to
-//! `tunnel.pool_wait_ms` when there is none), and the pooled connection's
-//! task pumps bytes between them. Agent connections are handled in
-//! `relay_agents.rs`.
+//! A client connecting to a service's public port takes the idle pooled
+//! data connection of that service likeliest to be alive (waiting up to
+//! `tunnel.pool_wait_ms` when there is none, see [`super::pool`]), and the
+//! pooled connection's task hands the client over and pumps bytes between
+//! them (`relay_carry.rs`); a failed hand-off comes back here for another
+//! pooled connection. Agent connections are handled in `relay_agents.rs`.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pool::{Assignment, Pool, TakeError};
 use super::relay_agents;
-use crate::admin::metrics::{Metrics, RejectLabels, ServiceLabels};
+use crate::admin::metrics::{HandoffFailure, HandoffLabels, Metrics, RejectLabels, ServiceLabels};
 use crate::config::{ConfigError, Secret, TunnelSettings};
 use crate::protocol::tunnel::Frame;
 use crate::server::ServerError;
@@ -109,6 +110,17 @@ impl TunnelState {
             .get_or_create(&RejectLabels {
                 service: service.name.clone(),
                 reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed hand-off of a client of `service`.
+    pub(super) fn handoff_failed(&self, service: &Service, reason: HandoffFailure) {
+        self.metrics
+            .tunnel_handoff_failures
+            .get_or_create(&HandoffLabels {
+                service: service.name.clone(),
+                reason,
             })
             .inc();
     }
@@ -355,7 +367,7 @@ async fn accept_clients(
             _ = state.cancel.cancelled() => return,
         };
         let (client, addr) = match accepted {
-            Ok(pair) => pair,
+            Ok((client, addr)) => (client, crate::addr::canonical(addr)),
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly.
                 log::warn!("tunnel: {}: accept failed: {e}", service.name);
@@ -372,7 +384,10 @@ async fn accept_clients(
             continue;
         }
         let _ = client.set_nodelay(true);
-        let Some(server) = bound.or_else(|| client.local_addr().ok()) else {
+        let Some(server) = bound
+            .or_else(|| client.local_addr().ok())
+            .map(crate::addr::canonical)
+        else {
             log::warn!("tunnel: {}: client {addr} gone at accept", service.name);
             continue;
         };
@@ -382,6 +397,9 @@ async fn accept_clients(
             server,
             conn: state.id(),
             accepted: Instant::now(),
+            early: Vec::new(),
+            early_eof: false,
+            attempts: 0,
         };
         // Fast path: an idle pooled connection is there; hand the client over
         // without another task in between.
@@ -399,7 +417,7 @@ async fn accept_clients(
     }
 }
 
-/// Hands a client to the oldest idle pooled connection, waiting up to
+/// Hands a client to the best idle pooled connection, waiting up to
 /// `tunnel.pool_wait_ms`; closes it (dropping the socket) when none comes.
 pub(super) async fn reassign(
     state: Arc<TunnelState>,

@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::framing::{refuse, write_frame, FrameReader};
 use super::relay::{AgentEntry, Service, TunnelState};
 use super::tls::RelayConn;
-use super::TunnelError;
+use super::{TlsMismatch, TunnelError};
 use crate::defaults;
-use crate::protocol::tunnel::{self, ErrorCode, Frame, Role, NONCE_BYTES};
+use crate::protocol::tunnel::{self, ErrorCode, Frame, FrameError, Role, NONCE_BYTES};
 use tokio_util::either::Either;
 
 /// Accepts agent connections until shutdown.
@@ -27,7 +27,11 @@ pub(super) async fn accept_loop(state: Arc<TunnelState>, listener: tokio::net::T
         };
         match accepted {
             Ok((stream, addr)) => {
+                let addr = crate::addr::canonical(addr);
                 let _ = stream.set_nodelay(true);
+                if let Err(e) = super::tune_agent_socket(&stream) {
+                    log::debug!("tunnel: agent {addr}: keepalive not set: {e}");
+                }
                 tokio::spawn(handle(state.clone(), stream, addr));
             }
             Err(e) => {
@@ -54,11 +58,20 @@ async fn handle(state: Arc<TunnelState>, tcp: TcpStream, addr: SocketAddr) {
     let deadline = tokio::time::Instant::now() + limit;
     let mut stream: RelayConn = match &state.tls {
         None => Either::Left(tcp),
-        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Either::Right(tls),
-            Ok(Err(e)) => return log::warn!("tunnel: agent {addr}: TLS handshake failed: {e}"),
-            Err(_) => return log::warn!("tunnel: agent {addr}: no TLS handshake within {limit:?}"),
-        },
+        Some(acceptor) => {
+            let plain = sends_plain_hello(&tcp, deadline).await;
+            match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => Either::Right(tls),
+                // rustls has answered with an alert, which the agent recognises.
+                Ok(Err(_)) if plain => {
+                    return log::warn!("tunnel: agent {addr}: {}", TlsMismatch::AgentWithoutTls)
+                }
+                Ok(Err(e)) => return log::warn!("tunnel: agent {addr}: TLS handshake failed: {e}"),
+                Err(_) => {
+                    return log::warn!("tunnel: agent {addr}: no TLS handshake within {limit:?}")
+                }
+            }
+        }
     };
     let mut reader = FrameReader::new();
     let outcome =
@@ -101,6 +114,11 @@ async fn handshake(
 ) -> Result<Accepted, TunnelError> {
     let hello = match reader.next(stream).await {
         Ok(frame) => frame,
+        Err(TunnelError::Frame(FrameError::TlsRecord(_))) => {
+            let mismatch = TlsMismatch::AgentSpeaksTls;
+            deny(stream, ErrorCode::Protocol, mismatch.to_string()).await;
+            return Err(mismatch.into());
+        }
         Err(TunnelError::Frame(e)) => {
             return Err(deny(stream, ErrorCode::Protocol, format!("bad frame: {e}")).await)
         }
@@ -146,6 +164,16 @@ async fn handshake(
             })
         }
     }
+}
+
+/// Whether the first bytes an agent sends (peeked, so the TLS acceptor still
+/// reads them, waiting at most until `deadline`) are a plain tunnel `Hello`.
+async fn sends_plain_hello(tcp: &TcpStream, deadline: tokio::time::Instant) -> bool {
+    let mut first = [0u8; 8];
+    matches!(
+        tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await,
+        Ok(Ok(n)) if tunnel::looks_like_hello(&first[..n])
+    )
 }
 
 /// Sends an error frame, closes the write side, and returns the matching error.

@@ -1,27 +1,44 @@
 //! The relay's pooled data connections: the task that keeps one alive
-//! while idle, then carries the client it is given (plain TCP with splice,
-//! or TLS by copying).
+//! while idle, hands it the client it is given, then carries that client
+//! (splice over plain TCP, copying over TLS).
+//!
+//! The hand-off is one code path for plain TCP and TLS: the relay writes a
+//! `Ping` and `Start` (with what the client already sent) in one write; a
+//! live agent answers the `Ping` at once and `Started` once its service
+//! accepted. Until `Started`, the client's bytes are forwarded and also
+//! kept (up to [`defaults::TUNNEL_HANDOFF_BUFFER`]), so when the pooled
+//! connection does not answer within `tunnel.handoff_timeout_ms`, fails, or
+//! its agent is declared dead, the client is handed (bytes, FIN and all)
+//! to another pooled connection. Each such failure is logged at warn and
+//! counted. Once carried, a connection ends with its agent's session.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
+use tokio::time::Instant as Deadline;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{write_frame, FrameReader};
-use super::pool::{Assignment, Idle};
-use super::pump::{pump, pump_io, PumpEnd, PumpMode, Transferred};
+use super::pool::{Assignment, Idle, Liveness};
+use super::pump::{open, pump, pump_io, PumpEnd, PumpMode, Transferred};
 use super::relay::{Service, TunnelState};
 use super::tls::RelayConn;
 use super::TunnelError;
-use crate::protocol::tunnel::{self, Frame};
-use tokio::io::AsyncWriteExt;
+use crate::admin::metrics::HandoffFailure;
+use crate::defaults;
+use crate::protocol::tunnel::{self, ErrorCode, Frame};
 
-/// Most client bytes sent along with `Start` (what the client sent before it was paired).
-const FIRST_READ: usize = 16 * 1024;
+/// A pooled connection's identity: its pool entry and its agent's session.
+struct Entry {
+    id: u64,
+    session: u64,
+    /// Cancelled when the agent's control session ends (or the relay stops).
+    cancel: CancellationToken,
+}
 
 /// Owns one pooled data connection: keeps it alive while idle, then
 /// carries the client it is given.
@@ -33,15 +50,39 @@ pub(super) async fn pooled(
     session: u64,
     cancel: CancellationToken,
 ) {
+    if cancel.is_cancelled() {
+        // Its agent was declared dead during the handshake.
+        return;
+    }
     let id = state.id();
     let (tx, mut rx) = oneshot::channel();
-    service.pool.add(Idle { id, session, tx });
+    let liveness = Arc::new(Liveness::default());
+    let entry = Idle {
+        id,
+        session,
+        tx,
+        liveness: liveness.clone(),
+    };
+    service.pool.add(entry);
     state.pool_changed(&service);
-    let assigned = idle(&state, &mut stream, &mut reader, &mut rx, &cancel).await;
+    let assigned = idle(
+        &state,
+        &mut stream,
+        &mut reader,
+        &mut rx,
+        &cancel,
+        &liveness,
+    )
+    .await;
     service.pool.remove(id);
     state.pool_changed(&service);
-    let assignment = match assigned {
-        Ok(a) => a,
+    let entry = Entry {
+        id,
+        session,
+        cancel,
+    };
+    match assigned {
+        Ok(a) => carry(state, service, stream, reader, a, entry).await,
         Err(why) => {
             log::debug!(
                 "tunnel: {}: pooled connection {id} of session {session} dropped: {why}",
@@ -51,12 +92,7 @@ pub(super) async fn pooled(
             if let Ok(a) = rx.try_recv() {
                 tokio::spawn(super::relay::reassign(state.clone(), service.clone(), a));
             }
-            return;
         }
-    };
-    match stream {
-        Either::Left(tcp) => carry(state, service, tcp, reader, assignment, session).await,
-        Either::Right(tls) => carry_tls(state, service, tls, reader, assignment, session).await,
     }
 }
 
@@ -66,10 +102,11 @@ async fn idle(
     reader: &mut FrameReader,
     rx: &mut oneshot::Receiver<Assignment>,
     cancel: &CancellationToken,
+    liveness: &Liveness,
 ) -> Result<Assignment, String> {
     let interval = Duration::from_millis(state.settings.heartbeat_interval_ms);
     let timeout = Duration::from_millis(state.settings.heartbeat_timeout_ms);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut tick = tokio::time::interval_at(Deadline::now() + interval, interval);
     let mut last_heard = Instant::now();
     let mut seq = 0u64;
     loop {
@@ -77,7 +114,10 @@ async fn idle(
             biased;
             assignment = &mut *rx => return assignment.map_err(|_| "pool entry dropped".to_string()),
             frame = reader.next(stream) => match frame {
-                Ok(Frame::Pong { .. }) => last_heard = Instant::now(),
+                Ok(Frame::Pong { .. }) => {
+                    last_heard = Instant::now();
+                    liveness.heard();
+                }
                 Ok(other) => return Err(format!("unexpected frame {other:?}")),
                 Err(e) => return Err(e.to_string()),
             },
@@ -87,152 +127,274 @@ async fn idle(
                 }
                 seq += 1;
                 write_frame(stream, &Frame::Ping { seq }).await.map_err(|e| e.to_string())?;
+                liveness.pinged();
             }
             _ = cancel.cancelled() => return Err("agent or relay gone".into()),
         }
     }
 }
 
-/// Starts the client on the pooled connection and pumps until both sides
-/// end. Client bytes flow towards the agent at once; bytes from the agent
-/// flow once it answered `Started` (its local service accepted).
+/// Hands the client over, then pumps until both sides end, either fails,
+/// or the agent's session ends. A failed hand-off goes back to the pool.
 async fn carry(
     state: Arc<TunnelState>,
     service: Arc<Service>,
-    mut stream: TcpStream,
+    mut stream: RelayConn,
     mut reader: FrameReader,
-    a: Assignment,
-    session: u64,
+    mut a: Assignment,
+    entry: Entry,
 ) {
-    let conn = a.conn;
-    let tag = format!("tunnel[{}#{conn}]", service.name);
-    let (first, early) = start_frame(&a);
-    if let Err(e) = stream.write_all(&first).await {
-        if early > 0 {
-            return log::debug!("{tag}: pooled connection dead at start ({e}); closing the client");
-        }
-        log::debug!("{tag}: pooled connection dead before start ({e}); trying another");
-        return super::relay::reassign(state.clone(), service.clone(), a).await;
+    let tag = format!("tunnel[{}#{}]", service.name, a.conn);
+    let carrying = Carrying::new(&state, &service);
+    let handed = hand_off(&state, &mut stream, &mut reader, &mut a, &entry.cancel).await;
+    if let Err(failure) = handed {
+        drop(carrying);
+        drop(stream);
+        return handoff_failed(state, service, a, &entry, &tag, failure).await;
     }
-    opened(&state, &service);
-    let limit = Duration::from_millis(state.settings.handshake_timeout_ms);
-    let started = std::sync::atomic::AtomicBool::new(false);
-    let gate = async {
-        await_started(&mut reader, &stream, limit, conn).await?;
-        started.store(true, Ordering::Release);
-        served(&state, &service, session, &tag, &a);
-        Ok(std::mem::take(&mut reader).into_leftover())
-    };
-    let mode = PumpMode {
-        max_buffer: state.settings.copy_buffer,
-        splice: state.settings.splice,
-    };
+    served(&state, &service, entry.session, &tag, &a);
     let counts = Transferred::default();
-    counts.a_to_b.fetch_add(early as u64, Ordering::Relaxed);
-    let end = pump(
-        &a.client,
-        &stream,
-        Vec::new(),
-        gate,
-        None,
-        mode,
-        &counts,
-        &state.cancel,
-    )
-    .await;
-    let started = started.load(Ordering::Acquire);
-    let up = closed(&state, &service, session, &tag, (conn, &counts), started);
-    drop(stream);
-    // Nothing reached the agent's service yet: another pooled connection may serve it.
-    let retry = !started && up == 0;
-    settle(state, service, a, end, &tag, retry).await;
+    counts
+        .a_to_b
+        .fetch_add(a.early.len() as u64, Ordering::Relaxed);
+    let leftover = reader.into_leftover();
+    let client = a.addr;
+    let end = match stream {
+        Either::Left(tcp) => {
+            let mode = PumpMode {
+                max_buffer: state.settings.copy_buffer,
+                splice: state.settings.splice,
+            };
+            let gate = open(leftover);
+            pump(
+                &a.client,
+                &tcp,
+                Vec::new(),
+                gate,
+                None,
+                mode,
+                &counts,
+                &entry.cancel,
+            )
+            .await
+        }
+        Either::Right(tls) => {
+            let max = state.settings.copy_buffer;
+            pump_io(
+                a.client,
+                tls,
+                Vec::new(),
+                leftover,
+                max,
+                &counts,
+                &entry.cancel,
+            )
+            .await
+        }
+    };
+    closed(&state, &service, entry.session, &tag, (a.conn, &counts));
+    match end {
+        PumpEnd::Cancelled if !state.cancel.is_cancelled() => log::info!(
+            "{tag}: closing client {client}: its agent (session {}) is gone",
+            entry.session
+        ),
+        end => log::debug!("{tag}: ended ({end:?})"),
+    }
+    drop(carrying);
 }
 
-/// `Start` for the client of `a`, followed by whatever the client already
-/// sent (so both ride in one segment); returns the bytes and that count.
-fn start_frame(a: &Assignment) -> (Vec<u8>, usize) {
-    let mut first = tunnel::encode(&Frame::Start {
+/// Why a hand-off failed.
+#[derive(Debug, thiserror::Error)]
+enum HandOffError {
+    /// The pooled connection did not answer the heartbeat sent with `Start`.
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+    /// It answered, but no `Started` came in time.
+    #[error("no Started within {0:?}")]
+    NotStarted(Duration),
+    /// The agent's control session ended meanwhile.
+    #[error("its agent's session ended")]
+    AgentGone,
+    /// The agent could not reach its local service (final for this client).
+    #[error("the agent refused ({code:?}): {reason}")]
+    Refused { code: ErrorCode, reason: String },
+    /// The client itself went away (final).
+    #[error("the client is gone: {0}")]
+    ClientGone(std::io::Error),
+    /// The pooled connection closed, failed or sent something unexpected.
+    #[error("{0}")]
+    Broken(TunnelError),
+}
+
+/// Sends `Ping` + `Start` + the client's kept bytes (and FIN), forwards
+/// (and keeps) what the client sends meanwhile, and waits for `Started`.
+async fn hand_off(
+    state: &TunnelState,
+    stream: &mut RelayConn,
+    reader: &mut FrameReader,
+    a: &mut Assignment,
+    cancel: &CancellationToken,
+) -> Result<(), HandOffError> {
+    let start_limit = Duration::from_millis(state.settings.handshake_timeout_ms);
+    let answer_limit = Duration::from_millis(state.settings.handoff_timeout_ms).min(start_limit);
+    let start_by = Deadline::now() + start_limit;
+    let answer_by = Deadline::now() + answer_limit;
+    read_early(a).map_err(HandOffError::ClientGone)?;
+    let mut first = tunnel::encode(&Frame::Ping { seq: a.conn });
+    first.extend_from_slice(&tunnel::encode(&Frame::Start {
         conn: a.conn,
         client: a.addr,
         server: a.server,
-    });
-    let start_len = first.len();
-    first.resize(start_len + FIRST_READ, 0);
-    // Nothing there yet (WouldBlock) or a failed client both mean: nothing early.
-    let early = a
-        .client
-        .try_read(&mut first[start_len..])
-        .unwrap_or_default();
-    first.truncate(start_len + early);
-    (first, early)
-}
-
-/// Reads the agent's answer to `Start` (skipping heartbeat answers) within `limit`.
-async fn await_started(
-    reader: &mut FrameReader,
-    stream: &TcpStream,
-    limit: Duration,
-    conn: u64,
-) -> Result<(), TunnelError> {
-    let frame = tokio::time::timeout(limit, async {
-        loop {
-            match reader.next_shared(stream).await? {
-                Frame::Pong { .. } => continue,
-                other => return Ok::<Frame, TunnelError>(other),
+    }));
+    first.extend_from_slice(&a.early);
+    send(stream, &first, a.early_eof, start_by).await?;
+    let mut answered = false;
+    loop {
+        let reading = !a.early_eof && a.early.len() < defaults::TUNNEL_HANDOFF_BUFFER;
+        tokio::select! {
+            frame = reader.next(stream) => match frame.map_err(HandOffError::Broken)? {
+                Frame::Pong { .. } => answered = true,
+                Frame::Started { conn } if conn == a.conn => return Ok(()),
+                Frame::Error { code, reason } => return Err(HandOffError::Refused { code, reason }),
+                other => {
+                    return Err(HandOffError::Broken(TunnelError::Unexpected(format!("{other:?}"))))
+                }
+            },
+            ready = a.client.readable(), if reading => {
+                ready.map_err(HandOffError::ClientGone)?;
+                let before = a.early.len();
+                read_early(a).map_err(HandOffError::ClientGone)?;
+                if a.early.len() > before || a.early_eof {
+                    let fresh = a.early[before..].to_vec();
+                    send(stream, &fresh, a.early_eof, start_by).await?;
+                }
             }
+            _ = tokio::time::sleep_until(answer_by), if !answered => {
+                return Err(HandOffError::NoAnswer(answer_limit))
+            }
+            _ = tokio::time::sleep_until(start_by) => return Err(HandOffError::NotStarted(start_limit)),
+            _ = cancel.cancelled() => return Err(HandOffError::AgentGone),
         }
-    });
-    let frame = frame
-        .await
-        .map_err(|_| TunnelError::Timeout("waiting for Started"))??;
-    check_started(frame, conn)
+    }
 }
 
-/// After the pump: a client the agent refused is closed and counted; one
-/// whose pooled connection failed before it started (`retry`) goes to
-/// another pooled connection; anything else just ends.
-async fn settle(
+/// Reads what the client has sent, without waiting, onto `a.early` (up to
+/// the hand-off buffer); notes its FIN. Nothing there yet is not an error.
+fn read_early(a: &mut Assignment) -> std::io::Result<()> {
+    let mut chunk = [0u8; 2048];
+    while !a.early_eof && a.early.len() < defaults::TUNNEL_HANDOFF_BUFFER {
+        let room = (defaults::TUNNEL_HANDOFF_BUFFER - a.early.len()).min(chunk.len());
+        match a.client.try_read(&mut chunk[..room]) {
+            Ok(0) => a.early_eof = true,
+            Ok(n) => a.early.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` (and a FIN after them when `eof`) to the pooled connection by `deadline`.
+async fn send(
+    stream: &mut RelayConn,
+    bytes: &[u8],
+    eof: bool,
+    deadline: Deadline,
+) -> Result<(), HandOffError> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        if eof {
+            stream.shutdown().await
+        } else {
+            stream.flush().await
+        }
+    };
+    match tokio::time::timeout_at(deadline, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(HandOffError::Broken(e.into())),
+        Err(_) => Err(HandOffError::Broken(TunnelError::Timeout("writing Start"))),
+    }
+}
+
+/// After a failed hand-off: a refusal or a vanished client ends the
+/// client; anything else is logged at warn, counted, and the client goes
+/// to another pooled connection (a silent one's siblings leave the pool).
+async fn handoff_failed(
     state: Arc<TunnelState>,
     service: Arc<Service>,
-    a: Assignment,
-    end: PumpEnd,
+    mut a: Assignment,
+    entry: &Entry,
     tag: &str,
-    retry: bool,
+    failure: HandOffError,
 ) {
-    match &end {
-        PumpEnd::GateFailed(TunnelError::Refused { code, reason }) => {
+    let reason = match &failure {
+        HandOffError::Refused { .. } => {
             log::warn!(
-                "{tag}: agent could not serve client {} ({code:?}): {reason}; closing it",
+                "{tag}: agent could not serve client {}: {failure}; closing it",
                 a.addr
             );
-            state.reject(&service, "local_refused");
+            return state.reject(&service, "local_refused");
         }
-        PumpEnd::GateFailed(_) | PumpEnd::Failed(_) if retry => {
-            log::debug!("{tag}: pooled connection failed before start ({end:?}); trying another");
-            super::relay::reassign(state.clone(), service.clone(), a).await;
+        HandOffError::ClientGone(_) => return log::debug!("{tag}: {failure} before it was served"),
+        _ if state.cancel.is_cancelled() => return,
+        HandOffError::NoAnswer(_) => HandoffFailure::NoAnswer,
+        HandOffError::NotStarted(_) => HandoffFailure::NotStarted,
+        HandOffError::AgentGone => HandoffFailure::AgentGone,
+        HandOffError::Broken(_) => HandoffFailure::Broken,
+    };
+    state.handoff_failed(&service, reason);
+    a.attempts += 1;
+    let (id, session) = (entry.id, entry.session);
+    log::warn!(
+        "{tag}: hand-off of client {} to pooled connection {id} (agent session {session}) failed \
+         ({failure}); attempt {} of {}",
+        a.addr,
+        a.attempts,
+        defaults::TUNNEL_HANDOFF_ATTEMPTS
+    );
+    if reason == HandoffFailure::NoAnswer {
+        // A silent agent's other pooled connections are as silent: drop them
+        // (a live agent refills its pool at once).
+        let evicted = service.pool.remove_session(session);
+        state.pool_changed(&service);
+        if evicted > 0 {
+            log::warn!(
+                "{tag}: dropped {evicted} idle pooled connections of silent session {session}"
+            );
         }
-        _ => log::debug!("{tag}: ended ({end:?})"),
+    }
+    if a.attempts >= defaults::TUNNEL_HANDOFF_ATTEMPTS {
+        log::warn!("{tag}: closing client {}: every hand-off failed", a.addr);
+        return state.reject(&service, "handoff_failed");
+    }
+    super::relay::reassign(state, service, a).await;
+}
+
+/// Counts a client as carried (`tunnel.max_clients`, `/tunnels` active and
+/// the active gauge) for as long as it lives: every path releases it.
+struct Carrying<'a> {
+    state: &'a TunnelState,
+    service: &'a Service,
+}
+
+impl<'a> Carrying<'a> {
+    fn new(state: &'a TunnelState, service: &'a Service) -> Self {
+        state.active.fetch_add(1, Ordering::AcqRel);
+        service.active.fetch_add(1, Ordering::AcqRel);
+        let gauge = state.metrics.tunnel_active.get_or_create(&service.labels);
+        gauge.inc();
+        Carrying { state, service }
     }
 }
 
-/// `Ok` if `frame` is the agent's `Started` for `conn`.
-fn check_started(frame: Frame, conn: u64) -> Result<(), TunnelError> {
-    match frame {
-        Frame::Started { conn: c } if c == conn => Ok(()),
-        Frame::Error { code, reason } => Err(TunnelError::Refused { code, reason }),
-        other => Err(TunnelError::Unexpected(format!("{other:?}"))),
+impl Drop for Carrying<'_> {
+    fn drop(&mut self) {
+        let (state, service) = (self.state, self.service);
+        let gauge = state.metrics.tunnel_active.get_or_create(&service.labels);
+        gauge.dec();
+        service.active.fetch_sub(1, Ordering::AcqRel);
+        state.active.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Counts a tunnelled connection as open.
-fn opened(state: &TunnelState, service: &Service) {
-    state.active.fetch_add(1, Ordering::AcqRel);
-    service.active.fetch_add(1, Ordering::AcqRel);
-    state
-        .metrics
-        .tunnel_active
-        .get_or_create(&service.labels)
-        .inc();
 }
 
 /// Counts a client as served (its agent answered `Started`) and announces it.
@@ -255,16 +417,14 @@ fn served(state: &TunnelState, service: &Service, session: u64, tag: &str, a: &A
     );
 }
 
-/// Counts a tunnelled connection as closed, adds its bytes, announces the
-/// drop if it had started; returns the bytes read from the client.
+/// Adds a finished connection's bytes and announces its drop.
 fn closed(
     state: &TunnelState,
     service: &Service,
     session: u64,
     tag: &str,
     (conn, counts): (u64, &Transferred),
-    started: bool,
-) -> u64 {
+) {
     let up = counts.a_to_b.load(Ordering::Relaxed);
     let down = counts.b_to_a.load(Ordering::Relaxed);
     let m = &state.metrics;
@@ -274,14 +434,8 @@ fn closed(
     m.tunnel_bytes_to_client
         .get_or_create(&service.labels)
         .inc_by(down);
-    m.tunnel_active.get_or_create(&service.labels).dec();
-    service.active.fetch_sub(1, Ordering::AcqRel);
-    state.active.fetch_sub(1, Ordering::AcqRel);
-    if started {
-        announce(state, session, tag, Frame::ConnectionDrop { conn });
-    }
+    announce(state, session, tag, Frame::ConnectionDrop { conn });
     log::debug!("{tag}: {up} bytes up, {down} down");
-    up
 }
 
 /// Queues an announcement on the control channel of `session`.
@@ -291,69 +445,4 @@ fn announce(state: &TunnelState, session: u64, tag: &str, frame: Frame) {
             log::debug!("{tag}: control queue of session {session} full; announcement dropped");
         }
     }
-}
-
-/// [`carry`] over TLS: waits for `Started`, then copies (no splice through TLS).
-async fn carry_tls(
-    state: Arc<TunnelState>,
-    service: Arc<Service>,
-    mut stream: tokio_rustls::server::TlsStream<TcpStream>,
-    mut reader: FrameReader,
-    a: Assignment,
-    session: u64,
-) {
-    let conn = a.conn;
-    let tag = format!("tunnel[{}#{conn}]", service.name);
-    let limit = Duration::from_millis(state.settings.handshake_timeout_ms);
-    let started = async {
-        write_frame(
-            &mut stream,
-            &Frame::Start {
-                conn,
-                client: a.addr,
-                server: a.server,
-            },
-        )
-        .await?;
-        loop {
-            match reader
-                .next_within(&mut stream, limit, "waiting for Started")
-                .await?
-            {
-                Frame::Pong { .. } => continue,
-                frame => return check_started(frame, conn),
-            }
-        }
-    };
-    match started.await {
-        Ok(()) => {}
-        Err(TunnelError::Refused { code, reason }) => {
-            log::warn!(
-                "{tag}: agent could not serve client {} ({code:?}): {reason}; closing it",
-                a.addr
-            );
-            return state.reject(&service, "local_refused");
-        }
-        Err(e) => {
-            log::debug!("{tag}: pooled connection failed before start ({e}); trying another");
-            return super::relay::reassign(state.clone(), service.clone(), a).await;
-        }
-    }
-    opened(&state, &service);
-    served(&state, &service, session, &tag, &a);
-    let counts = Transferred::default();
-    let leftover = reader.into_leftover();
-    let max = state.settings.copy_buffer;
-    let end = pump_io(
-        a.client,
-        stream,
-        Vec::new(),
-        leftover,
-        max,
-        &counts,
-        &state.cancel,
-    )
-    .await;
-    closed(&state, &service, session, &tag, (conn, &counts), true);
-    log::debug!("{tag}: ended ({end:?})");
 }

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::either::Either;
 
+use super::{TlsMismatch, TunnelError};
 use crate::server::ServerError;
 
 /// An agent connection as the relay holds it.
@@ -75,12 +76,26 @@ impl AgentTls {
         })
     }
 
-    /// Runs the TLS handshake on a connected socket.
-    pub async fn connect(&self, stream: TcpStream) -> std::io::Result<AgentConn> {
-        let tls = self
+    /// Runs the TLS handshake on a connected socket. An answer that is not
+    /// TLS at all (a relay without `tunnel.certfile` answers with a plain
+    /// frame) is [`TlsMismatch::RelayWithoutTls`].
+    pub async fn connect(&self, stream: TcpStream) -> Result<AgentConn, TunnelError> {
+        match self
             .connector
             .connect(self.server_name.clone(), stream)
-            .await?;
-        Ok(Either::Right(tls))
+            .await
+        {
+            Ok(tls) => Ok(Either::Right(tls)),
+            Err(e) if not_tls(&e) => Err(TlsMismatch::RelayWithoutTls.into()),
+            Err(e) => Err(e.into()),
+        }
     }
+}
+
+/// Whether a TLS handshake failed because the peer's bytes are no TLS records.
+fn not_tls(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidMessage(_)))
 }

@@ -301,6 +301,7 @@ impl TestRelay {
 pub mod fixtures;
 pub mod log_lines;
 pub mod peers;
+pub mod procs;
 
 #[allow(unused_imports)]
 pub use fixtures::{self_signed, tls_settings, token_settings, Pem};

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use switchboard::admin::metrics::Metrics;
 use switchboard::config::{Secret, TunnelService, TunnelSettings};
+use switchboard::protocol::tunnel::{self, Frame, Role};
 use switchboard::tunnel::agent::{self, AgentHandle, AgentSettings, LocalService};
+use switchboard::tunnel::framing::{write_frame, FrameReader};
 use switchboard::tunnel::relay::{self, TunnelRelay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -184,4 +186,56 @@ pub fn metric(text: &str, name: &str, label: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A hand-made agent connection speaking raw frames: connects to the
+/// relay's agents listener and authenticates for `service` as `role`;
+/// returns the stream, its reader and the session the relay accepted.
+pub async fn raw_agent(
+    relay: &Relay,
+    service: &str,
+    role: Role,
+    session: u64,
+) -> (TcpStream, FrameReader, u64) {
+    let mut stream = TcpStream::connect(relay.tunnel.agents_addr())
+        .await
+        .unwrap();
+    let mut reader = FrameReader::new();
+    let hello = Frame::Hello {
+        role,
+        service: service.into(),
+        session,
+    };
+    write_frame(&mut stream, &hello).await.unwrap();
+    let Frame::Challenge { nonce } = reader
+        .next_within(&mut stream, WAIT, "challenge")
+        .await
+        .unwrap()
+    else {
+        panic!("no challenge");
+    };
+    let token = token(service);
+    let mac = tunnel::proof(token.expose().as_bytes(), role, service, session, &nonce);
+    write_frame(&mut stream, &Frame::Proof { mac })
+        .await
+        .unwrap();
+    let Frame::Accepted { session } = reader
+        .next_within(&mut stream, WAIT, "accepted")
+        .await
+        .unwrap()
+    else {
+        panic!("not accepted");
+    };
+    (stream, reader, session)
+}
+
+/// The next frame that is not a heartbeat, answering pings on the way.
+pub async fn next_event(stream: &mut TcpStream, reader: &mut FrameReader) -> Frame {
+    loop {
+        match reader.next_within(stream, WAIT, "frame").await.unwrap() {
+            Frame::Ping { seq } => write_frame(stream, &Frame::Pong { seq }).await.unwrap(),
+            Frame::Pong { .. } => {}
+            other => return other,
+        }
+    }
 }
