@@ -326,7 +326,7 @@ async fn upgrade(
         state.metrics.rejected_max_clients.inc();
         log::warn!(
             "refused connection from {:?}: max_clients ({max}) reached",
-            req.peer_addr()
+            req.peer_addr().map(crate::addr::canonical)
         );
         return Ok(HttpResponse::ServiceUnavailable().body("relay is at max_clients"));
     }
