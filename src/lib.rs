@@ -37,6 +37,9 @@
 //!   Linux), `framing`, `tls`, and `agent`, the host agent behind
 //!   `switchboard host` (with `host_config`, its settings file); the wire
 //!   format is [`protocol::tunnel`], the PROXY header [`protocol::proxy_v2`].
+//! - `fuzzing` (hidden from the docs): the body of every fuzz target, one
+//!   function per decoder of network or disk bytes, shared by the fuzzers in
+//!   `fuzz/` (`scripts/fuzz`) and `tests/fuzz_regressions.rs`.
 //! - [`logging`]: env_logger set-up from `--log-level` / `RUST_LOG` / `log.level`.
 //! - `src/cli/`: the binary's subcommands besides the relay itself: `peer`
 //!   (`listen`, `send`) and `host` (the tunnel's host agent).
@@ -53,6 +56,8 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod defaults;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod protocol;
 pub mod server;

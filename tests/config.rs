@@ -166,3 +166,27 @@ fn secrets_are_masked_in_debug_output() {
     );
     assert!(debug.contains("MASKED"));
 }
+
+#[test]
+fn parse_toml_reads_files_as_load_does() {
+    // Same settings, or an error naming the same key (the file's error
+    // message also names the file).
+    fn outcome(result: Result<Settings, ConfigError>) -> String {
+        match result {
+            Ok(settings) => format!("{settings:?}"),
+            Err(ConfigError::Invalid { key, .. }) => format!("invalid {key}"),
+            Err(ConfigError::Load(_)) => "not loaded".into(),
+        }
+    }
+    let dirs = [
+        "config",
+        "tests/fixtures/config/valid",
+        "tests/fixtures/config/invalid",
+    ];
+    for file in dirs.iter().flat_map(|d| toml_files(d)) {
+        let text = fs::read_to_string(&file).unwrap();
+        let loaded = Settings::load_with_env(Some(&file), &Overrides::default(), no_env());
+        let parsed = Settings::parse_toml(&text).and_then(|s| s.validate().map(|()| s));
+        assert_eq!(outcome(parsed), outcome(loaded), "{}", file.display());
+    }
+}

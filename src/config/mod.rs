@@ -283,13 +283,23 @@ impl Settings {
             overrides.log_level.clone().map(Into::into),
         )
         .map_err(load)?;
-        let layered = builder.build().map_err(load)?;
-        let settings: Settings = serde_path_to_error::deserialize(layered).map_err(|e| {
-            let key = e.path().to_string();
-            invalid(&key, e.into_inner().to_string())
-        })?;
+        let settings = deserialize(builder.build().map_err(load)?)?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The built-in defaults overlaid with the TOML document `text` (no
+    /// environment, no CLI), **not validated**: call [`Settings::validate`].
+    ///
+    /// Errors: [`ConfigError::Load`] when `text` is not TOML,
+    /// [`ConfigError::Invalid`] naming the key of a wrong type or unknown key.
+    /// The fuzz target `relay_config` (fuzz/README.md) drives this.
+    pub fn parse_toml(text: &str) -> Result<Settings, ConfigError> {
+        let layered = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        deserialize(layered)
     }
 
     /// Checks values that types alone cannot.
@@ -406,6 +416,14 @@ impl Settings {
             }
         }
     }
+}
+
+/// Deserializes the layered tree, naming the key of the first error.
+fn deserialize(layered: config::Config) -> Result<Settings, ConfigError> {
+    serde_path_to_error::deserialize(layered).map_err(|e| {
+        let key = e.path().to_string();
+        invalid(&key, e.into_inner().to_string())
+    })
 }
 
 fn check_host(key: &str, host: &str) -> Result<(), ConfigError> {

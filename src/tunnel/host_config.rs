@@ -73,7 +73,14 @@ impl HostConfig {
     pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?;
-        let de = toml_deserializer(&text)?;
+        HostConfig::parse(&text)
+    }
+
+    /// Parses the text of a settings file (TOML); unknown keys are an error
+    /// naming the key. Not validated: see [`HostConfig::into_settings`].
+    /// The fuzz target `host_config` (fuzz/README.md) drives this.
+    pub fn parse(text: &str) -> Result<HostConfig, ConfigError> {
+        let de = toml_deserializer(text)?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             invalid(&key, e.into_inner().to_string())
