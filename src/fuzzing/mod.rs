@@ -26,6 +26,7 @@ mod input;
 mod peer;
 mod relay;
 mod tunnel;
+mod ws;
 
 pub use chunk::{chunk_parse, chunk_reassembler};
 pub use config::{host_config, relay_config};
@@ -33,6 +34,7 @@ pub use input::Input;
 pub use peer::peer_signal;
 pub use relay::{relay_decode, relay_encode, uuid_parse};
 pub use tunnel::{tunnel_frame, tunnel_stream};
+pub use ws::ws_inbound;
 
 /// A fuzz target's body: returns for every input, panics on a finding.
 pub type Target = fn(&[u8]);
@@ -50,6 +52,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("relay_config", relay_config),
     ("host_config", host_config),
     ("peer_signal", peer_signal),
+    ("ws_inbound", ws_inbound),
 ];
 
 /// The body of the target called `name`, if there is one.

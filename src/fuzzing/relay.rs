@@ -91,7 +91,9 @@ pub fn uuid_parse(data: &[u8]) {
     assert_eq!(parsed, cpython_steps(text), "differs from CPython's steps");
     // The uuid crate also takes `URN:UUID:` in any case; CPython's
     // `str.replace('urn:', '')` does not (and neither do we).
-    let odd_urn = text.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+    let odd_urn = text
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
         && !text.starts_with("urn:uuid:");
     if let (Ok(strict), false) = (Uuid::parse_str(text), odd_urn) {
         assert_eq!(parsed, Some(strict), "refuses what the uuid crate accepts");
