@@ -179,7 +179,20 @@ async fn bad_frames_are_refused_after_the_good_ones_before_them() {
     let unmasked = [0x81, 0x02, b'h', b'i'].to_vec();
     let oversized = text_frame(&"x".repeat(5000));
     let bad_utf8 = frame(0x1, &[0xC3, 0x28]);
-    for (bad, code) in [(unmasked, 1002), (oversized, 4003), (bad_utf8, 1007)] {
+    // Only a header declaring 16 GiB: refused at once, nothing buffered.
+    let mut huge_header = vec![0x81, 0x80 | 127];
+    huge_header.extend_from_slice(&(1u64 << 34).to_be_bytes());
+    huge_header.extend_from_slice(&[1, 2, 3, 4]);
+    let bad_close_reason = frame(0x8, &[0x03, 0xe8, 0xff, 0xfe]);
+    let bad_close_code = frame(0x8, &1005u16.to_be_bytes());
+    for (bad, code) in [
+        (unmasked, 1002),
+        (oversized, 4003),
+        (bad_utf8, 1007),
+        (huge_header, 4003),
+        (bad_close_reason, 1007),
+        (bad_close_code, 1002),
+    ] {
         let mut a = upgraded(&relay).await;
         let offer_text = offer(UUID_A, UUID_B, "offer").replace("v=0", &format!("v={code}"));
         let mut burst = text_frame(&registration("peer-A", UUID_A));

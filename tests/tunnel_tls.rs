@@ -107,9 +107,9 @@ async fn plain_or_untrusting_agents_are_never_let_in() {
     assert!(relay.status("svc")["agents"].as_array().unwrap().is_empty());
     assert!(!plain.stats.connected.load(Ordering::Acquire));
     assert!(!untrusting.stats.connected.load(Ordering::Acquire));
-    // The plain agent gave up, saying why (see the test below).
+    // Both gave up, saying why (see the tests below).
     assert!(plain.stop().await.is_err());
-    untrusting.stop().await.unwrap();
+    assert!(untrusting.stop().await.is_err());
     // The relay still serves a trusting agent.
     let mut s = agent_settings(&relay.agents(), "svc", LocalService::Echo, 1);
     s.tls = Some(trusting(&pem));
@@ -117,6 +117,21 @@ async fn plain_or_untrusting_agents_are_never_let_in() {
     wait_until("the trusting agent's pool", || relay.idle("svc") == 1).await;
     assert_eq!(exchange(relay.service("svc"), b"tls").await, b"tls");
     good.stop().await.unwrap();
+}
+
+/// An agent that does not trust the relay's certificate stops and says what
+/// to check, instead of retrying for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_does_not_trust_the_relay_stops_saying_why() {
+    let pem = self_signed();
+    let relay = tls_relay(&pem, &["svc"]);
+    let mut s = agent_settings(&relay.agents(), "svc", LocalService::Echo, 1);
+    s.tls = Some(trusting(&self_signed()));
+    let error = agent_error(s).await.to_string();
+    assert!(
+        error.contains("certificate is not trusted") && error.contains("--tls-ca-file"),
+        "{error}"
+    );
 }
 
 /// Runs `settings` until the agent stops by itself (bounded); its error.

@@ -20,8 +20,9 @@ pub struct CloseLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClientCloseLabels {
     /// `normal` (1000), `going_away` (1001), `no_status` (no code),
-    /// `protocol` (other 1xxx codes of RFC 6455 §7.4.1), `application`
-    /// (3000–4999: registered and private codes) or `invalid` (anything else).
+    /// `application` (3000–4999: registered and private codes) or `protocol`
+    /// (any other; the relay refuses codes no endpoint may send before
+    /// counting, see `server::inbound`).
     pub kind: &'static str,
 }
 
@@ -53,9 +54,8 @@ pub fn client_close_kind(code: Option<u16>) -> &'static str {
         None => "no_status",
         Some(1000) => "normal",
         Some(1001) => "going_away",
-        Some(1002..=1015) => "protocol",
         Some(3000..=4999) => "application",
-        Some(_) => "invalid",
+        Some(_) => "protocol",
     }
 }
 

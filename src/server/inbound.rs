@@ -66,9 +66,14 @@ pub enum InboundError {
         /// The limit, in bytes.
         limit: usize,
     },
-    /// A text message whose joined fragments are not UTF-8 (RFC 6455 §8.1).
-    #[error("text message is not valid UTF-8")]
+    /// A text message whose joined fragments, or a close frame's reason,
+    /// are not UTF-8 (RFC 6455 §8.1).
+    #[error("text message or close reason is not valid UTF-8")]
     InvalidUtf8,
+    /// A close frame with a code no endpoint may send (RFC 6455 §7.4: 1004–1006,
+    /// 1015, other values below 3000 not defined there, or 5000 and above).
+    #[error("close frame with code {0}, which may not be sent")]
+    BadCloseCode(u16),
     /// A malformed frame: unmasked, bad opcode, bad continuation sequence,
     /// oversized control frame, bad close payload, …
     #[error("{0}")]
@@ -82,7 +87,7 @@ impl InboundError {
         match self {
             InboundError::TooLarge { .. } => crate::protocol::close::TOO_LARGE,
             InboundError::InvalidUtf8 => 1007,
-            InboundError::Protocol(_) => 1002,
+            InboundError::BadCloseCode(_) | InboundError::Protocol(_) => 1002,
         }
     }
 }
@@ -140,6 +145,7 @@ impl FrameReader {
     /// not be used after an error (the frame boundary is lost).
     pub fn next_message(&mut self) -> Result<Option<Inbound>, InboundError> {
         loop {
+            self.check_header()?;
             let frame = match self.codec.decode(&mut self.buf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(None),
@@ -160,6 +166,32 @@ impl FrameReader {
                 return Ok(Some(message));
             }
         }
+    }
+
+    /// Checks what the next frame's header declares before its payload is
+    /// buffered: a length over the limit (alone, or with the fragments
+    /// before it) is refused as soon as the header is in, so a client cannot
+    /// make the relay hold more than `limit` bytes of one message. A whole
+    /// close frame is checked here too, for the close code the codec would
+    /// not name.
+    fn check_header(&self) -> Result<(), InboundError> {
+        let Some(header) = Header::parse(&self.buf) else {
+            return Ok(());
+        };
+        let joined = match (header.opcode, &self.partial) {
+            (OPCODE_CONTINUATION, Some(partial)) => partial.data.len(),
+            _ => 0,
+        };
+        let room = self.limit.saturating_sub(joined) as u64;
+        if header.payload_len > room {
+            return Err(InboundError::TooLarge { limit: self.limit });
+        }
+        if header.opcode == OPCODE_CLOSE {
+            if let Some(payload) = header.unmasked_payload(&self.buf) {
+                check_close_payload(&payload)?;
+            }
+        }
+        Ok(())
     }
 
     /// Adds a fragment; returns the joined message after the last one.
@@ -203,6 +235,76 @@ impl FrameReader {
             Ok(Some(Inbound::Binary(data.freeze())))
         }
     }
+}
+
+const OPCODE_CONTINUATION: u8 = 0x0;
+const OPCODE_CLOSE: u8 = 0x8;
+
+/// The fixed part of a frame (RFC 6455 §5.2), read without consuming it.
+struct Header {
+    opcode: u8,
+    /// Bytes before the payload: 2, plus 2 or 8 for an extended length,
+    /// plus 4 for a masking key.
+    len: usize,
+    mask: Option<[u8; 4]>,
+    payload_len: u64,
+}
+
+impl Header {
+    /// The header at the start of `buf`, once all of it has arrived.
+    fn parse(buf: &[u8]) -> Option<Header> {
+        let (first, second) = (*buf.first()?, *buf.get(1)?);
+        let (payload_len, mut len) = match second & 0x7f {
+            126 => (
+                u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
+                4,
+            ),
+            127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?), 10),
+            n => (u64::from(n), 2),
+        };
+        let mask = if second & 0x80 != 0 {
+            let key: [u8; 4] = buf.get(len..len + 4)?.try_into().ok()?;
+            len += 4;
+            Some(key)
+        } else {
+            None
+        };
+        Some(Header {
+            opcode: first & 0x0f,
+            len,
+            mask,
+            payload_len,
+        })
+    }
+
+    /// The payload, unmasked, once the whole frame has arrived.
+    fn unmasked_payload(&self, buf: &[u8]) -> Option<Vec<u8>> {
+        let end = self
+            .len
+            .checked_add(usize::try_from(self.payload_len).ok()?)?;
+        let mut payload = buf.get(self.len..end)?.to_vec();
+        if let Some(key) = self.mask {
+            for (i, byte) in payload.iter_mut().enumerate() {
+                *byte ^= key[i % 4];
+            }
+        }
+        Some(payload)
+    }
+}
+
+/// A close payload's code and reason (RFC 6455 §5.5.1, §7.4.1, §8.1). A
+/// payload of one byte is left to the codec (1002).
+fn check_close_payload(payload: &[u8]) -> Result<(), InboundError> {
+    let Some(code) = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])) else {
+        return Ok(());
+    };
+    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(InboundError::BadCloseCode(code));
+    }
+    if std::str::from_utf8(&payload[2..]).is_err() {
+        return Err(InboundError::InvalidUtf8);
+    }
+    Ok(())
 }
 
 fn text(bytes: Bytes) -> Result<Inbound, InboundError> {
@@ -261,7 +363,7 @@ impl Stream for InboundStream {
                 Poll::Ready(Some(Err(error))) => {
                     this.end = Some(StreamEnd {
                         unfinished_bytes: 0,
-                        cause: Some(error.to_string()),
+                        cause: end_cause(error),
                     })
                 }
                 Poll::Ready(None) => {
@@ -273,6 +375,17 @@ impl Stream for InboundStream {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+/// What to report about a payload error that ended the stream: nothing for a
+/// plain FIN (actix-http reports it as `Incomplete(None)` on an upgraded
+/// connection), the transport's error otherwise.
+fn end_cause(error: actix_http::error::PayloadError) -> Option<String> {
+    match error {
+        actix_http::error::PayloadError::Incomplete(None) => None,
+        actix_http::error::PayloadError::Incomplete(Some(io)) => Some(io.to_string()),
+        other => Some(other.to_string()),
     }
 }
 

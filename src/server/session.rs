@@ -408,11 +408,12 @@ impl WsSession {
                 close::REASON_TOO_LARGE
             }
             InboundError::InvalidUtf8 => {
-                log::warn!(
-                    "{} text message is not UTF-8; closing with {code}",
-                    self.tag
-                );
+                log::warn!("{} {error}; closing with {code}", self.tag);
                 "Invalid UTF-8."
+            }
+            InboundError::BadCloseCode(_) => {
+                log::warn!("{} {error}; closing with {code}", self.tag);
+                "Protocol error."
             }
             InboundError::Protocol(error) => {
                 log::warn!(

@@ -118,6 +118,9 @@ pub enum AgentError {
     /// The agent's `--tls` differs from the relay's `tunnel.certfile`.
     #[error("{0}")]
     TlsMismatch(TlsMismatch),
+    /// The relay's certificate fails verification; retrying cannot help.
+    #[error("{0}")]
+    UntrustedRelay(TunnelError),
 }
 
 /// Live counters of an agent (for tests, logs and the CLI).
@@ -239,6 +242,10 @@ pub async fn run(
             Err(TunnelError::Tls(mismatch)) => {
                 log::error!("tunnel agent: relay {}: {mismatch}", settings.relay);
                 return Err(AgentError::TlsMismatch(mismatch));
+            }
+            Err(e @ TunnelError::UntrustedRelay(_)) => {
+                log::error!("tunnel agent: relay {}: {e}", settings.relay);
+                return Err(AgentError::UntrustedRelay(e));
             }
             Err(e) => log::warn!("tunnel agent: relay {}: {e}", settings.relay),
         }

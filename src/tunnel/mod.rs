@@ -89,7 +89,7 @@ pub enum TunnelError {
     #[error("connection closed by peer")]
     Closed,
     /// The peer did not answer in time.
-    #[error("timed out {0}")]
+    #[error("timed out: {0}")]
     Timeout(&'static str),
     /// The peer sent a valid frame that does not belong here.
     #[error("unexpected frame: {0}")]
@@ -105,6 +105,14 @@ pub enum TunnelError {
     /// One side speaks TLS and the other does not.
     #[error("{0}")]
     Tls(#[from] TlsMismatch),
+    /// The relay's certificate failed the agent's verification (untrusted
+    /// issuer, wrong name, expired, …): the agent's `--tls-ca-file` or
+    /// `--tls-server-name`, or the relay's certificate, must change.
+    #[error(
+        "the relay's certificate is not trusted ({0}): check --tls-ca-file and \
+         --tls-server-name, or the relay's tunnel.certfile"
+    )]
+    UntrustedRelay(String),
 }
 
 /// A TLS setting that differs between the relay (`tunnel.certfile`) and an

@@ -87,8 +87,19 @@ impl AgentTls {
         {
             Ok(tls) => Ok(Either::Right(tls)),
             Err(e) if not_tls(&e) => Err(TlsMismatch::RelayWithoutTls.into()),
-            Err(e) => Err(e.into()),
+            Err(e) => match certificate_error(&e) {
+                Some(why) => Err(TunnelError::UntrustedRelay(why)),
+                None => Err(e.into()),
+            },
         }
+    }
+}
+
+/// Why the relay's certificate was refused, if that is why the handshake failed.
+fn certificate_error(error: &std::io::Error) -> Option<String> {
+    match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        e @ rustls::Error::InvalidCertificate(_) => Some(e.to_string()),
+        _ => None,
     }
 }
 

@@ -182,3 +182,65 @@ fn a_continuation_without_a_start_is_a_protocol_error() {
     assert_eq!(texts(&messages), ["ok"]);
     assert_eq!(error.expect("no start").close_code(), 1002);
 }
+
+/// A masked header declaring `len` payload bytes, with no payload after it.
+fn header_only(opcode_byte: u8, len: u64) -> Vec<u8> {
+    let mut out = vec![opcode_byte, 0x80 | 127];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&[1, 2, 3, 4]);
+    out
+}
+
+#[test]
+fn an_oversized_length_is_refused_from_the_header_alone() {
+    for len in [LIMIT as u64 + 1, 1 << 34, 1 << 62] {
+        let mut reader = FrameReader::new(LIMIT);
+        reader.push(&client_bytes(vec![text("before")]));
+        reader.push(&header_only(0x81, len));
+        let (messages, error) = drain(&mut reader);
+        assert_eq!(texts(&messages), ["before"]);
+        assert!(
+            matches!(error, Some(InboundError::TooLarge { .. })),
+            "{len}: {error:?}"
+        );
+    }
+}
+
+#[test]
+fn a_fragment_that_would_pass_the_limit_is_refused_from_its_header() {
+    let mut reader = FrameReader::new(LIMIT);
+    let first = Bytes::from(vec![b'a'; LIMIT - 10]);
+    reader.push(&client_bytes(vec![Message::Continuation(
+        Item::FirstBinary(first),
+    )]));
+    // FIN + continuation, declaring 11 bytes: one more than the room left.
+    reader.push(&[0x80, 0x80 | 11, 0, 0, 0, 0]);
+    let (messages, error) = drain(&mut reader);
+    assert!(messages.is_empty());
+    assert!(matches!(error, Some(InboundError::TooLarge { .. })));
+}
+
+#[test]
+fn close_frames_are_checked_for_code_and_reason() {
+    let close = |payload: &[u8]| {
+        // FIN + close, masked with a zero key.
+        let mut out = vec![0x88, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        out.extend_from_slice(payload);
+        out
+    };
+    let cases: [(&[u8], Option<u16>); 6] = [
+        (&[0x03, 0xe8], None),
+        (&[0x03, 0xe8, b'o', b'k'], None),
+        (&[0x03, 0xe8, 0xff, 0xfe], Some(1007)),
+        (&[0x03, 0xed], Some(1002)),
+        (&[0x13, 0x88], Some(1002)),
+        (&[], None),
+    ];
+    for (payload, code) in cases {
+        let mut reader = FrameReader::new(LIMIT);
+        reader.push(&close(payload));
+        let (messages, error) = drain(&mut reader);
+        assert_eq!(error.map(|e| e.close_code()), code, "{payload:?}");
+        assert_eq!(messages.len(), usize::from(code.is_none()), "{payload:?}");
+    }
+}
