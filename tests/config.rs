@@ -190,3 +190,26 @@ fn parse_toml_reads_files_as_load_does() {
         assert_eq!(outcome(parsed), outcome(loaded), "{}", file.display());
     }
 }
+
+#[test]
+fn array_index_keys_are_refused_before_any_array_grows() {
+    // The config crate reads `a[N]` in a top-level key (or an environment
+    // variable) as "element N of array a" and grows the array to N + 1
+    // values before anything is checked: here 96 TB, or the same again in
+    // front for a negative N. Found by the fuzz target host_config.
+    let huge = "999999999999";
+    let named = |error: ConfigError, want: &str| match error {
+        ConfigError::Invalid { key, .. } => assert_eq!(key, want),
+        other => panic!("{other} does not name {want}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("index.toml");
+    fs::write(&file, format!("\"server[{huge}]\" = 1\n")).unwrap();
+    let loaded = Settings::load_with_env(Some(&file), &Overrides::default(), no_env());
+    named(loaded.unwrap_err(), &format!("server[{huge}]"));
+    let parsed = Settings::parse_toml(&format!("\"log[-{huge}]\" = 1\n"));
+    named(parsed.unwrap_err(), &format!("log[-{huge}]"));
+    let env = env_with(&[(&format!("SWITCHBOARD__SERVER[{huge}]"), "1")]);
+    let from_env = Settings::load_with_env(None, &Overrides::default(), env);
+    named(from_env.unwrap_err(), &format!("server[{huge}]"));
+}

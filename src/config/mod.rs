@@ -256,8 +256,11 @@ impl Settings {
                     path.display()
                 )));
             }
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            let file = config::File::from(path).format(config::FileFormat::Toml);
+            check_keys(&file)?;
+            builder = builder.add_source(file);
         }
+        check_keys(&env)?;
         builder = builder.add_source(env);
         let set = |b: config::ConfigBuilder<_>, key: &str, value: Option<config::Value>| match value
         {
@@ -295,8 +298,10 @@ impl Settings {
     /// [`ConfigError::Invalid`] naming the key of a wrong type or unknown key.
     /// The fuzz target `relay_config` (fuzz/README.md) drives this.
     pub fn parse_toml(text: &str) -> Result<Settings, ConfigError> {
+        let file = config::File::from_str(text, config::FileFormat::Toml);
+        check_keys(&file)?;
         let layered = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(file)
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
         deserialize(layered)
@@ -415,6 +420,29 @@ impl Settings {
                 Ok(())
             }
         }
+    }
+}
+
+/// Refuses a source whose top-level keys hold `[` or `]`, before it is layered.
+///
+/// The `config` crate reads each top-level key of a source (a TOML file's,
+/// or an environment variable's name) as a path, where `a[N]` means
+/// element N of array `a`, and grows the array to N + 1 values (or inserts
+/// -N in front) before anything is checked: `"a[99999999999]" = 1` asks
+/// for terabytes. No setting has such a key, so it is named as invalid.
+///
+/// Errors: [`ConfigError::Load`] when the source cannot be read or parsed,
+/// [`ConfigError::Invalid`] naming the first such key.
+pub(crate) fn check_keys(source: &dyn config::Source) -> Result<(), ConfigError> {
+    let keys = source
+        .collect()
+        .map_err(|e| ConfigError::Load(e.to_string()))?;
+    match keys.keys().find(|key| key.contains(['[', ']'])) {
+        Some(key) => Err(invalid(
+            key,
+            "not a setting: `[` and `]` cannot appear in a key",
+        )),
+        None => Ok(()),
     }
 }
 
