@@ -213,3 +213,30 @@ fn array_index_keys_are_refused_before_any_array_grows() {
     let from_env = Settings::load_with_env(None, &Overrides::default(), env);
     named(from_env.unwrap_err(), &format!("server[{huge}]"));
 }
+
+#[test]
+fn keys_deeper_than_any_setting_are_refused_before_layering() {
+    // The config crate builds one nested table per `.` of a top-level key
+    // (quoted in TOML, or `__` in an environment variable) and copies them
+    // over and over: 1 000 segments took 300 MB. No setting is deeper than
+    // `auth.tokens.<user>`. Found by the fuzz target host_config.
+    let named = |result: Result<Settings, ConfigError>, want: &str| match result {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, want),
+        other => panic!("{other:?} does not name {want}"),
+    };
+    named(
+        Settings::parse_toml("\"server.a.b.c\" = 1\n"),
+        "server.a.b.c",
+    );
+    let env = env_with(&[("SWITCHBOARD__AUTH__TOKENS__A__B", "x")]);
+    named(
+        Settings::load_with_env(None, &Overrides::default(), env),
+        "auth.tokens.a.b",
+    );
+    // Up to that depth, quoted and environment keys work as before.
+    let s = Settings::parse_toml("\"auth.tokens.alice\" = \"a-secret\"\n").unwrap();
+    assert_eq!(s.auth.tokens["alice"].expose(), "a-secret");
+    let env = env_with(&[("SWITCHBOARD__AUTH__TOKENS__BOB", "b-secret")]);
+    let s = Settings::load_with_env(None, &Overrides::default(), env).unwrap();
+    assert_eq!(s.auth.tokens["bob"].expose(), "b-secret");
+}
