@@ -43,6 +43,11 @@ pub const INTROSPECTION_CACHE_ENTRIES: usize = 10_000;
 
 /// Default log filter when neither `--log-level` nor `RUST_LOG` is given.
 pub const LOG_LEVEL: &str = "info";
+/// Most `.`-separated parts in a top-level key of a settings layer (a quoted
+/// TOML key, or an environment variable's `__` parts): the deepest setting is
+/// `auth.tokens.<user>`. Deeper keys are refused before layering, since the
+/// `config` crate's cost grows with the square of a key's depth.
+pub const SETTINGS_KEY_MAX_PARTS: usize = 3;
 
 // Peer connections (WebRTC)
 

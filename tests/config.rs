@@ -190,3 +190,53 @@ fn parse_toml_reads_files_as_load_does() {
         assert_eq!(outcome(parsed), outcome(loaded), "{}", file.display());
     }
 }
+
+#[test]
+fn array_index_keys_are_refused_before_any_array_grows() {
+    // The config crate reads `a[N]` in a top-level key (or an environment
+    // variable) as "element N of array a" and grows the array to N + 1
+    // values before anything is checked: here 96 TB, or the same again in
+    // front for a negative N. Found by the fuzz target host_config.
+    let huge = "999999999999";
+    let named = |error: ConfigError, want: &str| match error {
+        ConfigError::Invalid { key, .. } => assert_eq!(key, want),
+        other => panic!("{other} does not name {want}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("index.toml");
+    fs::write(&file, format!("\"server[{huge}]\" = 1\n")).unwrap();
+    let loaded = Settings::load_with_env(Some(&file), &Overrides::default(), no_env());
+    named(loaded.unwrap_err(), &format!("server[{huge}]"));
+    let parsed = Settings::parse_toml(&format!("\"log[-{huge}]\" = 1\n"));
+    named(parsed.unwrap_err(), &format!("log[-{huge}]"));
+    let env = env_with(&[(&format!("SWITCHBOARD__SERVER[{huge}]"), "1")]);
+    let from_env = Settings::load_with_env(None, &Overrides::default(), env);
+    named(from_env.unwrap_err(), &format!("server[{huge}]"));
+}
+
+#[test]
+fn keys_deeper_than_any_setting_are_refused_before_layering() {
+    // The config crate builds one nested table per `.` of a top-level key
+    // (quoted in TOML, or `__` in an environment variable) and copies them
+    // over and over: 1 000 segments took 300 MB. No setting is deeper than
+    // `auth.tokens.<user>`. Found by the fuzz target host_config.
+    let named = |result: Result<Settings, ConfigError>, want: &str| match result {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, want),
+        other => panic!("{other:?} does not name {want}"),
+    };
+    named(
+        Settings::parse_toml("\"server.a.b.c\" = 1\n"),
+        "server.a.b.c",
+    );
+    let env = env_with(&[("SWITCHBOARD__AUTH__TOKENS__A__B", "x")]);
+    named(
+        Settings::load_with_env(None, &Overrides::default(), env),
+        "auth.tokens.a.b",
+    );
+    // Up to that depth, quoted and environment keys work as before.
+    let s = Settings::parse_toml("\"auth.tokens.alice\" = \"a-secret\"\n").unwrap();
+    assert_eq!(s.auth.tokens["alice"].expose(), "a-secret");
+    let env = env_with(&[("SWITCHBOARD__AUTH__TOKENS__BOB", "b-secret")]);
+    let s = Settings::load_with_env(None, &Overrides::default(), env).unwrap();
+    assert_eq!(s.auth.tokens["bob"].expose(), "b-secret");
+}

@@ -256,8 +256,11 @@ impl Settings {
                     path.display()
                 )));
             }
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            let file = config::File::from(path).format(config::FileFormat::Toml);
+            check_keys(&file)?;
+            builder = builder.add_source(file);
         }
+        check_keys(&env)?;
         builder = builder.add_source(env);
         let set = |b: config::ConfigBuilder<_>, key: &str, value: Option<config::Value>| match value
         {
@@ -295,8 +298,10 @@ impl Settings {
     /// [`ConfigError::Invalid`] naming the key of a wrong type or unknown key.
     /// The fuzz target `relay_config` (fuzz/README.md) drives this.
     pub fn parse_toml(text: &str) -> Result<Settings, ConfigError> {
+        let file = config::File::from_str(text, config::FileFormat::Toml);
+        check_keys(&file)?;
         let layered = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(file)
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
         deserialize(layered)
@@ -415,6 +420,38 @@ impl Settings {
                 Ok(())
             }
         }
+    }
+}
+
+/// Refuses a source with a top-level key that no setting has and that the
+/// `config` crate would expand at great cost, before it is layered.
+///
+/// That crate reads each top-level key of a source (a TOML file's, quoted
+/// or not, or an environment variable's name) as a path: `a[N]` is element
+/// N of array `a`, which it grows to N + 1 values (or inserts -N in front)
+/// before anything is checked (`"a[99999999999]" = 1` asks for terabytes),
+/// and each `.` opens a nested table, at a cost that grows with the square
+/// of the depth (a 4 KB key of 2 000 parts took over 512 MB). No setting
+/// has `[`, `]` or more than [`defaults::SETTINGS_KEY_MAX_PARTS`] parts.
+///
+/// Errors: [`ConfigError::Load`] when the source cannot be read or parsed,
+/// [`ConfigError::Invalid`] naming the first such key.
+pub(crate) fn check_keys(source: &dyn config::Source) -> Result<(), ConfigError> {
+    let keys = source
+        .collect()
+        .map_err(|e| ConfigError::Load(e.to_string()))?;
+    let bad = |key: &&String| {
+        key.contains(['[', ']']) || key.split('.').count() > defaults::SETTINGS_KEY_MAX_PARTS
+    };
+    match keys.keys().find(bad) {
+        Some(key) => Err(invalid(
+            key,
+            format!(
+                "not a setting: a key has no `[` or `]` and at most {} parts",
+                defaults::SETTINGS_KEY_MAX_PARTS
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

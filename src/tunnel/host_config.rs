@@ -207,8 +207,10 @@ fn tls(
 }
 
 fn toml_deserializer(text: &str) -> Result<config::Config, ConfigError> {
+    let file = config::File::from_str(text, config::FileFormat::Toml);
+    crate::config::check_keys(&file)?;
     config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(file)
         .build()
         .map_err(|e| ConfigError::Load(e.to_string()))
 }
@@ -231,6 +233,16 @@ mod tests {
         match config.into_settings() {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_array_index_key_is_refused_before_any_array_grows() {
+        // The config crate would grow an array `relay` to 10^12 values.
+        let text = "\"relay[999999999999]\" = 1\n";
+        match HostConfig::parse(text) {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "relay[999999999999]"),
+            other => panic!("expected the key named, got {other:?}"),
         }
     }
 
