@@ -145,14 +145,25 @@ impl FrameReader {
     /// not be used after an error (the frame boundary is lost).
     pub fn next_message(&mut self) -> Result<Option<Inbound>, InboundError> {
         loop {
-            self.check_header()?;
+            // Kept to name what is wrong with a close frame the codec refuses.
+            let close_payload = self.whole_close_payload();
             let frame = match self.codec.decode(&mut self.buf) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(None),
+                Ok(None) => {
+                    self.check_declared_length()?;
+                    return Ok(None);
+                }
                 Err(ProtocolError::Overflow) => {
                     return Err(InboundError::TooLarge { limit: self.limit })
                 }
-                Err(error) => return Err(InboundError::Protocol(error)),
+                Err(error) => {
+                    // actix-http refuses a bad close code and a non-UTF-8
+                    // close reason alike, as `BadOpCode`.
+                    if let (ProtocolError::BadOpCode, Some(payload)) = (&error, close_payload) {
+                        check_close_payload(&payload)?;
+                    }
+                    return Err(InboundError::Protocol(error));
+                }
             };
             let message = match frame {
                 Frame::Text(bytes) => Some(text(bytes)?),
@@ -168,13 +179,13 @@ impl FrameReader {
         }
     }
 
-    /// Checks what the next frame's header declares before its payload is
-    /// buffered: a length over the limit (alone, or with the fragments
-    /// before it) is refused as soon as the header is in, so a client cannot
-    /// make the relay hold more than `limit` bytes of one message. A whole
-    /// close frame is checked here too, for the close code the codec would
-    /// not name.
-    fn check_header(&self) -> Result<(), InboundError> {
+    /// Called when the codec needs more bytes (so the header bits it checks
+    /// early are fine): a declared length over the limit (alone, or with the
+    /// fragments before it) is refused as soon as the header is in, so a
+    /// client cannot make the relay buffer more than `limit` bytes of one
+    /// message (actix-http compares the length only once the whole payload
+    /// has arrived).
+    fn check_declared_length(&self) -> Result<(), InboundError> {
         let Some(header) = Header::parse(&self.buf) else {
             return Ok(());
         };
@@ -186,12 +197,17 @@ impl FrameReader {
         if header.payload_len > room {
             return Err(InboundError::TooLarge { limit: self.limit });
         }
-        if header.opcode == OPCODE_CLOSE {
-            if let Some(payload) = header.unmasked_payload(&self.buf) {
-                check_close_payload(&payload)?;
-            }
-        }
         Ok(())
+    }
+
+    /// The unmasked payload of the next frame if it is a close frame that
+    /// has wholly arrived.
+    fn whole_close_payload(&self) -> Option<Vec<u8>> {
+        let header = Header::parse(&self.buf)?;
+        if header.opcode != OPCODE_CLOSE {
+            return None;
+        }
+        header.unmasked_payload(&self.buf)
     }
 
     /// Adds a fragment; returns the joined message after the last one.

@@ -76,7 +76,6 @@ impl Registry {
             Ok(()) | Err(SendError::Closed(_)) => {}
             Err(SendError::Full(_)) => {
                 log::warn!("[session {session}] mailbox full: slow consumer, disconnecting");
-                self.metrics.slow_consumers.inc();
                 entry.closing = true;
                 entry.recipient.do_send(ToSession::Close {
                     code: close::SLOW_CONSUMER,

@@ -334,7 +334,15 @@ impl Handler<ToSession> for WsSession {
         match msg {
             ToSession::Deliver(text) => self.send_text(ctx, text),
             ToSession::Close { code, reason } => {
+                if self.closing() {
+                    return;
+                }
                 log::info!("{} closing with {code}: {reason}", self.tag);
+                // Counted here, once per session: the registry and the
+                // session's own queue can both find the client too slow.
+                if code == close::SLOW_CONSUMER {
+                    self.state.metrics.slow_consumers.inc();
+                }
                 self.close(ctx, code, reason);
             }
         }
