@@ -14,8 +14,13 @@ use crate::client::rss_kib;
 
 /// How often the background sampler reads VmRSS.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
-/// How often [`RssWatch::settle`] reads VmRSS while waiting.
+/// How often [`RssWatch::finish`] reads VmRSS while waiting.
 const SETTLE_POLL: Duration = Duration::from_millis(500);
+/// Memory a fresh server keeps once it has served a load at all, whatever
+/// the load's size, in KiB: thread caches, allocator metadata, table
+/// capacity. Measured: 2.5 MB for the tunnel relay after 1 000 clients (its
+/// load took 34 MB), so `rss-released` allows this on top of its share.
+const FIRST_USE_KIB: u64 = 8 * 1024;
 
 /// VmRSS of one process over one round: start, running peak.
 pub struct RssWatch {
@@ -92,7 +97,8 @@ impl RssWatch {
 /// started: nothing accumulates from round to round; with one round, the
 /// start is the fresh process's) and `rss-released` (what stays above the
 /// fresh process's `fresh` KiB after the last round is at most `tolerance`
-/// of the largest growth: freed memory goes back to the system).
+/// of the largest growth, plus [`FIRST_USE_KIB`]: freed memory goes back to
+/// the system).
 pub fn rss_checks(
     checks: &mut Checks,
     what: &str,
@@ -129,9 +135,9 @@ pub fn rss_checks(
     let grown = peak.saturating_sub(fresh).max(1) as f64;
     checks.check(
         "rss-released",
-        kept <= grown * tolerance,
+        kept <= grown * tolerance + FIRST_USE_KIB as f64,
         format!(
-            "{what} keeps {:.0} KiB above its fresh {fresh} KiB after the last round: {:.1} % of the {:.0} KiB the load took (limit {:.0} %)",
+            "{what} keeps {:.0} KiB above its fresh {fresh} KiB after the last round: {:.1} % of the {:.0} KiB the load took (limit {:.0} % + {FIRST_USE_KIB} KiB)",
             kept,
             kept / grown * 100.0,
             grown,
