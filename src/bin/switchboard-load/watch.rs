@@ -16,6 +16,10 @@ use crate::client::rss_kib;
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// How often [`RssWatch::finish`] reads VmRSS while waiting.
 const SETTLE_POLL: Duration = Duration::from_millis(500);
+/// Shortest wait in [`RssWatch::finish`]: jemalloc's dirty-page decay (10 s)
+/// plus a margin, so the end value is settled rather than the first one
+/// under the limit.
+const MIN_SETTLE: Duration = Duration::from_secs(12);
 /// Memory a fresh server keeps once it has served a load at all, whatever
 /// the load's size, in KiB: thread caches, allocator metadata, table
 /// capacity. Measured: 2.5 MB for the tunnel relay after 1 000 clients (its
@@ -70,16 +74,17 @@ impl RssWatch {
         self.peak.load(Ordering::Relaxed)
     }
 
-    /// Waits up to `max` for VmRSS to be at most `start × (1 + tolerance)`,
-    /// reading it every 0.5 s (an allocator returns freed pages to the system
-    /// lazily: jemalloc's dirty-page decay is 10 s by default), then stops.
+    /// Waits at least [`MIN_SETTLE`] and up to `max` for VmRSS to be at most
+    /// `start × (1 + tolerance)`, reading it every 0.5 s (an allocator returns
+    /// freed pages to the system lazily), then stops.
     pub async fn finish(self, tolerance: f64, max: Duration) -> anyhow::Result<RoundRss> {
         let limit = self.start as f64 * (1.0 + tolerance);
         let began = Instant::now();
         loop {
             let now = rss_kib(self.pid)?.0;
             self.peak.fetch_max(now, Ordering::Relaxed);
-            if now as f64 <= limit || began.elapsed() >= max {
+            let waited = began.elapsed();
+            if (now as f64 <= limit && waited >= MIN_SETTLE) || waited >= max {
                 return Ok(RoundRss {
                     start: self.start,
                     peak: self.peak_kib(),
