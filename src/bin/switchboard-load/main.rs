@@ -6,13 +6,20 @@
 //! client (`idle`); for the TCP tunnel, connection setup time (`connrate`)
 //! against its own `echo-server`. Each subcommand prints human text and exactly one
 //! machine-readable line starting with `RESULT`. `scripts/bench relay` runs
-//! all three against both relays.
+//! all three against both relays. `soak` (relay) and `tunnel-soak` check that
+//! nothing is lost under load and print a `CHECK … PASS|FAIL` line per check;
+//! `scripts/soak` runs both.
 
+mod checks;
 mod client;
 mod connrate;
 mod flood;
 mod idle;
 mod latency;
+mod soak;
+mod soak_plan;
+mod tunnel_soak;
+mod watch;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -116,6 +123,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = idle::Stage::Registered)]
         stage: idle::Stage,
     },
+    /// N registered clients, F forwards each to K random peers; checks that
+    /// none is lost, duplicated or reordered and that the relay's RSS comes back.
+    Soak(soak::SoakCli),
+    /// N concurrent clients of a tunnelled echo service, B bytes each; checks
+    /// every echo's SHA-256 and that the relay's RSS comes back.
+    TunnelSoak(tunnel_soak::TunnelSoakCli),
 }
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
@@ -136,11 +149,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return connrate::run(addr, count, warmup, timeout).await;
         }
         Command::EchoServer { listen } => return connrate::echo_server(listen).await,
+        Command::TunnelSoak(args) => return tunnel_soak::run(&args).await,
         _ => {}
     }
     let target = client::Target::resolve(&cli.url).await?;
     let connect_timeout = seconds("--connect-timeout", cli.connect_timeout)?;
     match cli.command {
+        Command::Soak(args) => soak::run(&target, &args, connect_timeout).await,
         Command::Flood {
             pairs,
             seconds: secs,
@@ -194,7 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             idle::run(&target, &args).await
         }
-        Command::Connrate { .. } | Command::EchoServer { .. } => Ok(()),
+        Command::Connrate { .. } | Command::EchoServer { .. } | Command::TunnelSoak(_) => Ok(()),
     }
 }
 
