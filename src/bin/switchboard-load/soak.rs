@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checks::Checks;
 use crate::client::{connect_registered, open_files_limit, rss_kib, ws_config, Target, Ws};
 use crate::soak_plan::{tally, Inbox, Plan, Tally};
-use crate::watch::{rss_checks, RoundRss, RssWatch};
+use crate::watch::{rss_checks, MemoryArgs, RoundRss, RssWatch};
 
 /// Command-line settings of `soak`.
 #[derive(Debug, Clone, clap::Args)]
@@ -55,17 +55,9 @@ pub struct SoakCli {
     /// Longest time for all forwards to be sent and then delivered, in seconds.
     #[arg(long, default_value_t = 300)]
     deliver_seconds: u64,
-    /// Longest wait for the relay's VmRSS to come back after the clients left, in seconds.
-    #[arg(long, default_value_t = 30)]
-    settle_seconds: u64,
-    /// Rounds against the same relay (connect, forward, leave, settle); the
-    /// memory checks compare the last round's end with its start, and with
-    /// the fresh process (see `watch::rss_checks`).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Memory tolerance, as a fraction (0.10 = 10 %): see `watch::rss_checks`.
-    #[arg(long, default_value_t = 0.10)]
-    rss_tolerance: f64,
+    /// Rounds and memory checks.
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 /// File descriptors this process needs besides the clients' sockets.
@@ -109,17 +101,20 @@ pub async fn run(target: &Target, cli: &SoakCli, connect_timeout: Duration) -> a
     if limit < needed {
         bail!("{} clients need about {needed} open files but the limit is {limit}; raise it first (ulimit -n {needed})", cli.clients);
     }
-    if cli.concurrency == 0 || cli.rounds == 0 || !(0.0..=10.0).contains(&cli.rss_tolerance) {
+    if cli.concurrency == 0
+        || cli.memory.rounds == 0
+        || !(0.0..=10.0).contains(&cli.memory.rss_tolerance)
+    {
         bail!("--concurrency and --rounds must be at least 1 and --rss-tolerance in [0, 10]");
     }
     let seed = cli.seed.unwrap_or_else(rand::random);
     println!(
         "soak: {} clients -> {}, {} forwards each over {} peers, frame {} B, {} rounds, seed {seed}, relay pid {}",
-        cli.clients, target.url, cli.forwards, cli.peers, cli.size, cli.rounds, cli.server_pid
+        cli.clients, target.url, cli.forwards, cli.peers, cli.size, cli.memory.rounds, cli.server_pid
     );
     let fresh = rss_kib(cli.server_pid)?.0;
-    let mut rounds = Vec::with_capacity(cli.rounds);
-    for round in 0..cli.rounds {
+    let mut rounds = Vec::with_capacity(cli.memory.rounds);
+    for round in 0..cli.memory.rounds {
         let round_seed = seed.wrapping_add(round as u64);
         let plan = Plan::new(cli.clients, cli.forwards, cli.peers, cli.size, round_seed)?;
         rounds.push(one_round(target, cli, Arc::new(plan), connect_timeout).await?);
@@ -166,7 +161,10 @@ async fn one_round(
         plan.total(), timings.send, tally.delivered, timings.deliver, timings.close
     );
     let rss = watch
-        .finish(cli.rss_tolerance, Duration::from_secs(cli.settle_seconds))
+        .finish(
+            cli.memory.rss_tolerance,
+            Duration::from_secs(cli.memory.settle_seconds),
+        )
         .await?;
     Ok(Round {
         planned: plan.total(),
@@ -472,7 +470,7 @@ fn verdict(cli: &SoakCli, fresh: u64, rounds: &[Round]) -> anyhow::Result<()> {
     let t = Totals::of(rounds);
     t.check(&mut checks);
     let rss: Vec<RoundRss> = rounds.iter().map(|r| r.rss).collect();
-    rss_checks(&mut checks, "relay", fresh, &rss, cli.rss_tolerance);
+    rss_checks(&mut checks, "relay", fresh, &rss, cli.memory.rss_tolerance);
     let last = rounds.last().expect("at least one round");
     let lt = &last.timings;
     let rate = last.tally.delivered as f64 / lt.deliver.max(1e-9);

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::checks::Checks;
 use crate::client::{open_files_limit, rss_kib};
-use crate::watch::{rss_checks, RoundRss, RssWatch};
+use crate::watch::{rss_checks, MemoryArgs, RoundRss, RssWatch};
 
 /// Command-line settings of `tunnel-soak`.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,17 +51,9 @@ pub struct TunnelSoakCli {
     /// Longest time one client may take (connect, send, read back), in seconds.
     #[arg(long, default_value_t = 300)]
     client_seconds: u64,
-    /// Longest wait for the relay's VmRSS to come back after the clients left, in seconds.
-    #[arg(long, default_value_t = 30)]
-    settle_seconds: u64,
-    /// Rounds against the same relay (all clients, then settle); the memory
-    /// checks compare the last round's end with its start, and with the
-    /// fresh process (see `watch::rss_checks`).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Memory tolerance, as a fraction (0.10 = 10 %): see `watch::rss_checks`.
-    #[arg(long, default_value_t = 0.10)]
-    rss_tolerance: f64,
+    /// Rounds and memory checks.
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 /// File descriptors this process needs besides the clients' sockets.
@@ -119,19 +111,19 @@ pub async fn run(cli: &TunnelSoakCli) -> anyhow::Result<()> {
     if limit < needed {
         bail!("{} clients need about {needed} open files but the limit is {limit}; raise it first (ulimit -n {needed})", cli.clients);
     }
-    let tolerance_ok = (0.0..=10.0).contains(&cli.rss_tolerance);
-    if cli.clients == 0 || cli.chunk == 0 || cli.rounds == 0 || !tolerance_ok {
+    let tolerance_ok = (0.0..=10.0).contains(&cli.memory.rss_tolerance);
+    if cli.clients == 0 || cli.chunk == 0 || cli.memory.rounds == 0 || !tolerance_ok {
         bail!("--clients, --chunk and --rounds must be at least 1 and --rss-tolerance in [0, 10]");
     }
     let seed = cli.seed.unwrap_or_else(rand::random);
     println!(
         "tunnel-soak: {} clients at once -> {}, {} bytes each way per client, {} rounds, seed {seed}, relay pid {}",
-        cli.clients, cli.addr, cli.bytes, cli.rounds, cli.server_pid
+        cli.clients, cli.addr, cli.bytes, cli.memory.rounds, cli.server_pid
     );
     let fresh = rss_kib(cli.server_pid)?.0;
     let agent_start = cli.agent_pid.map(rss_kib).transpose()?.map(|r| r.0);
-    let mut rounds = Vec::with_capacity(cli.rounds);
-    for round in 0..cli.rounds {
+    let mut rounds = Vec::with_capacity(cli.memory.rounds);
+    for round in 0..cli.memory.rounds {
         let round_seed = seed.wrapping_add((round * cli.clients) as u64);
         let r = one_round(cli, round_seed).await?;
         let moved = r.matched as f64 * cli.bytes as f64 / (1024.0 * 1024.0);
@@ -190,7 +182,10 @@ async fn one_round(cli: &TunnelSoakCli, seed: u64) -> anyhow::Result<Round> {
     round.seconds = started.elapsed().as_secs_f64();
     round.most = active.most.load(Ordering::Relaxed);
     round.rss = watch
-        .finish(cli.rss_tolerance, Duration::from_secs(cli.settle_seconds))
+        .finish(
+            cli.memory.rss_tolerance,
+            Duration::from_secs(cli.memory.settle_seconds),
+        )
         .await?;
     Ok(round)
 }
@@ -227,7 +222,7 @@ fn verdict(
         ),
     );
     let rss: Vec<RoundRss> = rounds.iter().map(|r| r.rss).collect();
-    rss_checks(&mut checks, "relay", fresh, &rss, cli.rss_tolerance);
+    rss_checks(&mut checks, "relay", fresh, &rss, cli.memory.rss_tolerance);
     let last = rounds.last().expect("at least one round");
     let mib = last.matched as f64 * cli.bytes as f64 / (1024.0 * 1024.0);
     println!(

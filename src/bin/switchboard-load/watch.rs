@@ -173,3 +173,19 @@ async fn sample(pid: u32, peak: Arc<AtomicU64>, stop: CancellationToken) {
         }
     }
 }
+
+/// Rounds and memory checks, shared by the soak modes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MemoryArgs {
+    /// Longest wait for the relay's VmRSS to come back after the clients left, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub settle_seconds: u64,
+    /// Rounds against the same relay (load, leave, settle); the memory checks
+    /// compare the last round's end with its start, and with the fresh
+    /// process (see `watch::rss_checks`).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Memory tolerance, as a fraction (0.10 = 10 %): see `watch::rss_checks`.
+    #[arg(long, default_value_t = 0.10)]
+    pub rss_tolerance: f64,
+}
