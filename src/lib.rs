@@ -45,8 +45,10 @@
 //!   (`listen`, `send`) and `host` (the tunnel's host agent).
 //! - `src/bin/switchboard-load/`: a load generator speaking the relay protocol
 //!   (flood, latency, idle memory) against any relay URL, plus `connrate` and
-//!   `echo-server` for the tunnel; `src/bin/switchboard-peer-bench/`: peer
-//!   connection setup and throughput; `scripts/bench` drives both.
+//!   `echo-server` for the tunnel, and the checked soaks `soak` (relay: no
+//!   forward lost, duplicated or reordered) and `tunnel-soak` (SHA-256 of
+//!   every echo) that `scripts/soak` runs; `src/bin/switchboard-peer-bench/`:
+//!   peer connection setup and throughput; `scripts/bench` drives both.
 //! - `examples/`: `two_peers` (a relay and two peers in one process) and
 //!   `peer_http` (an actix-web application embedding a PeerManager).
 #![deny(missing_docs)]

@@ -214,7 +214,7 @@ fn verdict(
     );
     checks.check(
         "sha256",
-        mismatched.is_empty(),
+        mismatched.is_empty() && matched > 0,
         format!(
             "{matched} of {total} digests match, {} differ{}",
             mismatched.len(),
