@@ -66,6 +66,16 @@ pub const PEER_CONNECT_TIMEOUT_MS: u64 = 30_000;
 /// measured 14.5 ms offer → open, 2 ms measures ~6 ms. Once connected the agent
 /// ticks at the keepalive interval instead.
 pub const PEER_ICE_CHECK_INTERVAL_MS: u64 = 2;
+/// Datagrams a peer connection's driver reads before it flushes its output,
+/// SACKs included (`ConnectionConfig::recv_burst`): 2 makes the receiving
+/// SCTP stack acknowledge every second packet (RFC 4960 §6.2).
+pub const PEER_RECV_BURST: usize = 2;
+/// How long each ICE candidate pair keeps being checked, in milliseconds
+/// (`ConnectionConfig::ice_check_window`): longer than an offer/answer round
+/// trip through the relay at intercontinental round-trip times plus the
+/// other side's gathering, shorter than ICE's checking limit
+/// (disconnected + failed timeouts, 15 s).
+pub const PEER_ICE_CHECK_WINDOW_MS: u64 = 6_000;
 /// Largest `sctp_mtu` a connection accepts, in bytes: an SCTP packet is one
 /// DTLS record, whose plaintext may not exceed 16 KiB.
 pub const PEER_MAX_SCTP_MTU: u32 = 16_000;

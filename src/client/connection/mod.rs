@@ -61,6 +61,7 @@
 
 mod channels;
 mod handler;
+pub mod ice;
 pub mod setup;
 mod types;
 
@@ -77,6 +78,7 @@ use crate::defaults;
 use crate::protocol::chunk::{Reassembler, ReassemblerLimits};
 use crate::protocol::DescriptionType;
 use channels::Outgoing;
+pub use ice::{CandidateType, Route};
 pub use setup::{ConnectionConfig, IceServer};
 use types::{ChannelClosed, ChannelOpen, IncomingChannel, MessageIn, StateChanged};
 pub use types::{
@@ -104,6 +106,10 @@ pub struct Connection {
     next_stream: u32,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     nudge: Option<tokio::task::JoinHandle<()>>,
+    /// When the connection was created: set-up time is measured from here.
+    created: std::time::Instant,
+    /// Every channel is open and the selected pair is being read.
+    readying: bool,
     log: String,
 }
 
@@ -141,6 +147,8 @@ impl Connection {
             next_stream: 0,
             tasks: Vec::new(),
             nudge: None,
+            created: std::time::Instant::now(),
+            readying: false,
             log: format!("[peer {peer}]"),
         }
     }
@@ -187,10 +195,37 @@ impl Connection {
             .push(tokio::spawn(channels::read_channel(channel, reader)));
     }
 
-    fn check_ready(&mut self) {
-        if self.sender.is_some() || self.open.is_empty() || !self.open.iter().all(|o| *o) {
+    /// Once every channel is open: reads the selected candidate pair, then
+    /// opens the send queue and reports `Ready`.
+    fn check_ready(&mut self, ctx: &mut Context<Self>) {
+        if self.readying
+            || self.sender.is_some()
+            || self.open.is_empty()
+            || !self.open.iter().all(|o| *o)
+        {
             return;
         }
+        self.readying = true;
+        let pc = self.pc.clone();
+        let setup = self.created.elapsed();
+        let route = async move {
+            let read = async {
+                let ice = ice::transport(&pc?).await?;
+                ice.get_selected_candidate_pair().await.ok().flatten()
+            };
+            let pair = tokio::time::timeout(Duration::from_secs(1), read)
+                .await
+                .ok()??;
+            Some(Route::from_pair(pair.local(), pair.remote(), setup))
+        };
+        ctx.spawn(route.into_actor(self).map(|route, act, _ctx| {
+            if act.ended.is_none() {
+                act.open_sender(route);
+            }
+        }));
+    }
+
+    fn open_sender(&mut self, route: Option<Route>) {
         let channels: Vec<_> = self.channels.iter().flatten().cloned().collect();
         let (tx, rx) = mpsc::channel(defaults::PEER_SEND_QUEUE);
         self.tasks.push(tokio::spawn(channels::send_loop(
@@ -205,8 +240,52 @@ impl Connection {
         if let Some(nudge) = self.nudge.take() {
             nudge.abort();
         }
-        log::info!("{} ready ({} channels)", self.log, self.open.len());
-        self.emit(ConnectionEventKind::Ready);
+        match &route {
+            Some(route) => log::info!(
+                "{} ready ({} channels) in {:.1} ms via {route}",
+                self.log,
+                self.open.len(),
+                route.setup.as_secs_f64() * 1e3
+            ),
+            None => log::info!("{} ready ({} channels)", self.log, self.open.len()),
+        }
+        self.emit(ConnectionEventKind::Ready(route));
+    }
+
+    /// Ends the connection after the peer connection failed, saying why:
+    /// ICE's candidates and servers when ICE failed, else the stage after it.
+    fn fail(&mut self, ctx: &mut Context<Self>) {
+        let Some(pc) = self.pc.clone() else {
+            return self.end(
+                Some(ConnectionError::WebRtc("connection failed".into())),
+                ctx,
+            );
+        };
+        let servers = self.config.ice_servers.clone();
+        let why = async move {
+            let Some(ice) = ice::transport(&pc).await else {
+                return "connection failed before ICE started".to_owned();
+            };
+            let selected = ice.get_selected_candidate_pair().await.ok().flatten();
+            if let Some(pair) = selected {
+                let route = Route::from_pair(pair.local(), pair.remote(), Duration::ZERO);
+                return format!(
+                    "connection failed after ICE connected via {route} (the peer went silent, \
+                     or DTLS/SCTP failed)"
+                );
+            }
+            let local = ice.get_local_candidates().await.unwrap_or_default();
+            let remote = ice.get_remote_candidates().await.unwrap_or_default();
+            ice::describe_failure(&servers, &local, &remote)
+        };
+        let why = async move {
+            tokio::time::timeout(Duration::from_secs(1), why)
+                .await
+                .unwrap_or_else(|_| "connection failed".to_owned())
+        };
+        ctx.spawn(why.into_actor(self).map(|why, act, ctx| {
+            act.end(Some(ConnectionError::WebRtc(why)), ctx);
+        }));
     }
 
     /// Works around a stall in `webrtc` 0.21's driver while the offerer connects.
@@ -422,11 +501,11 @@ impl Handler<RelayFailed> for Connection {
 impl Handler<ChannelOpen> for Connection {
     type Result = ();
 
-    fn handle(&mut self, msg: ChannelOpen, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ChannelOpen, ctx: &mut Context<Self>) {
         if let Some(open) = self.open.get_mut(msg.index) {
             *open = true;
         }
-        self.check_ready();
+        self.check_ready(ctx);
     }
 }
 
@@ -466,7 +545,7 @@ impl Handler<IncomingChannel> for Connection {
         // A channel announced by the peer is open when it arrives.
         self.open[index] = true;
         self.spawn_reader(index, msg.channel, ctx);
-        self.check_ready();
+        self.check_ready(ctx);
     }
 }
 
@@ -476,10 +555,7 @@ impl Handler<StateChanged> for Connection {
     fn handle(&mut self, msg: StateChanged, ctx: &mut Context<Self>) {
         log::debug!("{} connection state {}", self.log, msg.0);
         match msg.0 {
-            RTCPeerConnectionState::Failed => self.end(
-                Some(ConnectionError::WebRtc("connection failed".into())),
-                ctx,
-            ),
+            RTCPeerConnectionState::Failed => self.fail(ctx),
             RTCPeerConnectionState::Closed => self.end(
                 Some(ConnectionError::Closed("peer connection closed".into())),
                 ctx,
