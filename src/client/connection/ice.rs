@@ -293,7 +293,10 @@ mod tests {
                 "p",
             ),
         ] {
-            assert!(validate_ice_servers(std::slice::from_ref(&good)).is_ok(), "{good:?}");
+            assert!(
+                validate_ice_servers(std::slice::from_ref(&good)).is_ok(),
+                "{good:?}"
+            );
         }
         for (bad, why) in [
             (
