@@ -206,11 +206,30 @@ pub fn turn_rest_credentials(
     (username, credential)
 }
 
+/// The types of the `a=candidate:` lines of an SDP (RFC 8839 §5.1: the
+/// type follows the `typ` token), in order.
+pub(super) fn sdp_candidate_types(sdp: &str) -> Vec<CandidateType> {
+    sdp.lines()
+        .filter(|line| line.starts_with("a=candidate:"))
+        .filter_map(|line| {
+            let mut tokens = line.split_whitespace();
+            tokens.find(|t| *t == "typ")?;
+            Some(match tokens.next()? {
+                "host" => CandidateType::Host,
+                "srflx" => CandidateType::Srflx,
+                "prflx" => CandidateType::Prflx,
+                "relay" => CandidateType::Relay,
+                _ => CandidateType::Unknown,
+            })
+        })
+        .collect()
+}
+
 /// Counts of candidates by type, as `host×2, srflx×1` (`none` when empty).
-pub(super) fn count_types(candidates: &[RTCIceCandidate]) -> String {
+pub(super) fn count_types(candidates: &[CandidateType]) -> String {
     let mut counts: BTreeMap<CandidateType, usize> = BTreeMap::new();
-    for candidate in candidates {
-        *counts.entry(CandidateType::of(candidate.typ)).or_default() += 1;
+    for typ in candidates {
+        *counts.entry(*typ).or_default() += 1;
     }
     if counts.is_empty() {
         return "none".to_owned();
@@ -222,14 +241,14 @@ pub(super) fn count_types(candidates: &[RTCIceCandidate]) -> String {
         .join(", ")
 }
 
-/// Why ICE failed, for a user: the candidates each side had and what the
-/// configured STUN/TURN servers gave.
+/// Why ICE failed, for a user: the candidates each side offered (from the
+/// two session descriptions) and what the configured STUN/TURN servers gave.
 pub(super) fn describe_failure(
     servers: &[IceServer],
-    local: &[RTCIceCandidate],
-    remote: &[RTCIceCandidate],
+    local: &[CandidateType],
+    remote: &[CandidateType],
 ) -> String {
-    let has = |typ: CandidateType| local.iter().any(|c| CandidateType::of(c.typ) == typ);
+    let has = |typ: CandidateType| local.contains(&typ);
     let urls = |scheme: &str| -> Vec<&str> {
         servers
             .iter()
@@ -259,7 +278,7 @@ pub(super) fn describe_failure(
         ));
     }
     format!(
-        "ICE found no working candidate pair (local candidates: {}; remote candidates: {}; {})",
+        "ICE found no working candidate pair (our candidates: {}; the peer's: {}; {})",
         count_types(local),
         count_types(remote),
         servers_said.join(", ")
@@ -322,6 +341,32 @@ mod tests {
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn failures_name_the_candidates_and_what_the_servers_gave() {
+        let offer = "v=0\r\na=candidate:1 1 udp 2130706431 10.99.1.2 5000 typ host\r\n\
+                     a=candidate:2 1 udp 1694498815 203.0.113.2 6000 typ srflx raddr 10.99.1.2 rport 5000\r\n";
+        let answer = "a=candidate:1 1 udp 2130706431 10.99.2.2 5000 typ host\r\n";
+        let local = sdp_candidate_types(offer);
+        assert_eq!(local, vec![CandidateType::Host, CandidateType::Srflx]);
+        let servers = [
+            server(&["stun:203.0.113.1:3478"], "", ""),
+            server(&["turn:203.0.113.1:3478"], "u", "p"),
+        ];
+        let why = describe_failure(&servers, &local, &sdp_candidate_types(answer));
+        assert!(why.contains("our candidates: host×1, srflx×1"), "{why}");
+        assert!(why.contains("the peer's: host×1"), "{why}");
+        assert!(why.contains("STUN answered"), "{why}");
+        assert!(
+            why.contains("no TURN allocation from turn:203.0.113.1:3478"),
+            "{why}"
+        );
+        let why = describe_failure(&[], &[], &[]);
+        assert!(
+            why.contains("our candidates: none") && why.contains("no STUN server configured"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub struct Connection {
     created: std::time::Instant,
     /// Every channel is open and the selected pair is being read.
     readying: bool,
+    /// The candidate types of our description and of the peer's, for the
+    /// failure message (the stack forgets its candidates once ICE failed).
+    candidates: (Vec<CandidateType>, Vec<CandidateType>),
     log: String,
 }
 
@@ -149,6 +152,7 @@ impl Connection {
             nudge: None,
             created: std::time::Instant::now(),
             readying: false,
+            candidates: (Vec::new(), Vec::new()),
             log: format!("[peer {peer}]"),
         }
     }
@@ -262,6 +266,7 @@ impl Connection {
             );
         };
         let servers = self.config.ice_servers.clone();
+        let (local, remote) = self.candidates.clone();
         let why = async move {
             let Some(ice) = ice::transport(&pc).await else {
                 return "connection failed before ICE started".to_owned();
@@ -274,8 +279,8 @@ impl Connection {
                      or DTLS/SCTP failed)"
                 );
             }
-            let local = ice.get_local_candidates().await.unwrap_or_default();
-            let remote = ice.get_remote_candidates().await.unwrap_or_default();
+            // The stack forgets its candidates once ICE failed: use the
+            // ones our description and the peer's listed.
             ice::describe_failure(&servers, &local, &remote)
         };
         let why = async move {
@@ -352,6 +357,9 @@ impl Actor for Connection {
         let Some(role) = self.role.take() else {
             return;
         };
+        if let Role::Answerer { offer } = &role {
+            self.candidates.1 = candidate_types(offer, DescriptionType::Offer);
+        }
         let (gathered_tx, gathered_rx) = watch::channel(false);
         let handler = Arc::new(handler::Events::new(ctx.address().downgrade(), gathered_tx));
         let config = self.config.clone();
@@ -364,6 +372,8 @@ impl Actor for Connection {
                     act.spawn_reader(index, channel, ctx);
                 }
                 let answerer = negotiated.description_type == DescriptionType::Answer;
+                act.candidates.0 =
+                    candidate_types(&negotiated.description, negotiated.description_type);
                 act.emit(ConnectionEventKind::LocalDescription {
                     description_type: negotiated.description_type,
                     description: negotiated.description,
@@ -409,6 +419,7 @@ impl Handler<SetAnswer> for Connection {
 
     fn handle(&mut self, msg: SetAnswer, _ctx: &mut Context<Self>) -> Self::Result {
         let pc = self.pc.clone();
+        self.candidates.1 = candidate_types(&msg.0, DescriptionType::Answer);
         let fut = async move {
             let desc = setup::description_from_json(&msg.0, DescriptionType::Answer)?;
             let pc = pc.ok_or_else(|| ConnectionError::Closed("no peer connection".into()))?;
@@ -563,6 +574,13 @@ impl Handler<StateChanged> for Connection {
             _ => {}
         }
     }
+}
+
+/// The candidate types of a `{"sdp", "type"}` description (none if it does not parse).
+fn candidate_types(description: &str, kind: DescriptionType) -> Vec<CandidateType> {
+    setup::description_from_json(description, kind)
+        .map(|desc| ice::sdp_candidate_types(&desc.sdp))
+        .unwrap_or_default()
 }
 
 /// The channel options ProxyStore uses: unordered, reliable.

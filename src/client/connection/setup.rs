@@ -77,9 +77,9 @@ pub struct ConnectionConfig {
     /// the relay plus its gathering): a NAT drops our checks until the other
     /// side's have opened its mapping, and `webrtc` never checks a failed pair
     /// again, even when the peer's check arrives on it (RFC 8445 §7.3.1.4
-    /// asks for a triggered check). With webrtc's default of 7 requests at a
-    /// 2 ms tick, pairs failed after ~18 ms and aiortc peers behind a NAT were
-    /// never reached.
+    /// asks for a triggered check). With webrtc's default of 7 requests at the
+    /// 2 ms tick used before, pairs failed after ~18 ms and aiortc peers
+    /// behind a NAT were never reached.
     pub ice_check_window: Duration,
     /// Accept remote mDNS (`.local`) candidates. Off by default: it costs a
     /// multicast socket per connection and is useless with host IPs.
