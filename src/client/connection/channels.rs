@@ -5,7 +5,9 @@
 //! application slows the reader, SCTP's receive window fills, and the peer
 //! waits: nothing is buffered without bound. The sender awaits
 //! `DataChannel::send`, which waits while a channel has more than the
-//! configured send-buffer limit outstanding.
+//! configured send-buffer limit outstanding, and records every chunk it hands
+//! over in the connection's acknowledgement ledger ([`super::acks`]); readers
+//! refresh the ledger when their channel's send buffer drains.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,14 +16,21 @@ use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
-use super::{ChannelClosed, ChannelOpen, Connection, ConnectionError, MessageIn};
+use super::acks::Acks;
+use super::types::{ChannelClosed, ChannelOpen, MessageIn};
+use super::{Connection, ConnectionError};
 use crate::protocol::chunk::{self, Payload, Reassembler};
 
-/// One message waiting for the sender task.
-pub(super) struct Outgoing {
-    pub payload: Payload,
-    pub stream_id: u32,
-    pub done: oneshot::Sender<Result<(), ConnectionError>>,
+/// What the sender task takes from its queue.
+pub(super) enum Outgoing {
+    /// A message to cut into chunks and hand to the channels.
+    Message {
+        payload: Payload,
+        stream_id: u32,
+        done: oneshot::Sender<Result<(), ConnectionError>>,
+    },
+    /// Answered once every message queued before it was handed over.
+    Barrier(oneshot::Sender<()>),
 }
 
 /// The reassembly state all readers of one connection share. The readers run
@@ -33,6 +42,7 @@ pub(super) struct Reader {
     pub index: usize,
     pub addr: WeakAddr<Connection>,
     pub reassembler: SharedReassembler,
+    pub acks: Acks,
     pub log: String,
 }
 
@@ -63,6 +73,12 @@ pub(super) async fn read_channel(channel: Arc<dyn DataChannel>, reader: Reader) 
                     Err(error) => log::warn!("{} dropped a chunk: {error}", reader.log),
                 }
             }
+            // Everything SCTP had of this channel is acknowledged.
+            DataChannelEvent::OnBufferedAmountLow
+                if reader.acks.refresh(index, &channel).await.is_ok() =>
+            {
+                reader.acks.drained.notify_waiters();
+            }
             DataChannelEvent::OnClose => break,
             _ => {}
         }
@@ -76,16 +92,37 @@ pub(super) async fn read_channel(channel: Arc<dyn DataChannel>, reader: Reader) 
 pub(super) async fn send_loop(
     channels: Vec<Arc<dyn DataChannel>>,
     chunk_size: usize,
+    acks: Acks,
     mut queue: mpsc::Receiver<Outgoing>,
 ) {
     while let Some(outgoing) = queue.recv().await {
-        let result =
-            send_message(&channels, chunk_size, outgoing.payload, outgoing.stream_id).await;
+        let (payload, stream_id, done) = match outgoing {
+            Outgoing::Barrier(reached) => {
+                let _ = reached.send(());
+                continue;
+            }
+            Outgoing::Message {
+                payload,
+                stream_id,
+                done,
+            } => (payload, stream_id, done),
+        };
+        let result = send_message(&channels, chunk_size, &acks, payload, stream_id).await;
         let failed = result.is_err();
-        let _ = outgoing.done.send(result);
+        // A message taken on and not wholly handed over is lost with the
+        // connection: say how far the peer got.
+        let result = result.map_err(|error| match error {
+            ConnectionError::Chunk(_) => error,
+            error => acks.unacknowledged(error.to_string()).unwrap_or(error),
+        });
+        let _ = done.send(result);
         if failed {
             // A channel refused a chunk: the connection is closing. Fail the rest.
             queue.close();
+        } else if acks.lock().needs_refresh() {
+            for (index, channel) in channels.iter().enumerate() {
+                let _ = acks.refresh(index, channel).await;
+            }
         }
     }
 }
@@ -93,21 +130,27 @@ pub(super) async fn send_loop(
 async fn send_message(
     channels: &[Arc<dyn DataChannel>],
     chunk_size: usize,
+    acks: &Acks,
     payload: Payload,
     stream_id: u32,
 ) -> Result<(), ConnectionError> {
+    let len = payload.len();
     let chunks = chunk::chunks(payload, stream_id, chunk_size)
         .map_err(|e| ConnectionError::Chunk(e.to_string()))?;
+    acks.lock().accept(len);
     for (i, chunk) in chunks.enumerate() {
-        let channel = &channels[i % channels.len()];
+        let index = i % channels.len();
         // Each chunk was just written into its own buffer: this does not copy.
         let data = chunk
             .try_into_mut()
             .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        channel
+        let wire = data.len();
+        channels[index]
             .send(data)
             .await
             .map_err(|e| ConnectionError::Closed(format!("data channel refused a chunk: {e}")))?;
+        acks.lock()
+            .record(index, wire, wire.saturating_sub(chunk::HEADER_LEN));
     }
     Ok(())
 }
