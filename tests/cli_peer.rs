@@ -194,7 +194,7 @@ async fn listen_echo_returns_every_byte_to_a_library_peer() {
     assert_eq!(recv(&me).await.payload, Payload::Text(String::new()));
     assert_ne!(my_uuid, listener.uuid);
     listener.exits_ok().await;
-    me.send(Close).await.unwrap();
+    me.send(Close).await.unwrap().unwrap();
 }
 
 #[tokio::test]

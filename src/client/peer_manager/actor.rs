@@ -1,6 +1,6 @@
 //! The [`PeerManager`] actor: relay supervision, connections by peer, delivery.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use crate::protocol::{DescriptionType, PeerConnection};
 /// One connection we hold.
 pub(super) struct Peer {
     pub(super) addr: Addr<Connection>,
-    id: u64,
+    pub(super) id: u64,
     offerer: bool,
     ready: bool,
 }
@@ -42,6 +42,12 @@ pub struct PeerManager {
     /// Registrations the relay accepted (every `RelayEvent::Registered`).
     pub(super) registrations: u64,
     pub(super) peers: HashMap<Uuid, Peer>,
+    /// Per peer, the first connection since the last `Flush`/`Close` of that
+    /// peer that ended with unacknowledged data (one entry per peer at most).
+    pub(super) lost: HashMap<Uuid, ConnectionError>,
+    /// Connections being closed by `CloseConnection`, whose caller gets the
+    /// flush's result (so their loss is not recorded in `lost` as well).
+    pub(super) closing_ids: HashSet<u64>,
     pub(super) next_id: u64,
     pub(super) subscribers: Vec<Recipient<PeerMessage>>,
     pub(super) event_subscribers: Vec<Recipient<PeerEvent>>,
@@ -85,6 +91,8 @@ impl PeerManager {
             relay_sessions: 0,
             registrations: 0,
             peers: HashMap::new(),
+            lost: HashMap::new(),
+            closing_ids: HashSet::new(),
             next_id: 0,
             subscribers: Vec::new(),
             event_subscribers: Vec::new(),
@@ -439,6 +447,16 @@ impl Handler<ConnectionEvent> for PeerManager {
     fn handle(&mut self, event: ConnectionEvent, ctx: &mut Context<Self>) {
         let peer = event.peer;
         let current = self.peers.get(&peer).is_some_and(|p| p.id == event.id);
+        if let ConnectionEventKind::Closed(error) = &event.kind {
+            let reported = self.closing_ids.remove(&event.id);
+            if let Some(error @ ConnectionError::Unacknowledged { .. }) = error {
+                // Whichever connection it was (replaced ones included), data was lost.
+                log::warn!("{} connection to {peer} ended: {error}", self.log);
+                if !reported {
+                    self.lost.entry(peer).or_insert_with(|| error.clone());
+                }
+            }
+        }
         match event.kind {
             // Data is data, even from a connection that was just replaced.
             ConnectionEventKind::Message(payload) => self.deliver(PeerMessage { peer, payload }),
