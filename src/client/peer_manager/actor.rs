@@ -115,7 +115,7 @@ impl PeerManager {
                 self.relay_sessions += 1;
                 self.relay = Some(client.start());
             }
-            Err(error) => self.fail_for_good(error),
+            Err(error) => self.fail_for_good(error, ctx),
         }
     }
 
@@ -130,8 +130,9 @@ impl PeerManager {
     /// [`connection::Close`]), pending `Send`/`Connect`/`Recv` requests get
     /// [`PeerError::Relay`] at once (they watch `verdict`), and so does every
     /// later one. Subscribers get [`PeerEvent::RelayFailed`], then a
-    /// [`PeerEvent::Disconnected`] per connection.
-    pub(super) fn fail_for_good(&mut self, error: RelayClientError) {
+    /// [`PeerEvent::Disconnected`] per connection (for a ready one once its
+    /// flush is over, with [`ConnectionError::Unacknowledged`] if it failed).
+    pub(super) fn fail_for_good(&mut self, error: RelayClientError, ctx: &mut Context<Self>) {
         log::error!("{} relay session failed for good: {error}", self.log);
         self.registered = false;
         self.relay = None;
@@ -143,15 +144,27 @@ impl PeerManager {
         self.emit(PeerEvent::RelayFailed(error.clone()));
         let reason = error.to_string();
         for (peer, entry) in self.peers.drain().collect::<Vec<_>>() {
-            if entry.ready {
-                entry.addr.do_send(connection::Close);
-            } else {
+            let relay_error = ConnectionError::Relay(reason.clone());
+            if !entry.ready {
                 entry.addr.do_send(RelayFailed(reason.clone()));
+                self.emit(PeerEvent::Disconnected {
+                    peer,
+                    error: Some(relay_error),
+                });
+                continue;
             }
-            self.emit(PeerEvent::Disconnected {
-                peer,
-                error: Some(ConnectionError::Relay(reason.clone())),
-            });
+            // Its `Closed` event records a loss in `lost` for the next Flush.
+            let closed = entry.addr.send(connection::Close);
+            ctx.spawn(closed.into_actor(self).map(move |result, act, _ctx| {
+                let error = match result {
+                    Ok(Err(error @ ConnectionError::Unacknowledged { .. })) => error,
+                    _ => relay_error,
+                };
+                act.emit(PeerEvent::Disconnected {
+                    peer,
+                    error: Some(error),
+                });
+            }));
         }
     }
 
@@ -420,7 +433,7 @@ impl Handler<RelayEvent> for PeerManager {
                     return;
                 }
                 if error.is_final() {
-                    self.fail_for_good(error);
+                    self.fail_for_good(error, ctx);
                     return;
                 }
                 log::warn!(

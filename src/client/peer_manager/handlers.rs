@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::actor::PeerManager;
 use super::{
-    Close, CloseConnection, Connect, Flush, ManagerStatus, PeerError, PeerEvent, PeerMessage,
-    Recv, Send, Status, Subscribe, SubscribeEvents,
+    Close, CloseConnection, Connect, Flush, ManagerStatus, PeerError, PeerEvent, PeerMessage, Recv,
+    Send, Status, Subscribe, SubscribeEvents,
 };
 use crate::client::connection::{self, Connection, ConnectionError, SendMessage, WaitReady};
 use crate::client::relay_client::{RelayClientError, Shutdown};
@@ -233,9 +233,11 @@ impl Handler<Close> for PeerManager {
             .collect();
         let relay = self.relay.take();
         self.shut_down();
-        let closes = futures_util::future::join_all(connections.into_iter().map(
-            |(peer, addr)| async move { (peer, addr.send(connection::Close).await) },
-        ));
+        let closes = futures_util::future::join_all(
+            connections
+                .into_iter()
+                .map(|(peer, addr)| async move { (peer, addr.send(connection::Close).await) }),
+        );
         // Resolves once the relay client stopped: its close handshake is over.
         let relay_closed = async move {
             if let Some(relay) = relay {

@@ -30,9 +30,9 @@
 //! and [`CloseConnection`] report, as
 //! [`ConnectionError::Unacknowledged`] with the bytes acknowledged and sent,
 //! never as success. A connection that ends with unacknowledged data (it
-//! failed, or was replaced and its flush gave up) reports it in its
-//! [`PeerEvent::Disconnected`], and the next `Flush`/`Close` of that peer
-//! returns it.
+//! failed, the relay's verdict closed it, or it was replaced and its flush
+//! gave up) makes the next `Flush`/`Close` of that peer fail with it, once;
+//! unless it was replaced, its [`PeerEvent::Disconnected`] carries it too.
 //!
 //! # Examples
 //!
@@ -246,7 +246,7 @@ pub struct Connect(pub Uuid);
 /// [`PeerError::Connection`] carrying [`ConnectionError::Unacknowledged`]
 /// (payload bytes acknowledged and sent, over the connection's life) when
 /// the peer acknowledges nothing new for
-/// [`defaults::PEER_FLUSH_STALL_MS`](crate::defaults::PEER_FLUSH_STALL_MS)
+/// [`defaults::PEER_FLUSH_STALL_MS`]
 /// or the connection ends first, or when an earlier connection to `peer`
 /// ended with unacknowledged data since the last `Flush` (reported once).
 /// With no connection and no such loss there is nothing to wait for.
