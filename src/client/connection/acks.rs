@@ -11,6 +11,13 @@
 //! counts in the total from the moment the sender takes it on, so one whose
 //! hand-over was cut short still counts as unacknowledged.
 //!
+//! One imprecision is `webrtc`'s: the release of a channel's DCEP open
+//! message (bytes never counted as outstanding) is taken off the counter too,
+//! saturating at 0; when that acknowledgement arrives after the first data
+//! was counted, the channel looks up to 12 + label bytes further acknowledged
+//! than it is. Only a peer that dies with no more than that unacknowledged on
+//! a channel could be reported as having everything.
+//!
 //! The ledger is refreshed when a channel's buffer drains (the reader sees
 //! `OnBufferedAmountLow`, which `webrtc` raises when a channel's unacknowledged
 //! amount falls to its threshold, 0 by default) and while a flush polls, so it

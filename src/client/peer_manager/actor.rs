@@ -463,8 +463,9 @@ impl Handler<ConnectionEvent> for PeerManager {
         if let ConnectionEventKind::Closed(error) = &event.kind {
             let reported = self.closing_ids.remove(&event.id);
             if let Some(error @ ConnectionError::Unacknowledged { .. }) = error {
-                // Whichever connection it was (replaced ones included), data was lost.
-                log::warn!("{} connection to {peer} ended: {error}", self.log);
+                // Whichever connection it was (replaced ones included), data
+                // was lost (the connection logged it at warn).
+                log::debug!("{} connection to {peer} ended: {error}", self.log);
                 if !reported {
                     self.lost.entry(peer).or_insert_with(|| error.clone());
                 }
