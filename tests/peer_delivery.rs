@@ -5,7 +5,10 @@
 //! SCTP), but `Flush` fails within the stall limit with
 //! `ConnectionError::Unacknowledged` naming the bytes acknowledged (0) and
 //! sent (all 16 MiB), and so do `Close` (`PeerError::Undelivered`, at once:
-//! the flush already gave up) and `CloseConnection`. A connection that the
+//! the flush already gave up) and `CloseConnection`. A `Flush` queued behind
+//! a `Send` of 32 MiB that waits for send-buffer room fails within the stall
+//! limit too, and `Close` then also ends that `Send` with the unacknowledged
+//! bytes (the whole message counts). A connection that the
 //! relay's verdict (our UUID taken over) closes with data unacknowledged
 //! reports it in `PeerEvent::Disconnected`, and the next `Flush` of that
 //! peer returns it, once. To a live peer, `Flush`, `CloseConnection` and
@@ -132,6 +135,48 @@ async fn flush_and_close_report_what_a_frozen_peer_did_not_acknowledge() {
         other => panic!("expected Undelivered, got {other:?}"),
     }
     assert!(began.elapsed() < Duration::from_secs(3));
+    signal(&child, libc::SIGCONT);
+}
+
+#[actix_rt::test]
+async fn a_flush_behind_a_send_waiting_for_buffer_room_fails_within_the_stall_limit() {
+    let relay = TestRelay::start(test_settings());
+    let (me, _) = manager(peer_config(&relay.url, 1)).await;
+    let (child, peer) = frozen_peer(&me, &relay.url).await;
+    // 32 MiB over one channel: the hand-over stops at the 4 MiB send buffer.
+    let big: Vec<u8> = (0..2 * SIZE).map(|i| (i % 249) as u8).collect();
+    let send = me.send(Send::bytes(peer, big));
+    let send = actix_rt::spawn(send);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!send.is_finished(), "the send waits for buffer room");
+    let began = Instant::now();
+    let error = me.send(Flush(peer)).await.unwrap().expect_err("stalled");
+    let took = began.elapsed();
+    assert!(
+        took >= stall() && took < stall() + Duration::from_secs(3),
+        "{took:?}"
+    );
+    let unacknowledged = |error: &PeerError| match error {
+        PeerError::Connection {
+            error: ConnectionError::Unacknowledged { acked, total, .. },
+            ..
+        } => (*acked, *total),
+        other => panic!("expected unacknowledged data, got {other:?}"),
+    };
+    assert_eq!(unacknowledged(&error), (0, 2 * SIZE as u64), "{error}");
+    let began = Instant::now();
+    assert!(matches!(
+        me.send(Close).await.unwrap(),
+        Err(PeerError::Undelivered(_))
+    ));
+    assert!(began.elapsed() < Duration::from_secs(3));
+    let sent = tokio::time::timeout(Duration::from_secs(5), send)
+        .await
+        .expect("the close ended the send")
+        .unwrap()
+        .unwrap();
+    let error = sent.expect_err("the send did not finish");
+    assert_eq!(unacknowledged(&error), (0, 2 * SIZE as u64), "{error}");
     signal(&child, libc::SIGCONT);
 }
 

@@ -195,18 +195,22 @@ impl Acks {
         })
     }
 
-    /// Waits until the peer has acknowledged every byte handed to `channels`
-    /// (each with its index) up to now. Fails with
+    /// Waits until `handed_over` resolves (the messages to flush are all
+    /// handed to `channels`, each given with its index), then until the peer
+    /// has acknowledged every byte handed over by then. Fails with
     /// [`ConnectionError::Unacknowledged`] when the peer acknowledges nothing
-    /// new for `stall`, or when a channel goes away first.
+    /// new for `stall` (during either wait), or when a channel goes away first.
     pub(super) async fn flush(
         &self,
         channels: Vec<(usize, Arc<dyn DataChannel>)>,
         stall: Duration,
+        handed_over: impl std::future::Future<Output = ()>,
     ) -> Result<(), ConnectionError> {
-        let (target, mut progress, gave_up_at) = {
+        let mut handed_over = std::pin::pin!(handed_over);
+        let mut target = None;
+        let (mut progress, gave_up_at) = {
             let ledger = self.lock();
-            (ledger.target(), ledger.released(), ledger.gave_up_at)
+            (ledger.released(), ledger.gave_up_at)
         };
         let poll = Duration::from_millis(defaults::PEER_FLUSH_POLL_MS);
         // A flush gave up already and nothing was acknowledged since: no second wait.
@@ -225,12 +229,19 @@ impl Acks {
             }
             let (reached, released) = {
                 let ledger = self.lock();
-                (ledger.reached(&target), ledger.released())
+                let reached = target.as_ref().is_some_and(|t| ledger.reached(t));
+                (reached, ledger.released())
             };
             if reached {
                 return Ok(());
             }
             if let Some(error) = gone {
+                // Nothing more will be handed over: what was is what counts.
+                let ledger = self.lock();
+                if target.is_none() && ledger.reached(&ledger.target()) {
+                    return Ok(());
+                }
+                drop(ledger);
                 return Err(self.failed(format!("the data channel went away: {error}")));
             }
             if released > progress {
@@ -242,8 +253,15 @@ impl Acks {
                 let reason = format!("nothing more acknowledged for {} s", stall.as_secs_f32());
                 return Err(self.failed(reason));
             }
-            // A drained buffer ends the wait early; polling covers the rest.
-            let _ = tokio::time::timeout(poll, drained).await;
+            // A drained buffer or the end of the hand-over ends the wait
+            // early; polling covers the rest.
+            tokio::select! {
+                () = &mut handed_over, if target.is_none() => {
+                    target = Some(self.lock().target());
+                }
+                _ = &mut drained => {}
+                () = tokio::time::sleep(poll) => {}
+            }
         }
     }
 

@@ -430,7 +430,7 @@ impl Connection {
             .filter_map(|(index, channel)| Some((index, channel.clone()?)))
             .collect();
         let acks = self.acks.clone();
-        async move {
+        let handed_over = async move {
             if let Some(queue) = queue {
                 let (reached, barrier) = oneshot::channel();
                 // A closed queue or a dropped barrier: the sender stopped, and
@@ -439,8 +439,8 @@ impl Connection {
                     let _ = barrier.await;
                 }
             }
-            acks.flush(channels, stall).await
-        }
+        };
+        async move { acks.flush(channels, stall, handed_over).await }
     }
 }
 
