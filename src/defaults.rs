@@ -87,7 +87,8 @@ pub const PEER_MAX_CHUNK_SIZE: usize = 65_536 - 18;
 /// events queued are sent at once instead of at its next timer, in microseconds.
 pub const PEER_SETUP_NUDGE_US: u64 = 500;
 /// A flush (or the flush of a closing connection) gives up when the peer has
-/// acknowledged nothing new for this long, in milliseconds. A limit on
+/// acknowledged nothing new for this long, in milliseconds, and so does a
+/// send waiting for send-buffer room (the connection then ends). A limit on
 /// progress rather than on the whole wait: a slow path still drains a full
 /// send buffer, a peer that stopped answering fails after this.
 pub const PEER_FLUSH_STALL_MS: u64 = 5_000;

@@ -12,9 +12,10 @@
 //!
 //! Delivery and exits: `send` exits 0 only once the peer acknowledged every
 //! chunk; to a listener frozen with SIGSTOP once its connection is ready (its
-//! SCTP stack stops acknowledging), `send` exits 1 within the flush's stall
-//! limit, long before ICE would notice, saying how many of the file's bytes
-//! were acknowledged. Every exit of `switchboard peer` (send done, `listen
+//! SCTP stack stops acknowledging), `send` exits 1 within the stall limit,
+//! long before ICE would notice, saying how many of the file's bytes were
+//! acknowledged, whether the whole file fit the send buffers (the flush
+//! gives up) or not (the hand-over gives up). Every exit of `switchboard peer` (send done, `listen
 //! --count` reached, an error, SIGTERM, SIGINT, the failed send above) ends
 //! its relay WebSocket with a close handshake: the relay's `/metrics` count
 //! one normal client close per process and no abnormal closure.
@@ -389,29 +390,29 @@ async fn assert_clean_closes(relay: &TestRelay, count: u64) {
     );
 }
 
-#[actix_rt::test]
-async fn send_exits_1_naming_the_bytes_acknowledged_when_the_listener_stops_acknowledging() {
+/// Sends 16 MiB over `channels` to a listener frozen (SIGSTOP) as soon as
+/// its connection is ready; asserts that `send` exits 1 within the stall
+/// limit, saying how many of the bytes were acknowledged and why (`reason`).
+async fn send_to_a_frozen_listener(channels: usize, reason: &str) {
     let relay = TestRelay::start(test_settings());
     let mut command = peer(&relay.url, &["--log-level", "info"]);
     command.stderr(Stdio::piped());
     let mut listener = Listener::spawn(command, &[]).await;
     let mut listener_log = BufReader::new(listener.child.stderr.take().unwrap()).lines();
 
-    // 16 MiB over 4 channels: within the send buffers (4 MiB each), so the
-    // whole file is handed over and only the acknowledgement is missing.
     let data: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &data).unwrap();
-    let to = listener.uuid.to_string();
-    let path = file.path().to_str().unwrap();
-    let mut send = peer(
-        &relay.url,
-        &["--channels", "4", "send", &to, "--file", path],
-    );
-    let send = send.stderr(Stdio::piped()).spawn().unwrap();
+    let (to, path) = (listener.uuid.to_string(), file.path().to_str().unwrap());
+    let channels = channels.to_string();
+    let args = ["--channels", &channels, "send", &to, "--file", path];
+    let send = peer(&relay.url, &args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
 
     // Freeze the listener as soon as its connection is ready.
-    wait_line(&mut listener_log, "ready (4 channels)").await;
+    wait_line(&mut listener_log, &format!("ready ({channels} channels)")).await;
     signal(&listener.child, libc::SIGSTOP);
     let stopped = Instant::now();
     let stall = Duration::from_millis(PEER_FLUSH_STALL_MS);
@@ -420,28 +421,39 @@ async fn send_exits_1_naming_the_bytes_acknowledged_when_the_listener_stops_ackn
     signal(&listener.child, libc::SIGCONT);
 
     assert_eq!(code, Some(1), "{message}");
-    // The flush's stall limit ended it, not ICE (5 + 10 s of silence).
+    // The stall limit ended it, not ICE (5 + 10 s of silence).
     assert!(
         took < stall + Duration::from_secs(4),
         "exited after {took:?}"
     );
-    assert!(message.contains("nothing more acknowledged"), "{message}");
+    assert!(message.contains(reason), "{message}");
     let acked: u64 = message
         .split("the peer acknowledged ")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no acknowledged byte count in {message:?}"));
-    assert!(
-        message.contains(&format!("acknowledged {acked} of {} bytes", data.len())),
-        "{message}"
-    );
+    let expected = format!("acknowledged {acked} of {} bytes", data.len());
+    assert!(message.contains(&expected), "{message}");
     assert!(acked < data.len() as u64, "{message}");
     assert!(!message.contains("sent 16777216 bytes"), "{message}");
 
     signal(&listener.child, libc::SIGTERM);
     listener.exits_ok().await;
     assert_clean_closes(&relay, 2).await;
+}
+
+#[actix_rt::test]
+async fn send_exits_1_naming_the_bytes_acknowledged_when_the_listener_stops_acknowledging() {
+    // 16 MiB over 4 channels fits the send buffers (4 MiB each): the whole
+    // file is handed over and the flush waits for the acknowledgement.
+    send_to_a_frozen_listener(4, "nothing more acknowledged").await;
+}
+
+#[actix_rt::test]
+async fn send_of_more_than_the_send_buffer_exits_1_when_the_listener_stops_acknowledging() {
+    // Over one channel the hand-over itself waits for buffer room.
+    send_to_a_frozen_listener(1, "nothing acknowledged for 5 s while sending").await;
 }
 
 #[actix_rt::test]

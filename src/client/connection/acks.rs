@@ -265,6 +265,49 @@ impl Acks {
         }
     }
 
+    /// Waits for `send` (a channel's `send`, which waits while the channel's
+    /// send buffer is full) as long as the peer keeps acknowledging: fails
+    /// with [`ConnectionError::Unacknowledged`] when it acknowledges nothing
+    /// new on any of `channels` for `stall`, and with
+    /// [`ConnectionError::Closed`] when the channel refuses the chunk.
+    pub(super) async fn hand_over(
+        &self,
+        send: impl std::future::Future<Output = Result<(), webrtc::error::Error>>,
+        channels: &[Arc<dyn DataChannel>],
+        stall: Duration,
+    ) -> Result<(), ConnectionError> {
+        let mut send = std::pin::pin!(send);
+        let poll = Duration::from_millis(defaults::PEER_FLUSH_POLL_MS);
+        let mut progress = self.lock().released();
+        let mut last_progress = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut send => {
+                    return result.map_err(|e| {
+                        ConnectionError::Closed(format!("data channel refused a chunk: {e}"))
+                    });
+                }
+                () = tokio::time::sleep(poll) => {}
+            }
+            for (index, channel) in channels.iter().enumerate() {
+                let _ = self.refresh(index, channel).await;
+            }
+            let released = self.lock().released();
+            if released > progress {
+                progress = released;
+                last_progress = tokio::time::Instant::now();
+            } else if last_progress.elapsed() >= stall {
+                self.lock().gave_up_at = Some(released);
+                let reason = format!(
+                    "nothing acknowledged for {} s while sending",
+                    stall.as_secs_f32()
+                );
+                return Err(self.failed(reason));
+            }
+        }
+    }
+
     fn failed(&self, reason: String) -> ConnectionError {
         let (acked, total) = self.lock().progress();
         ConnectionError::Unacknowledged {

@@ -5,7 +5,9 @@
 use actix::prelude::*;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use super::types::{ChannelClosed, ChannelOpen, IncomingChannel, MessageIn, StateChanged};
+use super::types::{
+    ChannelClosed, ChannelOpen, IncomingChannel, MessageIn, SendFailed, StateChanged,
+};
 use super::{setup, Connection, ConnectionError, ConnectionEventKind, RelayFailed};
 use crate::defaults;
 
@@ -20,11 +22,11 @@ impl Handler<RelayFailed> for Connection {
 impl Handler<ChannelOpen> for Connection {
     type Result = ();
 
-    fn handle(&mut self, msg: ChannelOpen, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ChannelOpen, ctx: &mut Context<Self>) {
         if let Some(open) = self.open.get_mut(msg.index) {
             *open = true;
         }
-        self.check_ready();
+        self.check_ready(ctx);
     }
 }
 
@@ -65,7 +67,7 @@ impl Handler<IncomingChannel> for Connection {
         // A channel announced by the peer is open when it arrives.
         self.open[index] = true;
         self.spawn_reader(index, msg.channel, ctx);
-        self.check_ready();
+        self.check_ready(ctx);
     }
 }
 
@@ -85,5 +87,13 @@ impl Handler<StateChanged> for Connection {
             ),
             _ => {}
         }
+    }
+}
+
+impl Handler<SendFailed> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendFailed, ctx: &mut Context<Self>) {
+        self.end(Some(msg.0), ctx);
     }
 }

@@ -206,7 +206,7 @@ impl Connection {
             .push(tokio::spawn(channels::read_channel(channel, reader)));
     }
 
-    fn check_ready(&mut self) {
+    fn check_ready(&mut self, ctx: &Context<Self>) {
         if self.sender.is_some()
             || self.closing
             || self.open.is_empty()
@@ -216,12 +216,15 @@ impl Connection {
         }
         let channels: Vec<_> = self.channels.iter().flatten().cloned().collect();
         let (tx, rx) = mpsc::channel(defaults::PEER_SEND_QUEUE);
-        self.tasks.push(tokio::spawn(channels::send_loop(
+        let sender = channels::Sender {
             channels,
-            self.config.chunk_size,
-            self.acks.clone(),
-            rx,
-        )));
+            chunk_size: self.config.chunk_size,
+            acks: self.acks.clone(),
+            stall: Duration::from_millis(defaults::PEER_FLUSH_STALL_MS),
+            addr: ctx.address().downgrade(),
+        };
+        self.tasks
+            .push(tokio::spawn(channels::send_loop(sender, rx)));
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(Ok(tx.clone()));
         }

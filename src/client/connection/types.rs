@@ -109,7 +109,10 @@ pub struct SetAnswer(pub String);
 /// SCTP stack, not when the peer acknowledged them: [`Flush`] or [`Close`]
 /// waits for that. (Waiting for the acknowledgement of each message before
 /// sending the next would idle the link for a round trip, and up to SCTP's
-/// 200 ms delayed acknowledgement, per message.)
+/// 200 ms delayed acknowledgement, per message.) A hand-over that waits for
+/// send-buffer room while the peer acknowledges nothing for
+/// [`defaults::PEER_FLUSH_STALL_MS`](crate::defaults::PEER_FLUSH_STALL_MS)
+/// fails with [`ConnectionError::Unacknowledged`] and ends the connection.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), ConnectionError>")]
 pub struct SendMessage(pub Payload);
@@ -171,3 +174,9 @@ pub(super) struct IncomingChannel {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct StateChanged(pub RTCPeerConnectionState);
+
+/// The sender could not hand a message over (the peer stopped acknowledging,
+/// or a channel refused a chunk): the connection ends with this error.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct SendFailed(pub ConnectionError);

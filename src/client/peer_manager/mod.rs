@@ -193,6 +193,11 @@ pub enum PeerEvent {
 /// message's acknowledgement would cost a round trip per message, and SCTP
 /// acknowledges a lone last packet only after its 200 ms delayed-ack timer
 /// (`switchboard-peer-bench throughput --flush-each` measures the difference).
+/// A hand-over that waits for send-buffer room while the peer acknowledges
+/// nothing for
+/// [`defaults::PEER_FLUSH_STALL_MS`](crate::defaults::PEER_FLUSH_STALL_MS)
+/// fails with [`ConnectionError::Unacknowledged`] (the whole message counts)
+/// and ends the connection.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), PeerError>")]
 pub struct Send {
