@@ -195,7 +195,7 @@ pub enum PeerEvent {
 /// (`switchboard-peer-bench throughput --flush-each` measures the difference).
 /// A hand-over that waits for send-buffer room while the peer acknowledges
 /// nothing for
-/// [`defaults::PEER_FLUSH_STALL_MS`](crate::defaults::PEER_FLUSH_STALL_MS)
+/// [`defaults::PEER_FLUSH_STALL_MS`]
 /// fails with [`ConnectionError::Unacknowledged`] (the whole message counts)
 /// and ends the connection.
 #[derive(Debug, Message)]
