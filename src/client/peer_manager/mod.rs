@@ -194,10 +194,9 @@ pub enum PeerEvent {
 /// acknowledges a lone last packet only after its 200 ms delayed-ack timer
 /// (`switchboard-peer-bench throughput --flush-each` measures the difference).
 /// A hand-over that waits for send-buffer room while the peer acknowledges
-/// nothing for
-/// [`defaults::PEER_FLUSH_STALL_MS`]
-/// fails with [`ConnectionError::Unacknowledged`] (the whole message counts)
-/// and ends the connection.
+/// nothing for [`defaults::PEER_FLUSH_STALL_MS`] fails with
+/// [`ConnectionError::Unacknowledged`] (the whole message counts) and ends
+/// the connection.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), PeerError>")]
 pub struct Send {
