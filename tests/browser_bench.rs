@@ -15,6 +15,7 @@
 //! BENCH_BROWSER_TRIES [20], BENCH_BROWSER_BYTES [1048576],
 //! BENCH_BROWSER_CHANNELS [1], BENCH_BROWSER_SLOW_MS [300],
 //! BENCH_BROWSER_SEND_BUFFER [the library default] (send_buffer_limit, bytes),
+//! BENCH_BROWSER_SCTP_MTU [the library default] (sctp_mtu, bytes),
 //! BENCH_BROWSER_DIRECTIONS ["to-chromium from-chromium"].
 
 mod browser_common;
@@ -126,6 +127,9 @@ fn config(url: &str) -> PeerManagerConfig {
     if let Ok(limit) = std::env::var("BENCH_BROWSER_SEND_BUFFER") {
         config.connection.send_buffer_limit = limit.parse().expect("BENCH_BROWSER_SEND_BUFFER");
     }
+    if let Ok(mtu) = std::env::var("BENCH_BROWSER_SCTP_MTU") {
+        config.connection.sctp_mtu = Some(mtu.parse().expect("BENCH_BROWSER_SCTP_MTU"));
+    }
     config
 }
 
@@ -222,10 +226,11 @@ async fn browser_transfer_times() {
     let mut page = Browser::launch(&chromium).await;
     let page_uuid = page.register(&relay.url).await;
     println!(
-        "Chromium {}, {bytes} bytes per try, {} channel(s), send_buffer_limit {}",
+        "Chromium {}, {bytes} bytes per try, {} channel(s), send_buffer_limit {}, sctp_mtu {:?}",
         page.version,
         setting("BENCH_BROWSER_CHANNELS", 1),
-        config(&relay.url).connection.send_buffer_limit
+        config(&relay.url).connection.send_buffer_limit,
+        config(&relay.url).connection.effective_sctp_mtu()
     );
     if directions.contains("to-chromium") {
         let mut results = Vec::new();
