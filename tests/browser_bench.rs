@@ -159,7 +159,10 @@ async fn to_chromium(
         .as_u64()
         .and_then(socket_memory);
     page.call(json!({"cmd": "close", "peer": sb_uuid})).await;
-    sb.send(Close).await.unwrap();
+    sb.send(Close)
+        .await
+        .unwrap()
+        .expect("everything sent was acknowledged");
     Try {
         ms: event["ready_to_verified_ms"].as_f64().unwrap_or(f64::NAN),
         first_chunk_ms: event["ready_to_first_chunk_ms"].as_f64(),
@@ -187,7 +190,7 @@ async fn from_chromium(
     let id = page.command(command).await;
     wait_event(
         &mut sb_events,
-        |e| matches!(e, PeerEvent::Connected { peer } if *peer == page_uuid),
+        |e| matches!(e, PeerEvent::Connected { peer, .. } if *peer == page_uuid),
     )
     .await;
     let connected = Instant::now();
@@ -204,7 +207,10 @@ async fn from_chromium(
         .as_u64()
         .and_then(socket_memory);
     page.call(json!({"cmd": "close", "peer": sb_uuid})).await;
-    sb.send(Close).await.unwrap();
+    sb.send(Close)
+        .await
+        .unwrap()
+        .expect("everything sent was acknowledged");
     Try {
         ms,
         first_chunk_ms: None,

@@ -204,9 +204,16 @@ async fn switchboard_peer_command_and_chromium() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(json_line(&mut lines).await["event"], "ready");
     let messages = [PageMessage::bytes(MIB, 3), PageMessage::text(NON_ASCII)];
-    for message in &messages {
+    for (i, message) in messages.iter().enumerate() {
         let sent = page.send(listen_uuid, 2, message).await;
-        let printed = json_line(&mut lines).await;
+        let mut printed = json_line(&mut lines).await;
+        if i == 0 {
+            assert_eq!(printed["event"], "connected", "{printed}");
+            // The CLI names the pair ICE selected: host candidates on loopback.
+            assert_eq!(printed["local_candidate"], "host", "{printed}");
+            assert_eq!(printed["remote_candidate"], "host", "{printed}");
+            printed = json_line(&mut lines).await;
+        }
         assert_eq!(printed["peer"], page_uuid.to_string(), "{printed}");
         assert_eq!(printed["len"], message.payload.len(), "{printed}");
         if let Payload::Text(text) = &message.payload {
