@@ -173,6 +173,7 @@ class Lab:
     root: Path = Path(__file__).resolve().parents[2]
     procs: list[Proc] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
+    keep_work: bool = False
 
     def __post_init__(self) -> None:
         self.pub_ns = f'{self.prefix}-pub'
@@ -348,6 +349,12 @@ class Lab:
         return run('ip', 'netns', 'exec', self.sides[side].router_ns, 'conntrack', '-F').stderr.strip()
 
     # -- teardown -----------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(keep_work=self.keep_work)
 
     def close(self, keep_work: bool = False) -> None:
         """Stop every process (newest first), delete every namespace and the work dir."""
