@@ -269,6 +269,8 @@ class Lab:
         ])
         if line.wait_line(lambda t: t == 'ready', READY_WAIT_S) is None:
             raise LabError(f'the delay line of side {side.name} did not start: {line.stderr()}')
+        # A deep device queue: a burst waits for the reader instead of being dropped.
+        self.sh(d, 'ip link set dl0 txqueuelen 10000')
         self.sh(d, 'ip link set dl0 up')
         self.sh(d, f'ip route add default dev dl0 table {DELAY_TABLE}')
         self.sh(d, f'ip rule add iif h0 lookup {DELAY_TABLE} pref 100')
