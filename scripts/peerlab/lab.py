@@ -296,7 +296,7 @@ class Lab:
     def start_turn(self) -> None:
         """coturn twice: long-term credentials on 3478, REST API secret on 3479."""
         common = [
-            'turnserver', '-n', '--no-cli', '--no-tls', '--no-dtls', '--simple-log',
+            'turnserver', '-n', '-v', '--no-cli', '--no-tls', '--no-dtls', '--simple-log',
             '--listening-ip', PUBLIC_IP, '--relay-ip', PUBLIC_IP, '--realm', TURN_REALM,
             # The private ranges are not routable from the public namespace.
             '--denied-peer-ip', '10.0.0.0-10.255.255.255', '--no-multicast-peers',
