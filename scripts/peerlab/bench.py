@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='bench: Switchboard <-> Switchboard throughput bytes (64 MiB)')
     parser.add_argument('--aio-bytes', type=int, default=8 * MiB,
                         help='bench: bytes for the pairs with aiortc (8 MiB)')
+    parser.add_argument('--allow-unhashed', action='store_true',
+                        help='bench: accept listener lines without sha256 (older binaries; '
+                             'the length is still checked)')
     parser.add_argument('--only', action='append', choices=['setup', 'throughput', 'delayline'],
                         help='bench: run only these parts (repeatable)')
 
@@ -192,6 +195,7 @@ def delayline_rows(args, tools: Tools, new_lab, say) -> list[str]:
 
 def run(args: argparse.Namespace, tools: Tools, new_lab: Callable[..., Lab], say) -> int:
     tools.timeout_s = max(tools.timeout_s, 60)
+    tools.allow_unhashed = args.allow_unhashed
     parts = args.only or ['setup', 'throughput', 'delayline']
     started = time.monotonic()
     rows: list[str] = []
