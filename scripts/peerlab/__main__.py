@@ -107,19 +107,26 @@ def run_up(args: argparse.Namespace, tools: Tools) -> int:
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='natlab', description='the two-NAT peer lab')
     parser.add_argument('command', choices=['peers', 'bench', 'up'])
-    parser.add_argument('--bin', default=str(ROOT / 'target' / 'debug' / 'switchboard'))
+    parser.add_argument('--bin', default=str(ROOT / 'target' / 'debug' / 'switchboard'),
+                        help='the switchboard binary (relay and peers)')
     parser.add_argument('--python', default=os.environ.get('SWITCHBOARD_PYTHON')
-                        or str(ROOT / '.venv' / 'bin' / 'python'))
-    parser.add_argument('--prefix', default=f'sbp{os.getpid()}')
-    parser.add_argument('--keep', action='store_true')
+                        or str(ROOT / '.venv' / 'bin' / 'python'),
+                        help='Python with ProxyStore 1.1.0 for tests/interop/peer.py '
+                             '(default $SWITCHBOARD_PYTHON, else .venv)')
+    parser.add_argument('--prefix', default=f'sbp{os.getpid()}',
+                        help='start of every namespace name (unique per run)')
+    parser.add_argument('--keep', action='store_true',
+                        help='keep each lab\'s work dir (logs, coturn logs, configs)')
     parser.add_argument('--timeout', type=int, default=30, help='peer --timeout (s)')
     parser.add_argument('--case', action='append', help='peers: run only this case (repeatable)')
     parser.add_argument('--rtt', action='append', type=float,
                         help='peers: RTTs of the aiortc cases (default 0 and 40); '
                              'bench: RTTs measured (default 0, 40, 150)')
     for side in ('a', 'b'):
-        parser.add_argument(f'--mode-{side}', choices=MODES, default='cone')
-        parser.add_argument(f'--rtt-{side}', type=float, default=0.0)
+        parser.add_argument(f'--mode-{side}', choices=MODES, default='cone',
+                            help=f'up: NAT of side {side.upper()}')
+        parser.add_argument(f'--rtt-{side}', type=float, default=0.0,
+                            help=f'up: round trip time (ms) side {side.upper()}\'s delay line adds')
     bench.add_arguments(parser)
     return parser.parse_args(argv)
 
