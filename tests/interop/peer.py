@@ -171,28 +171,37 @@ def emit_connected(peer: uuid.UUID, connection: Any, setup_s: float) -> None:
     )
 
 
-async def watch_connections(manager: PeerManager) -> None:
+class ConnectionWatch:
     """Listen side: print "connected" once for each connection the manager opens.
 
-    ProxyStore creates the connection when the offer arrives; polling its
-    peer table (a private field) is the only way to see it without changing
-    ProxyStore. Runs until cancelled.
+    ProxyStore creates the connection when the offer arrives; reading its peer
+    table (a private field) is the only way to see it without changing
+    ProxyStore. run() sweeps it every few ms; receive() sweeps once more before
+    printing a message, so "connected" always comes before that message's "recv".
     """
-    first_seen: dict[int, float] = {}
-    reported: set[int] = set()
-    while True:
-        for key, connection in list(manager._peers.items()):
+
+    def __init__(self, manager: PeerManager) -> None:
+        self.manager = manager
+        self.first_seen: dict[int, float] = {}
+        self.reported: set[int] = set()
+
+    def sweep(self) -> None:
+        for key, connection in list(self.manager._peers.items()):
             ident = id(connection)
-            first_seen.setdefault(ident, time.monotonic())
-            if ident in reported or connection._pc.connectionState != 'connected':
+            self.first_seen.setdefault(ident, time.monotonic())
+            if ident in self.reported or connection._pc.connectionState != 'connected':
                 continue
             channels = list(connection._channels.values())
             if not channels or any(c.readyState != 'open' for c in channels):
                 continue
-            reported.add(ident)
-            peer = next(iter(key - {manager.uuid}), manager.uuid)
-            emit_connected(peer, connection, time.monotonic() - first_seen[ident])
-        await asyncio.sleep(CONNECTED_POLL_S)
+            self.reported.add(ident)
+            peer = next(iter(key - {self.manager.uuid}), self.manager.uuid)
+            emit_connected(peer, connection, time.monotonic() - self.first_seen[ident])
+
+    async def run(self) -> None:
+        while True:
+            self.sweep()
+            await asyncio.sleep(CONNECTED_POLL_S)
 
 
 def build_message(args: argparse.Namespace) -> bytes | str:
@@ -208,20 +217,27 @@ def build_message(args: argparse.Namespace) -> bytes | str:
 async def listen(manager: PeerManager, args: argparse.Namespace, deadline: float) -> None:
     """Print each received message; echo it back if asked; stop after --count."""
     emit({'event': 'ready', 'uuid': str(manager.uuid)})
-    watcher = asyncio.create_task(watch_connections(manager))
+    watch = ConnectionWatch(manager)
+    watcher = asyncio.create_task(watch.run())
     try:
-        await receive(manager, args, deadline)
+        await receive(manager, args, deadline, watch)
     finally:
         watcher.cancel()
 
 
-async def receive(manager: PeerManager, args: argparse.Namespace, deadline: float) -> None:
+async def receive(
+    manager: PeerManager,
+    args: argparse.Namespace,
+    deadline: float,
+    watch: ConnectionWatch,
+) -> None:
     """The listen loop: --count messages, each echoed if asked."""
     for index in range(args.count):
         try:
             peer, message = await asyncio.wait_for(manager.recv(), remaining(deadline))
         except asyncio.TimeoutError:
             raise Failure(f'timed out waiting for message {index + 1} of {args.count}') from None
+        watch.sweep()
         emit({'event': 'recv', 'peer': str(peer), **describe(message)})
         if args.echo:
             await asyncio.wait_for(
