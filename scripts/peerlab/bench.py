@@ -120,15 +120,27 @@ def failures_text(outs: list[Outcome]) -> str:
     return f'{len(bad)}/{len(outs)} failed: {bad[0].failures[0][:160]}'
 
 
-def rate(outs: list[Outcome], size: int) -> tuple[float | None, str]:
-    """Median MB/s of the runs that delivered, and how it was timed."""
+def rate(outs: list[Outcome], size: int, baseline_ms: float | None) -> tuple[float | None, str]:
+    """Median MB/s of the runs that delivered, and how it was timed.
+
+    With the sender's "connected" event: its line -> the listener's message.
+    Without (older binaries): sender start -> message, minus the median of the
+    same for a 1 KiB message (baseline_ms: process start, registration, set-up).
+    """
     timed = [o.transfer_ms for o in outs if o.transfer_ms and not o.failures]
     if timed:
         return size / (statistics.median(timed) / 1000) / 1e6, ''
     whole = [o.first_ms for o in outs if o.first_ms and not o.failures]
-    if whole:
-        return size / (statistics.median(whole) / 1000) / 1e6, ' (no connected event: incl. set-up)'
+    if whole and baseline_ms is not None and statistics.median(whole) > baseline_ms:
+        return (size / ((statistics.median(whole) - baseline_ms) / 1000) / 1e6,
+                f' (no connected event: minus a 1 KiB send\'s {baseline_ms:.0f} ms)')
     return None, ''
+
+
+def baseline(lab: Lab, tools: Tools, sender, receiver, ice: Ice, runs: int) -> float | None:
+    """Median sender start -> message printed for 1 KiB (set-up without bulk)."""
+    outs = runs_until_failure(runs, lambda: transfer(lab, tools, sender, receiver, 1024, ice, None))
+    return median([o.first_ms for o in outs if o.first_ms is not None and not o.failures])
 
 
 def throughput_rows(args, tools: Tools, new_lab, say) -> list[str]:
@@ -144,7 +156,10 @@ def throughput_rows(args, tools: Tools, new_lab, say) -> list[str]:
                 for sender, receiver, size in runs:
                     outs = runs_until_failure(args.runs, lambda: transfer(
                         lab, tools, sender, receiver, size, ice, None))
-                    mbps, how = rate(outs, size)
+                    base = None
+                    if not any(o.transfer_ms for o in outs):
+                        base = baseline(lab, tools, sender, receiver, ice, args.runs)
+                    mbps, how = rate(outs, size, base)
                     label = f'{NAMES[sender[0]]} {sender[1].upper()} -> {NAMES[receiver[0]]} {receiver[1].upper()}'
                     row = (f'{rtt:>5g}  {path:<7} {label:<28} {size >> 20:>5} MiB {fmt(mbps):>7}  '
                            f'{outs[0].pair_text()}{how} {failures_text(outs)}')
