@@ -1,6 +1,18 @@
 //! Logging set-up: env_logger with a filter chosen by precedence.
 //!
 //! `--log-level` (CLI) wins, then `RUST_LOG`, then `log.level` from settings.
+//!
+//! The WebRTC stack reports some ordinary field conditions as an error line
+//! per packet exchange, with no hint of what they mean: a TURN server that
+//! refuses to relay to a peer's address repeats `TURN permission request
+//! failed: … 403` for every candidate and refresh. [`Explaining`] turns each
+//! such kind into one warning that says what it means, the first time it
+//! happens, and logs the repeats at debug level.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use log::{Level, Log, Metadata, Record};
 
 /// Initialises env_logger once; later calls are ignored.
 pub fn init(cli_level: Option<&str>, settings_level: &str) {
@@ -8,10 +20,14 @@ pub fn init(cli_level: Option<&str>, settings_level: &str) {
         .map(str::to_owned)
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| settings_level.to_owned());
-    let _ = env_logger::Builder::new()
+    let inner = env_logger::Builder::new()
         .parse_filters(&filter)
         .format_timestamp_millis()
-        .try_init();
+        .build();
+    let max = inner.filter();
+    if log::set_boxed_logger(Box::new(Explaining::new(inner))).is_ok() {
+        log::set_max_level(max);
+    }
 }
 
 /// A log filter for programs embedding the peer library: their own warnings,
@@ -19,3 +35,165 @@ pub fn init(cli_level: Option<&str>, settings_level: &str) {
 /// (a connectivity check arriving before its candidates, a DTLS server name).
 pub const WEBRTC_QUIET: &str =
     "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
+
+/// Target of the warnings [`Explaining`] writes in place of the stack's lines.
+pub const EXPLAINED_TARGET: &str = "switchboard::ice";
+
+/// A line of the WebRTC stack that [`Explaining`] replaces: the target it
+/// comes from, how its message starts, and what to say instead.
+struct Known {
+    kind: &'static str,
+    target: &'static str,
+    starts: &'static str,
+    meaning: &'static str,
+}
+
+const KNOWN: &[Known] = &[
+    Known {
+        kind: "turn-permission",
+        target: "webrtc::peer_connection::transport::turn_relayer",
+        starts: "TURN permission request failed",
+        meaning: "the TURN server refused to relay to one of the peer's addresses \
+                  (CreatePermission denied, usually 403 Forbidden: servers commonly deny \
+                  private, loopback and other unroutable peer addresses, e.g. coturn's \
+                  denied-peer-ip). Relayed pairs towards that address cannot work; ICE goes on \
+                  with the other pairs. Repeats are logged at debug level.",
+    },
+    Known {
+        kind: "turn-allocation",
+        target: "webrtc::peer_connection::transport::turn_relayer",
+        starts: "TURN allocation failed",
+        meaning: "the TURN server gave no relay address (wrong or expired credentials: \
+                  401; quota reached: 486; or unreachable), so this peer has no relay \
+                  candidate and cannot be reached through TURN. Repeats are logged at debug \
+                  level.",
+    },
+];
+
+/// Wraps env_logger, replacing the stack's repeated, unexplained lines (see
+/// the module documentation) with one explained warning each.
+pub struct Explaining {
+    inner: env_logger::Logger,
+    seen: Mutex<HashSet<&'static str>>,
+}
+
+impl Explaining {
+    /// Explains through `inner`.
+    pub fn new(inner: env_logger::Logger) -> Self {
+        Explaining {
+            inner,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn known(record: &Record<'_>) -> Option<&'static Known> {
+        if record.level() > Level::Warn {
+            return None;
+        }
+        let target = record.target();
+        if !KNOWN.iter().any(|k| target.starts_with(k.target)) {
+            return None;
+        }
+        let message = record.args().to_string();
+        KNOWN
+            .iter()
+            .find(|k| target.starts_with(k.target) && message.starts_with(k.starts))
+    }
+}
+
+impl Log for Explaining {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        let Some(known) = Explaining::known(record) else {
+            return self.inner.log(record);
+        };
+        let first = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(known.kind);
+        let (level, text) = if first {
+            (
+                Level::Warn,
+                format!("{} — {}", record.args(), known.meaning),
+            )
+        } else {
+            (Level::Debug, record.args().to_string())
+        };
+        let metadata = Metadata::builder()
+            .level(level)
+            .target(EXPLAINED_TARGET)
+            .build();
+        if self.inner.enabled(&metadata) {
+            self.inner.log(
+                &Record::builder()
+                    .metadata(metadata)
+                    .args(format_args!("{text}"))
+                    .module_path(record.module_path())
+                    .file(record.file())
+                    .line(record.line())
+                    .build(),
+            );
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logger(filter: &str) -> Explaining {
+        Explaining::new(env_logger::Builder::new().parse_filters(filter).build())
+    }
+
+    fn record<'a>(target: &'a str, level: Level, args: std::fmt::Arguments<'a>) -> Record<'a> {
+        Record::builder()
+            .target(target)
+            .level(level)
+            .args(args)
+            .build()
+    }
+
+    #[test]
+    fn a_known_line_is_explained_once_then_demoted() {
+        let log = logger(WEBRTC_QUIET);
+        let target = "webrtc::peer_connection::transport::turn_relayer";
+        for _ in 0..3 {
+            log.log(&record(
+                target,
+                Level::Error,
+                format_args!("TURN permission request failed: 403 Forbidden IP"),
+            ));
+        }
+        assert_eq!(
+            log.seen.lock().unwrap().iter().copied().collect::<Vec<_>>(),
+            vec!["turn-permission"]
+        );
+        assert!(Explaining::known(&record(
+            target,
+            Level::Error,
+            format_args!("TURN allocation failed from a to b: 401")
+        ))
+        .is_some_and(|k| k.kind == "turn-allocation"));
+        // Other lines of the same target, and lines of other targets, pass through.
+        assert!(Explaining::known(&record(
+            target,
+            Level::Error,
+            format_args!("TURN transaction timed out")
+        ))
+        .is_none());
+        assert!(Explaining::known(&record(
+            "switchboard::server",
+            Level::Error,
+            format_args!("TURN permission request failed")
+        ))
+        .is_none());
+    }
+}

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 use switchboard::client::connection::{
-    Close, Connection, ConnectionConfig, ConnectionError, ConnectionEvent, ConnectionEventKind,
-    Role, SendMessage, SetAnswer, WaitReady,
+    CandidateType, Close, Connection, ConnectionConfig, ConnectionError, ConnectionEvent,
+    ConnectionEventKind, Role, SendMessage, SetAnswer, WaitReady,
 };
 use switchboard::protocol::chunk::Payload;
 use tokio::sync::mpsc;
@@ -90,14 +90,24 @@ async fn pair(channels: usize, sctp_mtu: Option<u32>) -> (Side, Side, Duration) 
         .await
         .unwrap()
         .unwrap();
-    assert!(matches!(
-        next_event(&mut offerer).await,
-        ConnectionEventKind::Ready
-    ));
-    assert!(matches!(
-        next_event(&mut answerer).await,
-        ConnectionEventKind::Ready
-    ));
+    // On loopback the only candidates are host ones, and ICE says so.
+    for side in [&mut offerer, &mut answerer] {
+        match next_event(side).await {
+            ConnectionEventKind::Ready(Some(route)) => {
+                assert_eq!(route.local, CandidateType::Host, "{route}");
+                assert!(
+                    matches!(route.remote, CandidateType::Host | CandidateType::Prflx),
+                    "{route}"
+                );
+                assert!(
+                    route.local_addr.is_some_and(|a| a.ip().is_loopback()),
+                    "{route}"
+                );
+                assert!(route.setup > Duration::ZERO && route.setup < Duration::from_secs(10));
+            }
+            other => panic!("expected Ready with the selected pair, got {other:?}"),
+        }
+    }
     (offerer, answerer, setup)
 }
 

@@ -185,7 +185,7 @@ async fn close_notifications_reach_both_sides() {
     a.send(Connect(uuid_b)).await.unwrap().unwrap();
     wait_event(
         &mut events_a,
-        |e| matches!(e, PeerEvent::Connected { peer } if *peer == uuid_b),
+        |e| matches!(e, PeerEvent::Connected { peer, .. } if *peer == uuid_b),
     )
     .await;
     wait_event(&mut events_b, |e| matches!(e, PeerEvent::Connected { .. })).await;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use clap::{Args, Subcommand};
+use switchboard::client::connection::ice::turn_rest_credentials;
 use switchboard::client::connection::IceServer;
 use switchboard::client::peer_manager::{
     Close, PeerEvent, PeerManager, PeerManagerConfig, PeerMessage, Recv, Send, SubscribeEvents,
@@ -40,12 +41,32 @@ pub struct PeerArgs {
     /// STUN/TURN server URL (repeatable), e.g. stun:stun.example.org:3478.
     #[arg(long = "ice-server", value_name = "URL")]
     ice_servers: Vec<String>,
-    /// TURN user name for every --ice-server.
-    #[arg(long, value_name = "USER", requires = "turn_credential")]
+    /// TURN user name for every --ice-server (with --turn-credential), or the
+    /// user part of --turn-secret's credentials.
+    #[arg(long, value_name = "USER")]
     turn_username: Option<String>,
     /// TURN credential for every --ice-server.
     #[arg(long, value_name = "SECRET", env = "SWITCHBOARD_TURN_CREDENTIAL")]
     turn_credential: Option<String>,
+    /// TURN REST API shared secret (coturn's static-auth-secret): time-limited
+    /// credentials are made from it for every turn: --ice-server, with
+    /// --turn-username (default "switchboard") as the user part.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "SWITCHBOARD_TURN_SECRET",
+        hide_env_values = true,
+        conflicts_with = "turn_credential"
+    )]
+    turn_secret: Option<String>,
+    /// Lifetime of the credentials made from --turn-secret, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 86_400,
+        requires = "turn_secret"
+    )]
+    turn_ttl: u64,
     /// Extra upgrade header "Name: value" (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -142,13 +163,25 @@ fn build_config(args: &PeerArgs) -> anyhow::Result<PeerManagerConfig> {
         config.connection.bind_addrs = args.bind.clone();
     }
     config.connection.connect_timeout = Duration::from_secs(args.timeout);
+    let (username, credential) = match &args.turn_secret {
+        Some(secret) => turn_rest_credentials(
+            secret,
+            args.turn_username.as_deref().unwrap_or("switchboard"),
+            Duration::from_secs(args.turn_ttl),
+            std::time::SystemTime::now(),
+        ),
+        None => (
+            args.turn_username.clone().unwrap_or_default(),
+            args.turn_credential.clone().unwrap_or_default(),
+        ),
+    };
     config.connection.ice_servers = args
         .ice_servers
         .iter()
         .map(|url| IceServer {
             urls: vec![url.clone()],
-            username: args.turn_username.clone().unwrap_or_default(),
-            credential: args.turn_credential.clone().unwrap_or_default(),
+            username: username.clone(),
+            credential: credential.clone(),
         })
         .collect();
     Ok(config)
@@ -192,7 +225,10 @@ async fn wait_registered(manager: &Addr<PeerManager>, limit: Duration) -> anyhow
     let wait = async {
         while let Some(event) = rx.recv().await {
             match event {
-                PeerEvent::Registered { uuid } => return Ok(uuid),
+                PeerEvent::Registered { uuid } => {
+                    tokio::spawn(print_connections(rx));
+                    return Ok(uuid);
+                }
                 PeerEvent::RelayFailed(error) => return Err(anyhow::anyhow!("relay: {error}")),
                 PeerEvent::RelayLost { reason } => log::warn!("relay: {reason}; retrying"),
                 _ => {}
@@ -203,6 +239,28 @@ async fn wait_registered(manager: &Addr<PeerManager>, limit: Duration) -> anyhow
     tokio::time::timeout(limit, wait)
         .await
         .map_err(|_| anyhow::anyhow!("not registered with the relay within {limit:?}"))?
+}
+
+/// Prints a `connected` JSON line on stdout for every peer connection that
+/// opens: the peer, the candidate pair ICE selected and the set-up time.
+async fn print_connections(mut events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>) {
+    while let Some(event) = events.recv().await {
+        if let PeerEvent::Connected { peer, route } = event {
+            let line = match route {
+                Some(route) => serde_json::json!({
+                    "event": "connected",
+                    "peer": peer,
+                    "local_candidate": route.local.as_str(),
+                    "remote_candidate": route.remote.as_str(),
+                    "local_addr": route.local_addr.map(|a| a.to_string()),
+                    "remote_addr": route.remote_addr.map(|a| a.to_string()),
+                    "setup_ms": (route.setup.as_secs_f64() * 1e4).round() / 10.0,
+                }),
+                None => serde_json::json!({"event": "connected", "peer": peer}),
+            };
+            println!("{line}");
+        }
+    }
 }
 
 async fn listen(manager: &Addr<PeerManager>, count: Option<u64>, echo: bool) -> anyhow::Result<()> {

@@ -134,7 +134,9 @@ fn start_relay() -> anyhow::Result<(server::Relay, String)> {
 /// The library's defaults, on loopback. For A/B runs of one setting, these
 /// variables override it (in bytes): `BENCH_PEER_SCTP_WINDOW`,
 /// `BENCH_PEER_CHUNK`, `BENCH_PEER_SEND_BUFFER`, `BENCH_PEER_SCTP_MTU` (opt-in
-/// `sctp_mtu`; the default stays webrtc's 1 191).
+/// `sctp_mtu`; the default stays webrtc's 1 191), `BENCH_PEER_RECV_BURST`
+/// (datagrams per flush; a huge value keeps webrtc's own batching), and
+/// `BENCH_PEER_ICE_TICK_US` (the ICE check interval, in microseconds).
 fn connection_config(channels: usize) -> ConnectionConfig {
     let defaults = ConnectionConfig::default();
     let knob = |name: &str| {
@@ -151,6 +153,11 @@ fn connection_config(channels: usize) -> ConnectionConfig {
         chunk_size: knob("BENCH_PEER_CHUNK").unwrap_or(defaults.chunk_size),
         send_buffer_limit: knob("BENCH_PEER_SEND_BUFFER").unwrap_or(defaults.send_buffer_limit),
         sctp_mtu: knob("BENCH_PEER_SCTP_MTU").map(|v| v as u32),
+        recv_burst: knob("BENCH_PEER_RECV_BURST").unwrap_or(defaults.recv_burst),
+        ice_check_interval: knob("BENCH_PEER_ICE_TICK_US")
+            .map_or(defaults.ice_check_interval, |v| {
+                std::time::Duration::from_micros(v as u64)
+            }),
         ..defaults
     }
 }
@@ -286,7 +293,7 @@ impl Side {
 
     async fn ready(&mut self) -> anyhow::Result<()> {
         match self.next().await? {
-            ConnectionEventKind::Ready => Ok(()),
+            ConnectionEventKind::Ready(_) => Ok(()),
             other => bail!("expected Ready, got {other:?}"),
         }
     }

@@ -61,6 +61,7 @@
 
 mod channels;
 mod handler;
+pub mod ice;
 pub mod setup;
 mod types;
 
@@ -77,6 +78,7 @@ use crate::defaults;
 use crate::protocol::chunk::{Reassembler, ReassemblerLimits};
 use crate::protocol::DescriptionType;
 use channels::Outgoing;
+pub use ice::{CandidateType, Route};
 pub use setup::{ConnectionConfig, IceServer};
 use types::{ChannelClosed, ChannelOpen, IncomingChannel, MessageIn, StateChanged};
 pub use types::{
@@ -104,6 +106,13 @@ pub struct Connection {
     next_stream: u32,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     nudge: Option<tokio::task::JoinHandle<()>>,
+    /// When the connection was created: set-up time is measured from here.
+    created: std::time::Instant,
+    /// Every channel is open and the selected pair is being read.
+    readying: bool,
+    /// The candidate types of our description and of the peer's, for the
+    /// failure message (the stack forgets its candidates once ICE failed).
+    candidates: (Vec<CandidateType>, Vec<CandidateType>),
     log: String,
 }
 
@@ -141,6 +150,9 @@ impl Connection {
             next_stream: 0,
             tasks: Vec::new(),
             nudge: None,
+            created: std::time::Instant::now(),
+            readying: false,
+            candidates: (Vec::new(), Vec::new()),
             log: format!("[peer {peer}]"),
         }
     }
@@ -187,10 +199,37 @@ impl Connection {
             .push(tokio::spawn(channels::read_channel(channel, reader)));
     }
 
-    fn check_ready(&mut self) {
-        if self.sender.is_some() || self.open.is_empty() || !self.open.iter().all(|o| *o) {
+    /// Once every channel is open: reads the selected candidate pair, then
+    /// opens the send queue and reports `Ready`.
+    fn check_ready(&mut self, ctx: &mut Context<Self>) {
+        if self.readying
+            || self.sender.is_some()
+            || self.open.is_empty()
+            || !self.open.iter().all(|o| *o)
+        {
             return;
         }
+        self.readying = true;
+        let pc = self.pc.clone();
+        let setup = self.created.elapsed();
+        let route = async move {
+            let read = async {
+                let ice = ice::transport(&pc?).await?;
+                ice.get_selected_candidate_pair().await.ok().flatten()
+            };
+            let pair = tokio::time::timeout(Duration::from_secs(1), read)
+                .await
+                .ok()??;
+            Some(Route::from_pair(pair.local(), pair.remote(), setup))
+        };
+        ctx.spawn(route.into_actor(self).map(|route, act, _ctx| {
+            if act.ended.is_none() {
+                act.open_sender(route);
+            }
+        }));
+    }
+
+    fn open_sender(&mut self, route: Option<Route>) {
         let channels: Vec<_> = self.channels.iter().flatten().cloned().collect();
         let (tx, rx) = mpsc::channel(defaults::PEER_SEND_QUEUE);
         self.tasks.push(tokio::spawn(channels::send_loop(
@@ -205,8 +244,53 @@ impl Connection {
         if let Some(nudge) = self.nudge.take() {
             nudge.abort();
         }
-        log::info!("{} ready ({} channels)", self.log, self.open.len());
-        self.emit(ConnectionEventKind::Ready);
+        match &route {
+            Some(route) => log::info!(
+                "{} ready ({} channels) in {:.1} ms via {route}",
+                self.log,
+                self.open.len(),
+                route.setup.as_secs_f64() * 1e3
+            ),
+            None => log::info!("{} ready ({} channels)", self.log, self.open.len()),
+        }
+        self.emit(ConnectionEventKind::Ready(route));
+    }
+
+    /// Ends the connection after the peer connection failed, saying why:
+    /// ICE's candidates and servers when ICE failed, else the stage after it.
+    fn fail(&mut self, ctx: &mut Context<Self>) {
+        let Some(pc) = self.pc.clone() else {
+            return self.end(
+                Some(ConnectionError::WebRtc("connection failed".into())),
+                ctx,
+            );
+        };
+        let servers = self.config.ice_servers.clone();
+        let (local, remote) = self.candidates.clone();
+        let why = async move {
+            let Some(ice) = ice::transport(&pc).await else {
+                return "connection failed before ICE started".to_owned();
+            };
+            let selected = ice.get_selected_candidate_pair().await.ok().flatten();
+            if let Some(pair) = selected {
+                let route = Route::from_pair(pair.local(), pair.remote(), Duration::ZERO);
+                return format!(
+                    "connection failed after ICE connected via {route} (the peer went silent, \
+                     or DTLS/SCTP failed)"
+                );
+            }
+            // The stack forgets its candidates once ICE failed: use the
+            // ones our description and the peer's listed.
+            ice::describe_failure(&servers, &local, &remote)
+        };
+        let why = async move {
+            tokio::time::timeout(Duration::from_secs(1), why)
+                .await
+                .unwrap_or_else(|_| "connection failed".to_owned())
+        };
+        ctx.spawn(why.into_actor(self).map(|why, act, ctx| {
+            act.end(Some(ConnectionError::WebRtc(why)), ctx);
+        }));
     }
 
     /// Works around a stall in `webrtc` 0.21's driver while the offerer connects.
@@ -273,6 +357,9 @@ impl Actor for Connection {
         let Some(role) = self.role.take() else {
             return;
         };
+        if let Role::Answerer { offer } = &role {
+            self.candidates.1 = candidate_types(offer, DescriptionType::Offer);
+        }
         let (gathered_tx, gathered_rx) = watch::channel(false);
         let handler = Arc::new(handler::Events::new(ctx.address().downgrade(), gathered_tx));
         let config = self.config.clone();
@@ -285,6 +372,8 @@ impl Actor for Connection {
                     act.spawn_reader(index, channel, ctx);
                 }
                 let answerer = negotiated.description_type == DescriptionType::Answer;
+                act.candidates.0 =
+                    candidate_types(&negotiated.description, negotiated.description_type);
                 act.emit(ConnectionEventKind::LocalDescription {
                     description_type: negotiated.description_type,
                     description: negotiated.description,
@@ -330,6 +419,7 @@ impl Handler<SetAnswer> for Connection {
 
     fn handle(&mut self, msg: SetAnswer, _ctx: &mut Context<Self>) -> Self::Result {
         let pc = self.pc.clone();
+        self.candidates.1 = candidate_types(&msg.0, DescriptionType::Answer);
         let fut = async move {
             let desc = setup::description_from_json(&msg.0, DescriptionType::Answer)?;
             let pc = pc.ok_or_else(|| ConnectionError::Closed("no peer connection".into()))?;
@@ -422,11 +512,11 @@ impl Handler<RelayFailed> for Connection {
 impl Handler<ChannelOpen> for Connection {
     type Result = ();
 
-    fn handle(&mut self, msg: ChannelOpen, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ChannelOpen, ctx: &mut Context<Self>) {
         if let Some(open) = self.open.get_mut(msg.index) {
             *open = true;
         }
-        self.check_ready();
+        self.check_ready(ctx);
     }
 }
 
@@ -466,7 +556,7 @@ impl Handler<IncomingChannel> for Connection {
         // A channel announced by the peer is open when it arrives.
         self.open[index] = true;
         self.spawn_reader(index, msg.channel, ctx);
-        self.check_ready();
+        self.check_ready(ctx);
     }
 }
 
@@ -476,10 +566,7 @@ impl Handler<StateChanged> for Connection {
     fn handle(&mut self, msg: StateChanged, ctx: &mut Context<Self>) {
         log::debug!("{} connection state {}", self.log, msg.0);
         match msg.0 {
-            RTCPeerConnectionState::Failed => self.end(
-                Some(ConnectionError::WebRtc("connection failed".into())),
-                ctx,
-            ),
+            RTCPeerConnectionState::Failed => self.fail(ctx),
             RTCPeerConnectionState::Closed => self.end(
                 Some(ConnectionError::Closed("peer connection closed".into())),
                 ctx,
@@ -487,6 +574,13 @@ impl Handler<StateChanged> for Connection {
             _ => {}
         }
     }
+}
+
+/// The candidate types of a `{"sdp", "type"}` description (none if it does not parse).
+fn candidate_types(description: &str, kind: DescriptionType) -> Vec<CandidateType> {
+    setup::description_from_json(description, kind)
+        .map(|desc| ice::sdp_candidate_types(&desc.sdp))
+        .unwrap_or_default()
 }
 
 /// The channel options ProxyStore uses: unordered, reliable.

@@ -59,8 +59,28 @@ pub struct ConnectionConfig {
     pub connect_timeout: Duration,
     /// UDP send/receive buffer asked for per socket.
     pub udp_socket_buffer: usize,
-    /// Interval between ICE connectivity checks.
+    /// Datagrams the connection's driver reads before it flushes its output,
+    /// acknowledgements included (see [`crate::client::runtime`]). 2, the
+    /// default, acknowledges every second packet as RFC 4960 §6.2 asks, which
+    /// senders that grow their window per acknowledgement (aiortc) need at
+    /// WAN round-trip times; `usize::MAX` keeps `webrtc`'s batching (up to 65
+    /// datagrams per acknowledgement). At least 1.
+    pub recv_burst: usize,
+    /// Tick of the ICE agent while checking: every candidate pair still being
+    /// checked gets a binding request each tick. Short ticks make set-up fast
+    /// (the DTLS handshake starts on the tick after ICE connects).
     pub ice_check_interval: Duration,
+    /// How long each candidate pair keeps being checked before ICE gives it
+    /// up, whatever the tick: `ice_check_window / ice_check_interval` binding
+    /// requests per pair (at most 65 535). It must outlast the time the other
+    /// side needs to start its own checks (an offer/answer round trip through
+    /// the relay plus its gathering): a NAT drops our checks until the other
+    /// side's have opened its mapping, and `webrtc` never checks a failed pair
+    /// again, even when the peer's check arrives on it (RFC 8445 §7.3.1.4
+    /// asks for a triggered check). With webrtc's default of 7 requests at the
+    /// 2 ms tick used before, pairs failed after ~18 ms and aiortc peers
+    /// behind a NAT were never reached.
+    pub ice_check_window: Duration,
     /// Accept remote mDNS (`.local`) candidates. Off by default: it costs a
     /// multicast socket per connection and is useless with host IPs.
     pub mdns: bool,
@@ -94,7 +114,9 @@ impl Default for ConnectionConfig {
             send_buffer_limit: defaults::PEER_SEND_BUFFER_LIMIT,
             connect_timeout: Duration::from_millis(defaults::PEER_CONNECT_TIMEOUT_MS),
             udp_socket_buffer: defaults::PEER_UDP_SOCKET_BUFFER,
+            recv_burst: defaults::PEER_RECV_BURST,
             ice_check_interval: Duration::from_millis(defaults::PEER_ICE_CHECK_INTERVAL_MS),
+            ice_check_window: Duration::from_millis(defaults::PEER_ICE_CHECK_WINDOW_MS),
             mdns: false,
             ice_disconnected_timeout: Duration::from_millis(defaults::PEER_ICE_DISCONNECTED_MS),
             ice_failed_timeout: Duration::from_millis(defaults::PEER_ICE_FAILED_MS),
@@ -125,8 +147,21 @@ impl ConnectionConfig {
                 self.chunk_size
             )));
         }
+        super::ice::validate_ice_servers(&self.ice_servers)?;
+        if self.recv_burst == 0 {
+            return Err(ConnectionError::Config(
+                "recv_burst must be at least 1".into(),
+            ));
+        }
         if self.bind_addrs.is_empty() {
             return Err(ConnectionError::Config("bind_addrs is empty".into()));
+        }
+        if self.ice_check_interval.is_zero() || self.ice_check_window < self.ice_check_interval {
+            return Err(ConnectionError::Config(format!(
+                "ice_check_interval must be above zero and at most ice_check_window \
+                 ({:?} and {:?})",
+                self.ice_check_interval, self.ice_check_window
+            )));
         }
         if let Some(mtu) = self.sctp_mtu {
             if !(512..=defaults::PEER_MAX_SCTP_MTU).contains(&mtu) {
@@ -137,6 +172,14 @@ impl ConnectionConfig {
             }
         }
         Ok(())
+    }
+
+    /// Binding requests per candidate pair: `ice_check_window / ice_check_interval`,
+    /// at least webrtc's default of 7 and at most `u16::MAX`.
+    pub fn ice_max_binding_requests(&self) -> u16 {
+        let interval = self.ice_check_interval.as_micros().max(1);
+        let count = self.ice_check_window.as_micros() / interval;
+        u16::try_from(count).unwrap_or(u16::MAX).max(7)
     }
 
     /// The SCTP packet budget to use: `sctp_mtu`, else the loopback size when
@@ -162,7 +205,10 @@ pub(super) async fn build(
         } else {
             MulticastDnsMode::Disabled
         })
-        .with_ice_connection_attempts(Some(config.ice_check_interval), None)
+        .with_ice_connection_attempts(
+            Some(config.ice_check_interval),
+            Some(config.ice_max_binding_requests()),
+        )
         .with_ice_timeouts(
             Some(config.ice_disconnected_timeout),
             Some(config.ice_failed_timeout),
@@ -195,7 +241,10 @@ pub(super) async fn build(
         )
         .with_setting_engine(settings)
         .with_handler(handler)
-        .with_runtime(Arc::new(SwitchboardRuntime::new(config.udp_socket_buffer)))
+        .with_runtime(Arc::new(SwitchboardRuntime::with_recv_burst(
+            config.udp_socket_buffer,
+            config.recv_burst,
+        )))
         .with_udp_addrs(addrs)
         .with_dedicated_reactor_pool_size(defaults::PEER_REACTOR_THREADS)
         .with_data_channel_send_buffer_limit(config.send_buffer_limit)
@@ -326,6 +375,29 @@ mod tests {
         assert_eq!(config.effective_sctp_mtu(), None, "one real interface");
         config.sctp_mtu = Some(9000);
         assert_eq!(config.effective_sctp_mtu(), Some(9000), "explicit wins");
+    }
+
+    #[test]
+    fn pairs_stay_checkable_for_the_window_whatever_the_tick() {
+        let mut config = ConnectionConfig::default();
+        let window = config.ice_check_window;
+        assert!(window >= Duration::from_secs(3), "{window:?}");
+        for tick_ms in [1, 2, 5, 50, 200] {
+            config.ice_check_interval = Duration::from_millis(tick_ms);
+            let checkable =
+                config.ice_check_interval * u32::from(config.ice_max_binding_requests());
+            assert!(
+                checkable >= window.min(config.ice_check_interval * 65_535),
+                "{tick_ms} ms"
+            );
+            assert!(config.ice_max_binding_requests() >= 7);
+        }
+        config.ice_check_interval = Duration::from_micros(1);
+        assert_eq!(config.ice_max_binding_requests(), u16::MAX);
+        config.ice_check_interval = Duration::ZERO;
+        assert!(
+            matches!(config.validate(), Err(ConnectionError::Config(m)) if m.contains("ice_check_interval"))
+        );
     }
 
     #[test]

@@ -74,8 +74,9 @@ pub enum ConnectionEventKind {
         /// `{"sdp": ..., "type": ...}` JSON, as ProxyStore sends it.
         description: String,
     },
-    /// Every channel is open.
-    Ready,
+    /// Every channel is open; the candidate pair ICE selected, when the
+    /// stack reported it.
+    Ready(Option<super::Route>),
     /// A whole message from the peer.
     Message(Payload),
     /// The connection ended; `None` when closed on request. Always the last event.

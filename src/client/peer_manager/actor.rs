@@ -447,11 +447,11 @@ impl Handler<ConnectionEvent> for PeerManager {
                 description_type,
                 description,
             } => self.on_local_description(peer, description_type, description, ctx),
-            ConnectionEventKind::Ready => {
+            ConnectionEventKind::Ready(route) => {
                 if let Some(entry) = self.peers.get_mut(&peer) {
                     entry.ready = true;
                 }
-                self.emit(PeerEvent::Connected { peer });
+                self.emit(PeerEvent::Connected { peer, route });
             }
             ConnectionEventKind::Closed(error) => {
                 self.peers.remove(&peer);

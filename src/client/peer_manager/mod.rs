@@ -151,6 +151,9 @@ pub enum PeerEvent {
     Connected {
         /// The remote peer.
         peer: Uuid,
+        /// The candidate pair ICE selected and the set-up time, when the
+        /// WebRTC stack reported the pair.
+        route: Option<crate::client::connection::Route>,
     },
     /// The connection to `peer` closed; `error` is `None` when closed on request.
     Disconnected {
