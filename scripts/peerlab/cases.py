@@ -98,7 +98,8 @@ def udp_blocked(ctx: Context) -> list[str]:
 
 def conntrack_flush(ctx: Context) -> list[str]:
     """A (symmetric NAT) sends 64 MiB to B (cone) at 40 ms RTT through TURN; A's
-    router forgets every mapping (conntrack -F) once 4 MiB have left it, so
+    router forgets every mapping (conntrack -F) once the connection is open and
+    4 MiB more have left the router, so
     A's packets leave from new ports the old pair cannot use. The send must fail
     within the ICE timeouts (10 s failed timeout, plus margin) with a reason, and
     a new send from the same peer UUID must open a new connection that delivers."""
@@ -113,6 +114,11 @@ def conntrack_flush(ctx: Context) -> list[str]:
         big, _ = make_file(lab, size)
         tx = lab.start('sb-send-a', lab.sides['a'].host_ns,
                        peer_cmd('sb', tools, ice, a_uuid, ['send', b_uuid, '--file', str(big)]))
+        opened = rx.wait_line(lambda t: '"connected"' in t, tools.timeout_s)
+        if opened is None:
+            tx.stop()
+            return [f'conntrack-flush: no connection opened before the flush: '
+                    f'{" | ".join(tx.stderr().strip().splitlines()[-2:])}']
         lab.zero_counters()
         moved = wait_bytes_sent(lab, 'a', FLUSH_AFTER_BYTES, tools.timeout_s)
         if moved < FLUSH_AFTER_BYTES:
@@ -123,6 +129,9 @@ def conntrack_flush(ctx: Context) -> list[str]:
                             'the flush: nothing was interrupted')
         flushed = time.monotonic()
         lab.flush_conntrack('a')
+        stamp = time.strftime('%H:%M:%S', time.gmtime())
+        ctx.log(f'conntrack-flush: flushed A\'s router at {stamp} UTC, {flushed - opened.at:.1f} s '
+                f'after B\'s "connected" and {moved} bytes after it')
         code = tx.wait(60)
         took = time.monotonic() - flushed
         reason = ' | '.join(tx.stderr().strip().splitlines()[-3:])
