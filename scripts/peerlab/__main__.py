@@ -107,8 +107,8 @@ def run_up(args: argparse.Namespace, tools: Tools) -> int:
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='natlab', description='the two-NAT peer lab')
     parser.add_argument('command', choices=['peers', 'bench', 'up'])
-    parser.add_argument('--bin', default=str(ROOT / 'target' / 'debug' / 'switchboard'),
-                        help='the switchboard binary (relay and peers)')
+    parser.add_argument('--bin', help='the switchboard binary (relay and peers; default '
+                        'target/debug/switchboard, for bench target/release/switchboard)')
     parser.add_argument('--python', default=os.environ.get('SWITCHBOARD_PYTHON')
                         or str(ROOT / '.venv' / 'bin' / 'python'),
                         help='Python with ProxyStore 1.1.0 for tests/interop/peer.py '
@@ -133,6 +133,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    if args.bin is None:
+        profile = 'release' if args.command == 'bench' else 'debug'
+        args.bin = str(ROOT / 'target' / profile / 'switchboard')
     for path, what in ((args.bin, '--bin'), (args.python, '--python')):
         if not os.access(path, os.X_OK):
             say(f'{what} {path} is not an executable')
