@@ -89,14 +89,21 @@ impl Listener {
         listener
     }
 
-    /// The next line of stdout, parsed as JSON (bounded).
+    /// The next line of stdout other than a `connected` event, parsed as
+    /// JSON (bounded). The NAT lab (tests/peer_nat.rs) checks `connected`.
     async fn next_json(&mut self) -> Value {
-        let line = tokio::time::timeout(LIMIT, self.lines.next_line())
-            .await
-            .expect("no line in time")
-            .unwrap()
-            .expect("listener closed its stdout");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+        loop {
+            let line = tokio::time::timeout(LIMIT, self.lines.next_line())
+                .await
+                .expect("no line in time")
+                .unwrap()
+                .expect("listener closed its stdout");
+            let value: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
+            if value["event"] != "connected" {
+                return value;
+            }
+        }
     }
 
     /// Waits (bounded) for the process to exit; asserts success.
