@@ -1,6 +1,6 @@
 //! Proves the `switchboard peer` command as a user runs it: real processes of
 //! the binary against a real relay on loopback. `listen` prints one JSON line
-//! per message with the sender's UUID, kind, length and text, for a text and a
+//! per message with the sender's UUID, kind, length, text and SHA-256, for a text and a
 //! 200 KiB file sent over 4 channels by separate `send` processes; `listen
 //! --echo` returns every byte to a library peer. A non-WebSocket relay URL, an
 //! unknown peer, a missing token file, no token and a wrong token each fail
@@ -141,6 +141,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
 /// 200 KiB of a repeating non-trivial pattern.
 fn file_bytes() -> Vec<u8> {
     (0..200 * 1024).map(|i| (i * 7 % 251) as u8).collect()
@@ -163,7 +168,8 @@ async fn listen_prints_text_and_a_file_sent_by_other_processes() {
     assert!(stderr(&output).contains(&format!("sent {} bytes to {to}", text.len())));
     assert_eq!(
         listener.next_json().await,
-        json!({"event": "recv", "peer": sender, "kind": "text", "len": text.len(), "text": text})
+        json!({"event": "recv", "peer": sender, "kind": "text", "len": text.len(), "text": text,
+               "sha256": sha256(text.as_bytes())})
     );
 
     let data = file_bytes();
@@ -186,7 +192,7 @@ async fn listen_prints_text_and_a_file_sent_by_other_processes() {
     assert_eq!(
         listener.next_json().await,
         json!({"event": "recv", "peer": sender, "kind": "bytes", "len": data.len(),
-               "hex_preview": hex(&data[..32])})
+               "hex_preview": hex(&data[..32]), "sha256": sha256(&data)})
     );
     listener.exits_ok().await;
 }

@@ -64,13 +64,20 @@ impl PyPeer {
         }
     }
 
+    /// The next event line, skipping "connected" (which the NAT lab reads).
     async fn event(&mut self) -> Value {
-        let line = tokio::time::timeout(LINE_TIMEOUT, self.lines.next_line())
-            .await
-            .expect("peer.py printed nothing for 60 s")
-            .expect("read peer.py output")
-            .expect("peer.py exited early");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))
+        loop {
+            let line = tokio::time::timeout(LINE_TIMEOUT, self.lines.next_line())
+                .await
+                .expect("peer.py printed nothing for 60 s")
+                .expect("read peer.py output")
+                .expect("peer.py exited early");
+            let value: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+            if value["event"] != "connected" {
+                return value;
+            }
+        }
     }
 
     async fn expect(&mut self, event: &str) -> Value {

@@ -372,19 +372,21 @@ async fn listen(manager: &Addr<PeerManager>, count: Option<u64>, echo: bool) -> 
     Ok(())
 }
 
-/// One JSON line describing a received message.
+/// One JSON line describing a received message; `sha256` hashes its bytes
+/// (UTF-8 for text), so a large message can be checked without printing it.
 fn describe(message: &PeerMessage) -> serde_json::Value {
+    use sha2::Digest;
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let sha256 = hex(&sha2::Sha256::digest(message.payload.as_bytes()));
     match &message.payload {
         Payload::Text(text) => serde_json::json!({
             "event": "recv", "peer": message.peer, "kind": "text", "len": text.len(), "text": text,
+            "sha256": sha256,
         }),
-        Payload::Bytes(bytes) => {
-            let preview: String = bytes.iter().take(32).map(|b| format!("{b:02x}")).collect();
-            serde_json::json!({
-                "event": "recv", "peer": message.peer, "kind": "bytes", "len": bytes.len(),
-                "hex_preview": preview,
-            })
-        }
+        Payload::Bytes(bytes) => serde_json::json!({
+            "event": "recv", "peer": message.peer, "kind": "bytes", "len": bytes.len(),
+            "hex_preview": hex(&bytes[..bytes.len().min(32)]), "sha256": sha256,
+        }),
     }
 }
 

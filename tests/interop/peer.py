@@ -15,11 +15,20 @@ Usage (run with the venv's interpreter, /work/main/.venv/bin/python):
 
 Output: one JSON object per line on stdout, flushed at once:
   {"event": "ready", "uuid": ...}                      listen: registered with the relay
+  {"event": "connected", "peer": UUID, "local_candidate": "host"|"srflx"|"prflx"|"relay",
+   "remote_candidate": ..., "local_addr": "ip:port", "remote_addr": "ip:port",
+   "setup_ms": N}                                      a connection's channels are open; the
+                                                       candidate pair is the one ICE nominated;
+                                                       setup_ms counts from get_connection()
+                                                       (send) or from the offer's arrival (listen)
   {"event": "recv", "peer": UUID, "kind": "bytes"|"str", "len": N, "sha256": HEX,
    "chars": C, "text": first 200 characters}            (chars and text only for str)
   {"event": "sent", "peer": UUID, "kind": ..., "len": N, "sha256": HEX,
    "setup_ms": F, "send_ms": F}                        send: delivered to aiortc and drained
 "len" counts bytes (UTF-8 bytes for str); "sha256" hashes those bytes.
+
+--ice-server URL (repeatable) with --turn-username U --turn-credential C for
+turn:/turns: URLs (aiortc uses the first STUN and the first TURN server given).
 
 --bytes-len N --seed S sends byte i = (131 * i + S) mod 251, for i in 0..N.
 --timeout bounds the whole command (default 60 s). Exit code 0 on success; 1 on
@@ -44,6 +53,7 @@ from proxystore.p2p.manager import PeerManager
 from proxystore.p2p.relay.client import RelayClient
 
 TEXT_PREVIEW_CHARS = 200
+CONNECTED_POLL_S = 0.01
 CLOSE_TIMEOUT_S = 5.0
 DRAIN_POLL_S = 0.005
 
@@ -126,6 +136,74 @@ async def drain(manager: PeerManager, peer: uuid.UUID, deadline: float) -> None:
         await asyncio.sleep(DRAIN_POLL_S)
 
 
+def selected_pair(connection: Any) -> dict[str, Any]:
+    """The candidate pair aioice nominated for a ProxyStore connection (private fields).
+
+    ProxyStore's PeerConnection holds an aiortc RTCPeerConnection; its SCTP
+    transport runs over DTLS over an RTCIceTransport, whose aioice Connection
+    keeps the nominated pair per component (the data channel uses component 1).
+    aioice pairs the host (or relay) socket, not the server-reflexive address,
+    so a direct pair across NATs shows "host" locally and "srflx"/"prflx" remotely.
+    """
+    sctp = connection._pc.sctp
+    ice = sctp.transport.transport._connection if sctp is not None else None
+    pair = ice._nominated.get(1) if ice is not None else None
+    if pair is None:
+        return {'local_candidate': None, 'remote_candidate': None}
+    local, remote = pair.local_candidate, pair.remote_candidate
+    return {
+        'local_candidate': local.type,
+        'remote_candidate': remote.type,
+        'local_addr': f'{local.host}:{local.port}',
+        'remote_addr': f'{remote.host}:{remote.port}',
+    }
+
+
+def emit_connected(peer: uuid.UUID, connection: Any, setup_s: float) -> None:
+    """The "connected" event line for one open connection."""
+    emit(
+        {
+            'event': 'connected',
+            'peer': str(peer),
+            **selected_pair(connection),
+            'setup_ms': round(setup_s * 1000),
+        },
+    )
+
+
+class ConnectionWatch:
+    """Listen side: print "connected" once for each connection the manager opens.
+
+    ProxyStore creates the connection when the offer arrives; reading its peer
+    table (a private field) is the only way to see it without changing
+    ProxyStore. run() sweeps it every few ms; receive() sweeps once more before
+    printing a message, so "connected" always comes before that message's "recv".
+    """
+
+    def __init__(self, manager: PeerManager) -> None:
+        self.manager = manager
+        self.first_seen: dict[int, float] = {}
+        self.reported: set[int] = set()
+
+    def sweep(self) -> None:
+        for key, connection in list(self.manager._peers.items()):
+            ident = id(connection)
+            self.first_seen.setdefault(ident, time.monotonic())
+            if ident in self.reported or connection._pc.connectionState != 'connected':
+                continue
+            channels = list(connection._channels.values())
+            if not channels or any(c.readyState != 'open' for c in channels):
+                continue
+            self.reported.add(ident)
+            peer = next(iter(key - {self.manager.uuid}), self.manager.uuid)
+            emit_connected(peer, connection, time.monotonic() - self.first_seen[ident])
+
+    async def run(self) -> None:
+        while True:
+            self.sweep()
+            await asyncio.sleep(CONNECTED_POLL_S)
+
+
 def build_message(args: argparse.Namespace) -> bytes | str:
     """The message the send command was asked to send."""
     if args.text is not None:
@@ -139,11 +217,27 @@ def build_message(args: argparse.Namespace) -> bytes | str:
 async def listen(manager: PeerManager, args: argparse.Namespace, deadline: float) -> None:
     """Print each received message; echo it back if asked; stop after --count."""
     emit({'event': 'ready', 'uuid': str(manager.uuid)})
+    watch = ConnectionWatch(manager)
+    watcher = asyncio.create_task(watch.run())
+    try:
+        await receive(manager, args, deadline, watch)
+    finally:
+        watcher.cancel()
+
+
+async def receive(
+    manager: PeerManager,
+    args: argparse.Namespace,
+    deadline: float,
+    watch: ConnectionWatch,
+) -> None:
+    """The listen loop: --count messages, each echoed if asked."""
     for index in range(args.count):
         try:
             peer, message = await asyncio.wait_for(manager.recv(), remaining(deadline))
         except asyncio.TimeoutError:
             raise Failure(f'timed out waiting for message {index + 1} of {args.count}') from None
+        watch.sweep()
         emit({'event': 'recv', 'peer': str(peer), **describe(message)})
         if args.echo:
             await asyncio.wait_for(
@@ -161,6 +255,7 @@ async def send(manager: PeerManager, args: argparse.Namespace, deadline: float) 
     connection = await asyncio.wait_for(manager.get_connection(peer), remaining(deadline))
     await connection.ready(timeout=remaining(deadline))
     opened = time.monotonic()
+    emit_connected(peer, connection, opened - start)
     await asyncio.wait_for(
         manager.send(peer, message, timeout=remaining(deadline)),
         remaining(deadline),
@@ -189,7 +284,12 @@ async def send(manager: PeerManager, args: argparse.Namespace, deadline: float) 
 async def run(args: argparse.Namespace) -> None:
     """Register with the relay, run the command, always close everything."""
     deadline = time.monotonic() + args.timeout
-    ice = [RTCIceServer(urls=url) for url in args.ice_server]
+    ice = [
+        RTCIceServer(urls=url, username=args.turn_username, credential=args.turn_credential)
+        if url.startswith(('turn:', 'turns:'))
+        else RTCIceServer(urls=url)
+        for url in args.ice_server
+    ]
     relay = RelayClient(
         args.relay,
         client_name=args.name,
@@ -244,6 +344,10 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help='bound on the whole command in seconds (default 60)')
     parser.add_argument('--ice-server', action='append', default=default([]),
                         help='STUN/TURN URL (repeatable); none by default: host candidates only')
+    parser.add_argument('--turn-username', default=default(None),
+                        help='TURN user name for every turn: URL')
+    parser.add_argument('--turn-credential', default=default(None),
+                        help='TURN credential for every turn: URL')
     parser.add_argument('--log-level', default=default('warning'),
                         help='ProxyStore/aiortc log level (default warning)')
 
