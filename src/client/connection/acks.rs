@@ -184,6 +184,17 @@ impl Acks {
         Ok(())
     }
 
+    /// Records channel `index` as drained (nothing outstanding) after its
+    /// `OnBufferedAmountLow` event (threshold 0), when the channel closed
+    /// before its count could be read. A closed channel takes no more
+    /// chunks, so at most the chunks handed over between the event and its
+    /// handling (none once the sender has finished) are counted too early.
+    pub(super) fn drained_when_closed(&self, index: usize) {
+        let mut ledger = self.lock();
+        let sent = ledger.sent(index);
+        ledger.update(index, sent, 0);
+    }
+
     /// The error for bytes that were handed over but not acknowledged, or
     /// `None` when the peer acknowledged everything.
     pub(super) fn unacknowledged(&self, reason: impl Into<String>) -> Option<ConnectionError> {

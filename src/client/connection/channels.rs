@@ -76,10 +76,15 @@ pub(super) async fn read_channel(channel: Arc<dyn DataChannel>, reader: Reader) 
                     Err(error) => log::warn!("{} dropped a chunk: {error}", reader.log),
                 }
             }
-            // Everything SCTP had of this channel is acknowledged.
-            DataChannelEvent::OnBufferedAmountLow
-                if reader.acks.refresh(index, &channel).await.is_ok() =>
-            {
+            // Everything SCTP had of this channel is acknowledged (the
+            // threshold is 0). When the peer closed right after its last
+            // acknowledgement (a listener that exits once it has the
+            // message), the channel is gone by the time it can be read: the
+            // event itself still says the count reached 0.
+            DataChannelEvent::OnBufferedAmountLow => {
+                if reader.acks.refresh(index, &channel).await.is_err() {
+                    reader.acks.drained_when_closed(index);
+                }
                 reader.acks.drained.notify_waiters();
             }
             DataChannelEvent::OnClose => break,
