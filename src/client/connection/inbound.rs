@@ -82,6 +82,28 @@ impl Handler<StateChanged> for Connection {
                 Some(ConnectionError::Closed("peer connection closed".into())),
                 ctx,
             ),
+            // webrtc's agent can leave a silent connection "disconnected"
+            // for much longer than its failed timeout (measured in the NAT
+            // lab: 28 s after the NAT forgot the mapping). The connection
+            // fails `ice_failed_timeout` after it went disconnected, unless
+            // it came back meanwhile.
+            RTCPeerConnectionState::Disconnected => {
+                self.disconnects = self.disconnects.wrapping_add(1);
+                let this_one = self.disconnects;
+                let limit = self.config.ice_failed_timeout;
+                log::info!("{} disconnected: the peer is silent", self.log);
+                ctx.run_later(limit, move |act, ctx| {
+                    if act.disconnects == this_one && act.disconnected {
+                        log::warn!(
+                            "{} still disconnected after {limit:?}: giving the connection up",
+                            act.log
+                        );
+                        act.fail(ctx);
+                    }
+                });
+                self.disconnected = true;
+            }
+            RTCPeerConnectionState::Connected => self.disconnected = false,
             _ => {}
         }
     }

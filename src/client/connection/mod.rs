@@ -117,6 +117,11 @@ pub struct Connection {
     created: std::time::Instant,
     /// Every channel is open and the selected pair is being read.
     readying: bool,
+    /// The peer connection is in the disconnected state.
+    disconnected: bool,
+    /// Times it went disconnected: tells a timer whether its disconnect is
+    /// still the current one.
+    disconnects: u64,
     /// The candidate types of our description and of the peer's, for the
     /// failure message (the stack forgets its candidates once ICE failed).
     candidates: (Vec<CandidateType>, Vec<CandidateType>),
@@ -162,6 +167,8 @@ impl Connection {
             nudge: None,
             created: std::time::Instant::now(),
             readying: false,
+            disconnected: false,
+            disconnects: 0,
             candidates: (Vec::new(), Vec::new()),
             log: format!("[peer {peer}]"),
         }
