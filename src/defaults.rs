@@ -112,9 +112,12 @@ pub const PEER_FLUSH_STALL_MS: u64 = 5_000;
 pub const PEER_FLUSH_POLL_MS: u64 = 10;
 /// A closing connection that received a message this recently waits until
 /// this long after it, in milliseconds: SCTP acknowledges every second packet
-/// at once and a lone one after its 200 ms delayed-ack timer, so closing at
-/// once could leave the sender without the acknowledgement of its last packet.
-pub const PEER_CLOSE_ACK_LINGER_MS: u64 = 250;
+/// at once and a lone one after its 200 ms delayed-ack timer, and when that
+/// acknowledgement is lost the sender retransmits after its retransmission
+/// timeout (at least 1 s in rtc-sctp), which only a live receiver answers.
+/// Closing sooner left senders in the two-NAT lab (TURN, loaded machine)
+/// without the acknowledgement of their last chunk: 250 ms was not enough.
+pub const PEER_CLOSE_ACK_LINGER_MS: u64 = 1_500;
 /// Chunks per channel a connection's acknowledgement ledger holds before the
 /// sender refreshes it (reads the channels' unacknowledged byte counts).
 pub const PEER_ACK_LEDGER_CHUNKS: usize = 256;
