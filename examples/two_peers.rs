@@ -69,8 +69,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
 
     // 5. Close both peers (each waits, bounded, until its peer has everything
     //    sent), then the relay.
-    alice.send(Close).await?;
-    bob.send(Close).await?;
+    alice.send(Close).await??;
+    bob.send(Close).await??;
     relay.shutdown().await;
     println!("done");
     Ok(())

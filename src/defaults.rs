@@ -101,9 +101,26 @@ pub const PEER_MAX_CHUNK_SIZE: usize = 65_536 - 18;
 /// While an offer is connecting, how often the driver is woken so packets that
 /// events queued are sent at once instead of at its next timer, in microseconds.
 pub const PEER_SETUP_NUDGE_US: u64 = 500;
-/// Most time a closing connection waits for the peer to acknowledge what was
-/// sent, in milliseconds.
-pub const PEER_CLOSE_FLUSH_MS: u64 = 5_000;
+/// A flush (or the flush of a closing connection) gives up when the peer has
+/// acknowledged nothing new for this long, in milliseconds, and so does a
+/// send waiting for send-buffer room (the connection then ends). A limit on
+/// progress rather than on the whole wait: a slow path still drains a full
+/// send buffer, a peer that stopped answering fails after this.
+pub const PEER_FLUSH_STALL_MS: u64 = 5_000;
+/// How often a flush reads the channels' unacknowledged byte counts, in
+/// milliseconds (a channel whose buffer drains wakes it at once).
+pub const PEER_FLUSH_POLL_MS: u64 = 10;
+/// A closing connection that received a message this recently waits until
+/// this long after it, in milliseconds: SCTP acknowledges every second packet
+/// at once and a lone one after its 200 ms delayed-ack timer, and when that
+/// acknowledgement is lost the sender retransmits after its retransmission
+/// timeout (at least 1 s in rtc-sctp), which only a live receiver answers.
+/// Closing sooner left senders in the two-NAT lab (TURN, loaded machine)
+/// without the acknowledgement of their last chunk: 250 ms was not enough.
+pub const PEER_CLOSE_ACK_LINGER_MS: u64 = 1_500;
+/// Chunks per channel a connection's acknowledgement ledger holds before the
+/// sender refreshes it (reads the channels' unacknowledged byte counts).
+pub const PEER_ACK_LEDGER_CHUNKS: usize = 256;
 /// Peer silence after which a connection counts as disconnected, in milliseconds.
 pub const PEER_ICE_DISCONNECTED_MS: u64 = 5_000;
 /// Further silence after which it has failed and is closed, in milliseconds

@@ -29,7 +29,8 @@
 //! - [`client`]: the peer library, actix actors embedded in the application's
 //!   System: `relay_client` (one relay session, reconnecting with `backoff`;
 //!   `wss://` options in `tls`), `connection` (one WebRTC peer connection, N
-//!   data channels, chunked messages), `runtime` (tokio for `webrtc` with larger
+//!   data channels, chunked messages, and the ledger of what the peer
+//!   acknowledged behind flushes), `runtime` (tokio for `webrtc` with larger
 //!   UDP buffers) and `peer_manager` (the one actor an application adds).
 //! - [`tunnel`]: the TCP tunnel: `relay` (agents' and services' listeners on
 //!   their own runtime; agent handshakes and control channels, pooled

@@ -148,7 +148,7 @@ async fn round_trip(channels: usize, sctp_mtu: Option<u32>) {
         .unwrap()
         .unwrap();
     assert_eq!(expect_message(&mut a).await, Payload::Text("reply".into()));
-    a.addr.send(Close).await.unwrap();
+    a.addr.send(Close).await.unwrap().unwrap();
     assert_eq!(
         match next_event(&mut a).await {
             ConnectionEventKind::Closed(error) => error,

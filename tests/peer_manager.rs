@@ -55,8 +55,8 @@ async fn two_peers_exchange_bytes_and_text_both_ways() {
         (uuid_b, Payload::Text("pong".into()))
     );
 
-    a.send(Close).await.unwrap();
-    b.send(Close).await.unwrap();
+    a.send(Close).await.unwrap().unwrap();
+    b.send(Close).await.unwrap().unwrap();
 }
 
 #[actix_rt::test]
@@ -190,7 +190,7 @@ async fn close_notifications_reach_both_sides() {
     .await;
     wait_event(&mut events_b, |e| matches!(e, PeerEvent::Connected { .. })).await;
 
-    a.send(CloseConnection(uuid_b)).await.unwrap();
+    a.send(CloseConnection(uuid_b)).await.unwrap().unwrap();
     let closed_a = wait_event(&mut events_a, |e| {
         matches!(e, PeerEvent::Disconnected { .. })
     })

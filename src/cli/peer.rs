@@ -2,7 +2,13 @@
 //!
 //! `listen` prints one JSON line per message that arrives (sender UUID, kind,
 //! length, the text or a hex preview of bytes); `send` delivers one message
-//! and waits until the peer has acknowledged it before exiting.
+//! and exits 0 only once the peer's SCTP stack has acknowledged every chunk
+//! of it (else 1, saying how many bytes of how many were acknowledged).
+//!
+//! Every exit (done, `--count` reached, an error, SIGINT or SIGTERM) closes
+//! the peer manager: connections flush, and the relay WebSocket ends with a
+//! close handshake (1000), so the relay sees a normal close. A second signal
+//! during that close exits at once.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -12,9 +18,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use clap::{Args, Subcommand};
 use switchboard::client::connection::ice::turn_rest_credentials;
-use switchboard::client::connection::IceServer;
+use switchboard::client::connection::{ConnectionError, IceServer};
 use switchboard::client::peer_manager::{
-    Close, PeerEvent, PeerManager, PeerManagerConfig, PeerMessage, Recv, Send, SubscribeEvents,
+    Close, Flush, PeerError, PeerEvent, PeerManager, PeerManagerConfig, PeerMessage, Recv, Send,
+    SubscribeEvents,
 };
 use switchboard::logging;
 use switchboard::protocol::chunk::Payload;
@@ -188,15 +195,58 @@ fn build_config(args: &PeerArgs) -> anyhow::Result<PeerManagerConfig> {
 }
 
 async fn drive(manager: PeerManager, args: PeerArgs) -> anyhow::Result<()> {
+    let mut interrupted = watch_signals()?;
     let manager = manager.start();
-    let registered = wait_registered(&manager, Duration::from_secs(args.timeout)).await;
-    let outcome = match (registered, args.action) {
-        (Err(error), _) => Err(error),
-        (Ok(uuid), PeerAction::Listen { count, echo }) => {
-            println!("{}", serde_json::json!({"event": "ready", "uuid": uuid}));
-            listen(&manager, count, echo).await
+    let sending = matches!(args.action, PeerAction::Send { .. });
+    let outcome = tokio::select! {
+        outcome = act(&manager, args) => outcome,
+        Ok(()) = interrupted.changed() => {
+            let signal = interrupted.borrow().unwrap_or("a signal");
+            log::info!("received {signal}; closing");
+            if sending {
+                Err(anyhow::anyhow!("interrupted by {signal} before the peer acknowledged the message"))
+            } else {
+                Ok(())
+            }
         }
-        (Ok(_), PeerAction::Send { peer, text, file }) => {
+    };
+    // Flushes every connection and ends the relay session with a close handshake.
+    let closed = manager.send(Close).await?;
+    outcome.and(closed.map_err(Into::into))
+}
+
+/// Watches SIGTERM and SIGINT: the first is reported through the returned
+/// channel, a second one exits at once (without closing).
+fn watch_signals() -> anyhow::Result<tokio::sync::watch::Receiver<Option<&'static str>>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        loop {
+            let signal = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if tx.borrow().is_some() {
+                eprintln!("switchboard peer: {signal} again; exiting without closing");
+                std::process::exit(1);
+            }
+            tx.send_replace(Some(signal));
+        }
+    });
+    Ok(rx)
+}
+
+/// Registers, then listens or sends.
+async fn act(manager: &Addr<PeerManager>, args: PeerArgs) -> anyhow::Result<()> {
+    let uuid = wait_registered(manager, Duration::from_secs(args.timeout)).await?;
+    match args.action {
+        PeerAction::Listen { count, echo } => {
+            println!("{}", serde_json::json!({"event": "ready", "uuid": uuid}));
+            listen(manager, count, echo).await
+        }
+        PeerAction::Send { peer, text, file } => {
             let payload = match (text, file) {
                 (_, Some(path)) => Payload::Bytes(
                     std::fs::read(&path)
@@ -207,13 +257,53 @@ async fn drive(manager: PeerManager, args: PeerArgs) -> anyhow::Result<()> {
                 (None, None) => Payload::Text(String::new()),
             };
             let len = payload.len();
-            manager.send(Send { peer, payload }).await??;
+            send(manager, peer, payload).await?;
             eprintln!("sent {len} bytes to {peer}");
             Ok(())
         }
+    }
+}
+
+/// Sends one message and waits until the peer acknowledged all of it; an
+/// error says how many of its bytes the peer acknowledged.
+async fn send(manager: &Addr<PeerManager>, peer: Uuid, payload: Payload) -> anyhow::Result<()> {
+    let len = payload.len();
+    let mut result = manager.send(Send { peer, payload }).await?;
+    if result.is_ok() {
+        // Handed over is not delivered: wait for the peer's acknowledgement.
+        result = manager.send(Flush(peer)).await?;
+    }
+    let Err(error) = result else {
+        return Ok(());
     };
-    let _ = manager.send(Close).await;
-    outcome
+    // A connection that ended (or was closed on a relay verdict) during the
+    // hand-over recorded how far the peer got; a failure before it sent nothing.
+    let error = match acknowledged(&error) {
+        Some(_) => error,
+        None => match manager.send(Flush(peer)).await? {
+            Err(lost) if acknowledged(&lost).is_some() => lost,
+            _ => error,
+        },
+    };
+    match acknowledged(&error) {
+        Some((acked, reason)) => Err(anyhow::anyhow!(
+            "connection to {peer}: the peer acknowledged {acked} of {len} bytes ({reason})"
+        )),
+        None => Err(anyhow::anyhow!(
+            "{error} (the peer acknowledged 0 of {len} bytes)"
+        )),
+    }
+}
+
+/// The bytes acknowledged and the reason, if `error` is about unacknowledged data.
+fn acknowledged(error: &PeerError) -> Option<(u64, &str)> {
+    match error {
+        PeerError::Connection {
+            error: ConnectionError::Unacknowledged { acked, reason, .. },
+            ..
+        } => Some((*acked, reason.as_str())),
+        _ => None,
+    }
 }
 
 /// Waits for the first registration, or fails with the relay's reason.

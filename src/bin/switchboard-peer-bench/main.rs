@@ -18,6 +18,10 @@
 //!   an open connection (each `Send` awaited, as an application does); the time
 //!   runs from the first send until B's subscriber has counted every byte.
 //!   MB/s uses 10^6 bytes. Repeated `--runs` times over the same connection.
+//!   After the last send, A also waits (`Flush`) until B acknowledged every
+//!   byte and prints when. `--flush-each` flushes after every message
+//!   instead (`level=manager-flush-each`): what a `Send` that resolved only
+//!   once the peer acknowledged the message would cost.
 
 /// jemalloc instead of glibc's malloc: the relay, the WebRTC stack and the
 /// tunnel allocate on one thread and free on another all the time, which glibc
@@ -38,7 +42,7 @@ use switchboard::client::connection::{
     ConnectionEventKind, Role, SetAnswer,
 };
 use switchboard::client::peer_manager::{
-    Close, Connect, PeerManager, PeerManagerConfig, PeerMessage, Send, Status, Subscribe,
+    Close, Connect, Flush, PeerManager, PeerManagerConfig, PeerMessage, Send, Status, Subscribe,
 };
 use switchboard::client::relay_client::BackoffConfig;
 use switchboard::config::Settings;
@@ -90,6 +94,9 @@ enum Command {
         /// Longest single run, in seconds.
         #[arg(long, default_value_t = 120.0)]
         run_timeout: f64,
+        /// Wait for the peer's acknowledgement (Flush) after every message.
+        #[arg(long)]
+        flush_each: bool,
     },
 }
 
@@ -416,6 +423,7 @@ async fn transfer(
     counter: &Addr<Counter>,
     message: &Bytes,
     count: u64,
+    flush_each: bool,
     limit: Duration,
 ) -> anyhow::Result<(f64, u64)> {
     let (tx, rx) = oneshot::channel();
@@ -432,8 +440,13 @@ async fn transfer(
             Ok(Err(e)) => bail!("message {i}: mailbox: {e}"),
             Err(_) => bail!("message {i} not handed over within {limit:?}"),
         }
+        if flush_each {
+            flush(a, b_uuid, deadline).await?;
+        }
     }
     let sent = began.elapsed();
+    flush(a, b_uuid, deadline).await?;
+    let acknowledged = began.elapsed();
     let (finished, messages) = match tokio::time::timeout_at(deadline, rx).await {
         Ok(Ok(done)) => done,
         Ok(Err(_)) => bail!("the byte counter went away"),
@@ -441,11 +454,26 @@ async fn transfer(
     };
     let took = finished - began;
     eprintln!(
-        "  last send returned after {:.3} s, receiver complete after {:.3} s",
+        "  last send returned after {:.3} s, all acknowledged after {:.3} s, receiver complete after {:.3} s",
         sent.as_secs_f64(),
+        acknowledged.as_secs_f64(),
         took.as_secs_f64()
     );
     Ok((took.as_secs_f64(), messages))
+}
+
+/// Waits until B acknowledged everything A sent it.
+async fn flush(
+    a: &Addr<PeerManager>,
+    b_uuid: Uuid,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout_at(deadline, a.send(Flush(b_uuid))).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => bail!("flush: {e}"),
+        Ok(Err(e)) => bail!("flush: mailbox: {e}"),
+        Err(_) => bail!("flush: not acknowledged in time"),
+    }
 }
 
 async fn throughput(
@@ -454,6 +482,7 @@ async fn throughput(
     channels: usize,
     runs: usize,
     run_timeout: f64,
+    flush_each: bool,
 ) -> anyhow::Result<()> {
     if message > bytes || runs == 0 {
         bail!("--message must not exceed --bytes, and --runs must be at least 1");
@@ -482,11 +511,12 @@ async fn throughput(
     let pattern: Vec<u8> = (0..message).map(|i| (i % 251) as u8).collect();
     let payload = Bytes::from(pattern);
     // One unmeasured message: first-use costs stay out of the runs.
-    transfer(&a, b_uuid, &counter, &payload, 1, limit).await?;
+    transfer(&a, b_uuid, &counter, &payload, 1, flush_each, limit).await?;
     let mut rates = Vec::new();
     let mut seconds = Vec::new();
     for run in 1..=runs {
-        let (secs, messages) = transfer(&a, b_uuid, &counter, &payload, count, limit).await?;
+        let (secs, messages) =
+            transfer(&a, b_uuid, &counter, &payload, count, flush_each, limit).await?;
         if messages != count {
             bail!("run {run}: the receiver counted {messages} messages, not {count}");
         }
@@ -496,7 +526,12 @@ async fn throughput(
         seconds.push(secs);
     }
     println!(
-        "RESULT throughput level=manager channels={channels} bytes={total} message={message} runs={runs} {} {}",
+        "RESULT throughput level={} channels={channels} bytes={total} message={message} runs={runs} {} {}",
+        if flush_each {
+            "manager-flush-each"
+        } else {
+            "manager"
+        },
         stats("mbps", &rates),
         stats("seconds", &seconds)
     );
@@ -519,7 +554,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             channels,
             runs,
             run_timeout,
-        } => throughput(bytes, message, channels, runs, run_timeout).await,
+            flush_each,
+        } => throughput(bytes, message, channels, runs, run_timeout, flush_each).await,
     }
 }
 

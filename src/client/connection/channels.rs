@@ -5,23 +5,35 @@
 //! application slows the reader, SCTP's receive window fills, and the peer
 //! waits: nothing is buffered without bound. The sender awaits
 //! `DataChannel::send`, which waits while a channel has more than the
-//! configured send-buffer limit outstanding.
+//! configured send-buffer limit outstanding, and records every chunk it hands
+//! over in the connection's acknowledgement ledger ([`super::acks`]); readers
+//! refresh the ledger when their channel's send buffer drains. A hand-over
+//! that waits while the peer acknowledges nothing for the stall limit ends
+//! the connection (its peer is gone, or stopped reading for that long).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix::WeakAddr;
 use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
-use super::{ChannelClosed, ChannelOpen, Connection, ConnectionError, MessageIn};
+use super::acks::Acks;
+use super::types::{ChannelClosed, ChannelOpen, MessageIn, SendFailed};
+use super::{Connection, ConnectionError};
 use crate::protocol::chunk::{self, Payload, Reassembler};
 
-/// One message waiting for the sender task.
-pub(super) struct Outgoing {
-    pub payload: Payload,
-    pub stream_id: u32,
-    pub done: oneshot::Sender<Result<(), ConnectionError>>,
+/// What the sender task takes from its queue.
+pub(super) enum Outgoing {
+    /// A message to cut into chunks and hand to the channels.
+    Message {
+        payload: Payload,
+        stream_id: u32,
+        done: oneshot::Sender<Result<(), ConnectionError>>,
+    },
+    /// Answered once every message queued before it was handed over.
+    Barrier(oneshot::Sender<()>),
 }
 
 /// The reassembly state all readers of one connection share. The readers run
@@ -33,6 +45,7 @@ pub(super) struct Reader {
     pub index: usize,
     pub addr: WeakAddr<Connection>,
     pub reassembler: SharedReassembler,
+    pub acks: Acks,
     pub log: String,
 }
 
@@ -63,6 +76,17 @@ pub(super) async fn read_channel(channel: Arc<dyn DataChannel>, reader: Reader) 
                     Err(error) => log::warn!("{} dropped a chunk: {error}", reader.log),
                 }
             }
+            // Everything SCTP had of this channel is acknowledged (the
+            // threshold is 0). When the peer closed right after its last
+            // acknowledgement (a listener that exits once it has the
+            // message), the channel is gone by the time it can be read: the
+            // event itself still says the count reached 0.
+            DataChannelEvent::OnBufferedAmountLow => {
+                if reader.acks.refresh(index, &channel).await.is_err() {
+                    reader.acks.drained_when_closed(index);
+                }
+                reader.acks.drained.notify_waiters();
+            }
             DataChannelEvent::OnClose => break,
             _ => {}
         }
@@ -72,42 +96,101 @@ pub(super) async fn read_channel(channel: Arc<dyn DataChannel>, reader: Reader) 
     }
 }
 
-/// Sends queued messages, chunk `i` of each on channel `i mod N`, until the queue closes.
-pub(super) async fn send_loop(
-    channels: Vec<Arc<dyn DataChannel>>,
-    chunk_size: usize,
-    mut queue: mpsc::Receiver<Outgoing>,
-) {
+/// What the sender task needs besides its queue.
+pub(super) struct Sender {
+    pub channels: Vec<Arc<dyn DataChannel>>,
+    pub chunk_size: usize,
+    pub acks: Acks,
+    /// How long a hand-over may wait while the peer acknowledges nothing.
+    pub stall: Duration,
+    pub addr: WeakAddr<Connection>,
+}
+
+/// Sends queued messages, chunk `i` of each on channel `i mod N`, until the
+/// queue closes. A message the channels did not take whole ends the
+/// connection (a refused chunk: it is closing already; a stalled hand-over:
+/// the sender ends it) and fails every message queued after it.
+pub(super) async fn send_loop(sender: Sender, mut queue: mpsc::Receiver<Outgoing>) {
+    let Sender {
+        channels,
+        chunk_size,
+        acks,
+        stall,
+        addr,
+    } = sender;
     while let Some(outgoing) = queue.recv().await {
-        let result =
-            send_message(&channels, chunk_size, outgoing.payload, outgoing.stream_id).await;
-        let failed = result.is_err();
-        let _ = outgoing.done.send(result);
+        let (payload, stream_id, done) = match outgoing {
+            Outgoing::Barrier(reached) => {
+                let _ = reached.send(());
+                continue;
+            }
+            Outgoing::Message {
+                payload,
+                stream_id,
+                done,
+            } => (payload, stream_id, done),
+        };
+        let message = Message {
+            payload,
+            stream_id,
+            chunk_size,
+            stall,
+        };
+        let result = send_message(&channels, &acks, message).await;
+        // A message that could not be cut into chunks fails alone.
+        let failed = matches!(&result, Err(error) if !matches!(error, ConnectionError::Chunk(_)));
+        // A message taken on and not wholly handed over is lost with the
+        // connection: say how far the peer got.
+        let result = result.map_err(|error| match error {
+            ConnectionError::Chunk(_) | ConnectionError::Unacknowledged { .. } => error,
+            error => acks.unacknowledged(error.to_string()).unwrap_or(error),
+        });
         if failed {
-            // A channel refused a chunk: the connection is closing. Fail the rest.
+            if let (Some(connection), Err(error)) = (addr.upgrade(), &result) {
+                connection.do_send(SendFailed(error.clone()));
+            }
             queue.close();
+        }
+        let _ = done.send(result);
+        if failed {
+            continue;
+        }
+        if acks.lock().needs_refresh() {
+            for (index, channel) in channels.iter().enumerate() {
+                let _ = acks.refresh(index, channel).await;
+            }
         }
     }
 }
 
-async fn send_message(
-    channels: &[Arc<dyn DataChannel>],
-    chunk_size: usize,
+/// One message for [`send_message`].
+struct Message {
     payload: Payload,
     stream_id: u32,
+    chunk_size: usize,
+    stall: Duration,
+}
+
+async fn send_message(
+    channels: &[Arc<dyn DataChannel>],
+    acks: &Acks,
+    message: Message,
 ) -> Result<(), ConnectionError> {
-    let chunks = chunk::chunks(payload, stream_id, chunk_size)
+    let len = message.payload.len();
+    let chunks = chunk::chunks(message.payload, message.stream_id, message.chunk_size)
         .map_err(|e| ConnectionError::Chunk(e.to_string()))?;
+    acks.lock().accept(len);
     for (i, chunk) in chunks.enumerate() {
-        let channel = &channels[i % channels.len()];
+        let index = i % channels.len();
         // Each chunk was just written into its own buffer: this does not copy.
         let data = chunk
             .try_into_mut()
             .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        channel
-            .send(data)
-            .await
-            .map_err(|e| ConnectionError::Closed(format!("data channel refused a chunk: {e}")))?;
+        let wire = data.len();
+        let send = channels[index].send(data);
+        acks.hand_over(send, channels, message.stall).await?;
+        acks.lock()
+            .record(index, wire, wire.saturating_sub(chunk::HEADER_LEN));
     }
     Ok(())
 }

@@ -11,7 +11,8 @@ use webrtc::peer_connection::{
 };
 
 use super::setup::{self, ConnectionConfig};
-use super::{channel_init, Connection, ConnectionError, IncomingChannel, Role, StateChanged};
+use super::types::{IncomingChannel, StateChanged};
+use super::{channel_init, Connection, ConnectionError, Role};
 use crate::protocol::DescriptionType;
 
 /// Receives `webrtc`'s callbacks (on its reactor thread) and passes them to the actor.

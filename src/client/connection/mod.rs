@@ -59,31 +59,33 @@
 //! # }
 //! ```
 
+mod acks;
 mod channels;
 mod handler;
 pub mod ice;
+mod inbound;
 pub mod setup;
 mod types;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 use webrtc::data_channel::{DataChannel, RTCDataChannelInit};
-use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
+use webrtc::peer_connection::PeerConnection;
 
 use crate::defaults;
 use crate::protocol::chunk::{Reassembler, ReassemblerLimits};
 use crate::protocol::DescriptionType;
+use acks::Acks;
 use channels::Outgoing;
 pub use ice::{CandidateType, Route};
 pub use setup::{ConnectionConfig, IceServer};
-use types::{ChannelClosed, ChannelOpen, IncomingChannel, MessageIn, StateChanged};
 pub use types::{
-    Close, ConnectionError, ConnectionEvent, ConnectionEventKind, RelayFailed, Role, SendMessage,
-    SetAnswer, WaitReady,
+    Close, ConnectionError, ConnectionEvent, ConnectionEventKind, Flush, RelayFailed, Role,
+    SendMessage, SetAnswer, WaitReady,
 };
 
 type ReadyWaiter = oneshot::Sender<Result<mpsc::Sender<Outgoing>, ConnectionError>>;
@@ -100,16 +102,26 @@ pub struct Connection {
     open: Vec<bool>,
     sender: Option<mpsc::Sender<Outgoing>>,
     waiters: Vec<ReadyWaiter>,
+    /// A `Close` is flushing: no new messages, no new sender.
+    closing: bool,
     ended: Option<ConnectionError>,
     closed_reported: bool,
     reassembler: channels::SharedReassembler,
     next_stream: u32,
+    acks: Acks,
+    /// When the last whole message arrived (see [`Close`]).
+    last_received: Option<Instant>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     nudge: Option<tokio::task::JoinHandle<()>>,
     /// When the connection was created: set-up time is measured from here.
     created: std::time::Instant,
     /// Every channel is open and the selected pair is being read.
     readying: bool,
+    /// The peer connection is in the disconnected state.
+    disconnected: bool,
+    /// Times it went disconnected: tells a timer whether its disconnect is
+    /// still the current one.
+    disconnects: u64,
     /// The candidate types of our description and of the peer's, for the
     /// failure message (the stack forgets its candidates once ICE failed).
     candidates: (Vec<CandidateType>, Vec<CandidateType>),
@@ -144,14 +156,19 @@ impl Connection {
             open: vec![false; channels],
             sender: None,
             waiters: Vec::new(),
+            closing: false,
             ended: None,
             closed_reported: false,
             reassembler: Arc::new(std::sync::Mutex::new(Reassembler::new(limits))),
             next_stream: 0,
+            acks: Acks::default(),
+            last_received: None,
             tasks: Vec::new(),
             nudge: None,
             created: std::time::Instant::now(),
             readying: false,
+            disconnected: false,
+            disconnects: 0,
             candidates: (Vec::new(), Vec::new()),
             log: format!("[peer {peer}]"),
         }
@@ -165,11 +182,19 @@ impl Connection {
         });
     }
 
-    /// Ends the connection with `error` (None: closed on request).
+    /// Ends the connection with `error` (None: closed on request, everything
+    /// acknowledged). An error ending a connection with chunks the peer has
+    /// not acknowledged (as far as the ledger knows) becomes
+    /// [`ConnectionError::Unacknowledged`], naming the original error.
     fn end(&mut self, error: Option<ConnectionError>, ctx: &mut Context<Self>) {
         if self.ended.is_some() {
             return;
         }
+        let error = match error {
+            Some(error @ ConnectionError::Unacknowledged { .. }) => Some(error),
+            Some(error) => Some(self.acks.unacknowledged(error.to_string()).unwrap_or(error)),
+            None => None,
+        };
         let reason = error
             .clone()
             .unwrap_or_else(|| ConnectionError::Closed("closed locally".into()));
@@ -193,6 +218,7 @@ impl Connection {
             index,
             addr: ctx.address().downgrade(),
             reassembler: self.reassembler.clone(),
+            acks: self.acks.clone(),
             log: self.log.clone(),
         };
         self.tasks
@@ -204,6 +230,7 @@ impl Connection {
     fn check_ready(&mut self, ctx: &mut Context<Self>) {
         if self.readying
             || self.sender.is_some()
+            || self.closing
             || self.open.is_empty()
             || !self.open.iter().all(|o| *o)
         {
@@ -222,21 +249,25 @@ impl Connection {
                 .ok()??;
             Some(Route::from_pair(pair.local(), pair.remote(), setup))
         };
-        ctx.spawn(route.into_actor(self).map(|route, act, _ctx| {
-            if act.ended.is_none() {
-                act.open_sender(route);
+        ctx.spawn(route.into_actor(self).map(|route, act, ctx| {
+            if act.ended.is_none() && !act.closing {
+                act.open_sender(route, ctx);
             }
         }));
     }
 
-    fn open_sender(&mut self, route: Option<Route>) {
+    fn open_sender(&mut self, route: Option<Route>, ctx: &mut Context<Self>) {
         let channels: Vec<_> = self.channels.iter().flatten().cloned().collect();
         let (tx, rx) = mpsc::channel(defaults::PEER_SEND_QUEUE);
-        self.tasks.push(tokio::spawn(channels::send_loop(
+        let sender = channels::Sender {
             channels,
-            self.config.chunk_size,
-            rx,
-        )));
+            chunk_size: self.config.chunk_size,
+            acks: self.acks.clone(),
+            stall: Duration::from_millis(defaults::PEER_FLUSH_STALL_MS),
+            addr: ctx.address().downgrade(),
+        };
+        self.tasks
+            .push(tokio::spawn(channels::send_loop(sender, rx)));
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(Ok(tx.clone()));
         }
@@ -440,14 +471,19 @@ impl Handler<SetAnswer> for Connection {
 impl Handler<SendMessage> for Connection {
     type Result = ResponseFuture<Result<(), ConnectionError>>;
 
+    /// Fails with [`ConnectionError::Closed`] when the connection ended or is
+    /// closing before the sender took the message on (nothing of it was
+    /// sent), and with [`ConnectionError::Unacknowledged`] when it ended
+    /// during the hand-over.
     fn handle(&mut self, msg: SendMessage, _ctx: &mut Context<Self>) -> Self::Result {
         let stream_id = self.next_stream;
         self.next_stream = self.next_stream.wrapping_add(1);
         let ready = self.ready_sender(self.config.connect_timeout);
+        let acks = self.acks.clone();
         Box::pin(async move {
             let queue = ready.await?;
             let (done, result) = oneshot::channel();
-            let outgoing = Outgoing {
+            let outgoing = Outgoing::Message {
                 payload: msg.0,
                 stream_id,
                 done,
@@ -456,9 +492,13 @@ impl Handler<SendMessage> for Connection {
                 .send(outgoing)
                 .await
                 .map_err(|_| ConnectionError::Closed("connection is closing".into()))?;
-            result
-                .await
-                .map_err(|_| ConnectionError::Closed("connection is closing".into()))?
+            result.await.unwrap_or_else(|_| {
+                // The sender stopped with the connection, maybe mid-message.
+                let reason = "the connection ended while sending";
+                Err(acks
+                    .unacknowledged(reason)
+                    .unwrap_or_else(|| ConnectionError::Closed(reason.into())))
+            })
         })
     }
 }
@@ -472,107 +512,80 @@ impl Handler<WaitReady> for Connection {
     }
 }
 
-impl Handler<Close> for Connection {
-    type Result = ResponseActFuture<Self, ()>;
-
-    /// Waits (bounded) until the peer has acknowledged every chunk sent, so a
-    /// message handed over just before the close is not lost, then closes.
-    fn handle(&mut self, _msg: Close, _ctx: &mut Context<Self>) -> Self::Result {
-        let channels: Vec<_> = self.channels.iter().flatten().cloned().collect();
-        let limit = Duration::from_millis(defaults::PEER_CLOSE_FLUSH_MS);
-        let flushed = async move {
-            let drain = async {
-                for channel in &channels {
-                    while let Ok(outstanding) = channel.outstanding_bytes().await {
-                        if outstanding == 0 {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
+impl Connection {
+    /// A future that waits until the messages queued so far are handed over
+    /// and the peer acknowledged them (see [`Flush`]).
+    fn flushed(
+        &self,
+        stall: Duration,
+    ) -> impl std::future::Future<Output = Result<(), ConnectionError>> {
+        let queue = self.sender.clone();
+        let channels: Vec<_> = self
+            .channels
+            .iter()
+            .enumerate()
+            .filter_map(|(index, channel)| Some((index, channel.clone()?)))
+            .collect();
+        let acks = self.acks.clone();
+        let handed_over = async move {
+            if let Some(queue) = queue {
+                let (reached, barrier) = oneshot::channel();
+                // A closed queue or a dropped barrier: the sender stopped, and
+                // what it had not handed over failed its own `SendMessage`.
+                if queue.send(Outgoing::Barrier(reached)).await.is_ok() {
+                    let _ = barrier.await;
                 }
-            };
-            let _ = tokio::time::timeout(limit, drain).await;
+            }
         };
-        Box::pin(
-            flushed
-                .into_actor(self)
-                .map(|(), act, ctx| act.end(None, ctx)),
-        )
+        async move { acks.flush(channels, stall, handed_over).await }
     }
 }
 
-impl Handler<RelayFailed> for Connection {
-    type Result = ();
+impl Handler<Flush> for Connection {
+    type Result = ResponseFuture<Result<(), ConnectionError>>;
 
-    fn handle(&mut self, msg: RelayFailed, ctx: &mut Context<Self>) {
-        self.end(Some(ConnectionError::Relay(msg.0)), ctx);
+    fn handle(&mut self, msg: Flush, _ctx: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.flushed(msg.0))
     }
 }
 
-impl Handler<ChannelOpen> for Connection {
+/// Ends a closing connection with its flush's result.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Closed(Result<(), ConnectionError>);
+
+impl Handler<Closed> for Connection {
     type Result = ();
 
-    fn handle(&mut self, msg: ChannelOpen, ctx: &mut Context<Self>) {
-        if let Some(open) = self.open.get_mut(msg.index) {
-            *open = true;
-        }
-        self.check_ready(ctx);
+    fn handle(&mut self, msg: Closed, ctx: &mut Context<Self>) {
+        self.end(msg.0.err(), ctx);
     }
 }
 
-impl Handler<ChannelClosed> for Connection {
-    type Result = ();
+impl Handler<Close> for Connection {
+    type Result = ResponseFuture<Result<(), ConnectionError>>;
 
-    fn handle(&mut self, msg: ChannelClosed, ctx: &mut Context<Self>) {
-        let error = ConnectionError::Closed(format!("data channel {} closed", msg.index));
-        self.end(Some(error), ctx);
-    }
-}
-
-impl Handler<MessageIn> for Connection {
-    type Result = ();
-
-    fn handle(&mut self, msg: MessageIn, _ctx: &mut Context<Self>) {
-        self.emit(ConnectionEventKind::Message(msg.0));
-    }
-}
-
-impl Handler<IncomingChannel> for Connection {
-    type Result = ();
-
-    fn handle(&mut self, msg: IncomingChannel, ctx: &mut Context<Self>) {
-        let (index, total) = match setup::parse_label(&msg.label, defaults::PEER_MAX_CHANNELS) {
-            Ok(parsed) => parsed,
-            Err(error) => return self.end(Some(error), ctx),
-        };
-        if self.channels.is_empty() {
-            self.channels = vec![None; total];
-            self.open = vec![false; total];
-        }
-        if total != self.channels.len() || self.channels[index].is_some() {
-            return self.end(Some(ConnectionError::BadLabel(msg.label)), ctx);
-        }
-        self.channels[index] = Some(msg.channel.clone());
-        // A channel announced by the peer is open when it arrives.
-        self.open[index] = true;
-        self.spawn_reader(index, msg.channel, ctx);
-        self.check_ready(ctx);
-    }
-}
-
-impl Handler<StateChanged> for Connection {
-    type Result = ();
-
-    fn handle(&mut self, msg: StateChanged, ctx: &mut Context<Self>) {
-        log::debug!("{} connection state {}", self.log, msg.0);
-        match msg.0 {
-            RTCPeerConnectionState::Failed => self.fail(ctx),
-            RTCPeerConnectionState::Closed => self.end(
-                Some(ConnectionError::Closed("peer connection closed".into())),
-                ctx,
-            ),
-            _ => {}
-        }
+    /// Flushes (bounded by progress), then ends the connection; the flush
+    /// runs apart from the actor so that its result survives the connection
+    /// failing meanwhile.
+    fn handle(&mut self, _msg: Close, ctx: &mut Context<Self>) -> Self::Result {
+        let flushed = self.flushed(Duration::from_millis(defaults::PEER_FLUSH_STALL_MS));
+        self.closing = true;
+        self.sender = None;
+        let linger = self.last_received.map(|at| {
+            let until = at + Duration::from_millis(defaults::PEER_CLOSE_ACK_LINGER_MS);
+            until.saturating_duration_since(Instant::now())
+        });
+        let addr = ctx.address();
+        Box::pin(async move {
+            let (result, ()) = tokio::join!(flushed, async {
+                if let Some(linger) = linger {
+                    tokio::time::sleep(linger).await;
+                }
+            });
+            let _ = addr.send(Closed(result.clone())).await;
+            result
+        })
     }
 }
 

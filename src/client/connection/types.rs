@@ -38,6 +38,24 @@ pub enum ConnectionError {
     /// A message could not be cut into chunks.
     #[error("chunking: {0}")]
     Chunk(String),
+    /// The peer's SCTP stack did not acknowledge every chunk handed to the
+    /// data channels: a [`Flush`] or [`Close`] gave up (the peer acknowledged
+    /// nothing new for the stall limit, or the channels went away), or the
+    /// connection ended with data unacknowledged.
+    ///
+    /// `acked` and `total` count the payload bytes of the chunks this
+    /// connection handed over during its life (chunk headers excluded; text
+    /// as UTF-8 bytes), so a connection that carried one message reports that
+    /// message's length as `total`. `acked` counts whole chunks.
+    #[error("the peer acknowledged {acked} of {total} bytes sent ({reason})")]
+    Unacknowledged {
+        /// Payload bytes the peer acknowledged.
+        acked: u64,
+        /// Payload bytes handed to the data channels.
+        total: u64,
+        /// Why the wait ended (stall, channel gone, or the connection's own error).
+        reason: String,
+    },
 }
 
 /// Which side of the handshake this connection is.
@@ -88,7 +106,14 @@ pub enum ConnectionEventKind {
 #[rtype(result = "Result<(), ConnectionError>")]
 pub struct SetAnswer(pub String);
 
-/// Sends one message; resolves once every chunk is handed to the channels.
+/// Sends one message; resolves once every chunk is handed to the channels'
+/// SCTP stack, not when the peer acknowledged them: [`Flush`] or [`Close`]
+/// waits for that. (Waiting for the acknowledgement of each message before
+/// sending the next would idle the link for a round trip, and up to SCTP's
+/// 200 ms delayed acknowledgement, per message.) A hand-over that waits for
+/// send-buffer room while the peer acknowledges nothing for
+/// [`defaults::PEER_FLUSH_STALL_MS`](crate::defaults::PEER_FLUSH_STALL_MS)
+/// fails with [`ConnectionError::Unacknowledged`] and ends the connection.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), ConnectionError>")]
 pub struct SendMessage(pub Payload);
@@ -98,10 +123,25 @@ pub struct SendMessage(pub Payload);
 #[rtype(result = "Result<(), ConnectionError>")]
 pub struct WaitReady(pub Duration);
 
-/// Closes the connection once the peer has every chunk sent so far (waiting at
-/// most [`defaults::PEER_CLOSE_FLUSH_MS`]); a `Closed(None)` event follows.
+/// Resolves once the peer's SCTP stack has acknowledged every chunk of every
+/// message handed to the channels before it (messages already queued by
+/// [`SendMessage`] included). Fails with [`ConnectionError::Unacknowledged`]
+/// when the peer acknowledges nothing new for the given stall limit, or the
+/// connection ends first. Without a ready connection there is nothing to wait for.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), ConnectionError>")]
+pub struct Flush(pub Duration);
+
+/// Stops taking messages, flushes (as [`Flush`] with
+/// [`defaults::PEER_FLUSH_STALL_MS`](crate::defaults::PEER_FLUSH_STALL_MS)),
+/// then closes. A connection that received a message within the last
+/// [`defaults::PEER_CLOSE_ACK_LINGER_MS`](crate::defaults::PEER_CLOSE_ACK_LINGER_MS)
+/// first waits out the rest of it, so that the peer gets the acknowledgement
+/// of what it sent last. Resolves with the flush's result; the `Closed` event
+/// that follows carries the same error (`Closed(None)` when everything was
+/// acknowledged).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ConnectionError>")]
 pub struct Close;
 
 /// A relay error echo for our offer: the connection fails with it.
@@ -135,3 +175,9 @@ pub(super) struct IncomingChannel {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct StateChanged(pub RTCPeerConnectionState);
+
+/// The sender could not hand a message over (the peer stopped acknowledging,
+/// or a channel refused a chunk): the connection ends with this error.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct SendFailed(pub ConnectionError);

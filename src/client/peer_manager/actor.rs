@@ -1,6 +1,6 @@
 //! The [`PeerManager`] actor: relay supervision, connections by peer, delivery.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use crate::protocol::{DescriptionType, PeerConnection};
 /// One connection we hold.
 pub(super) struct Peer {
     pub(super) addr: Addr<Connection>,
-    id: u64,
+    pub(super) id: u64,
     offerer: bool,
     ready: bool,
 }
@@ -42,6 +42,12 @@ pub struct PeerManager {
     /// Registrations the relay accepted (every `RelayEvent::Registered`).
     pub(super) registrations: u64,
     pub(super) peers: HashMap<Uuid, Peer>,
+    /// Per peer, the first connection since the last `Flush`/`Close` of that
+    /// peer that ended with unacknowledged data (one entry per peer at most).
+    pub(super) lost: HashMap<Uuid, ConnectionError>,
+    /// Connections being closed by `CloseConnection`, whose caller gets the
+    /// flush's result (so their loss is not recorded in `lost` as well).
+    pub(super) closing_ids: HashSet<u64>,
     pub(super) next_id: u64,
     pub(super) subscribers: Vec<Recipient<PeerMessage>>,
     pub(super) event_subscribers: Vec<Recipient<PeerEvent>>,
@@ -85,6 +91,8 @@ impl PeerManager {
             relay_sessions: 0,
             registrations: 0,
             peers: HashMap::new(),
+            lost: HashMap::new(),
+            closing_ids: HashSet::new(),
             next_id: 0,
             subscribers: Vec::new(),
             event_subscribers: Vec::new(),
@@ -107,7 +115,7 @@ impl PeerManager {
                 self.relay_sessions += 1;
                 self.relay = Some(client.start());
             }
-            Err(error) => self.fail_for_good(error),
+            Err(error) => self.fail_for_good(error, ctx),
         }
     }
 
@@ -122,8 +130,9 @@ impl PeerManager {
     /// [`connection::Close`]), pending `Send`/`Connect`/`Recv` requests get
     /// [`PeerError::Relay`] at once (they watch `verdict`), and so does every
     /// later one. Subscribers get [`PeerEvent::RelayFailed`], then a
-    /// [`PeerEvent::Disconnected`] per connection.
-    pub(super) fn fail_for_good(&mut self, error: RelayClientError) {
+    /// [`PeerEvent::Disconnected`] per connection (for a ready one once its
+    /// flush is over, with [`ConnectionError::Unacknowledged`] if it failed).
+    pub(super) fn fail_for_good(&mut self, error: RelayClientError, ctx: &mut Context<Self>) {
         log::error!("{} relay session failed for good: {error}", self.log);
         self.registered = false;
         self.relay = None;
@@ -135,15 +144,27 @@ impl PeerManager {
         self.emit(PeerEvent::RelayFailed(error.clone()));
         let reason = error.to_string();
         for (peer, entry) in self.peers.drain().collect::<Vec<_>>() {
-            if entry.ready {
-                entry.addr.do_send(connection::Close);
-            } else {
+            let relay_error = ConnectionError::Relay(reason.clone());
+            if !entry.ready {
                 entry.addr.do_send(RelayFailed(reason.clone()));
+                self.emit(PeerEvent::Disconnected {
+                    peer,
+                    error: Some(relay_error),
+                });
+                continue;
             }
-            self.emit(PeerEvent::Disconnected {
-                peer,
-                error: Some(ConnectionError::Relay(reason.clone())),
-            });
+            // Its `Closed` event records a loss in `lost` for the next Flush.
+            let closed = entry.addr.send(connection::Close);
+            ctx.spawn(closed.into_actor(self).map(move |result, act, _ctx| {
+                let error = match result {
+                    Ok(Err(error @ ConnectionError::Unacknowledged { .. })) => error,
+                    _ => relay_error,
+                };
+                act.emit(PeerEvent::Disconnected {
+                    peer,
+                    error: Some(error),
+                });
+            }));
         }
     }
 
@@ -412,7 +433,7 @@ impl Handler<RelayEvent> for PeerManager {
                     return;
                 }
                 if error.is_final() {
-                    self.fail_for_good(error);
+                    self.fail_for_good(error, ctx);
                     return;
                 }
                 log::warn!(
@@ -439,6 +460,17 @@ impl Handler<ConnectionEvent> for PeerManager {
     fn handle(&mut self, event: ConnectionEvent, ctx: &mut Context<Self>) {
         let peer = event.peer;
         let current = self.peers.get(&peer).is_some_and(|p| p.id == event.id);
+        if let ConnectionEventKind::Closed(error) = &event.kind {
+            let reported = self.closing_ids.remove(&event.id);
+            if let Some(error @ ConnectionError::Unacknowledged { .. }) = error {
+                // Whichever connection it was (replaced ones included), data
+                // was lost (the connection logged it at warn).
+                log::debug!("{} connection to {peer} ended: {error}", self.log);
+                if !reported {
+                    self.lost.entry(peer).or_insert_with(|| error.clone());
+                }
+            }
+        }
         match event.kind {
             // Data is data, even from a connection that was just replaced.
             ConnectionEventKind::Message(payload) => self.deliver(PeerMessage { peer, payload }),

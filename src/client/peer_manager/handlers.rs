@@ -1,6 +1,8 @@
 //! The [`PeerManager`]'s handlers of the application's requests.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
@@ -8,11 +10,12 @@ use uuid::Uuid;
 
 use super::actor::PeerManager;
 use super::{
-    Close, CloseConnection, Connect, ManagerStatus, PeerError, PeerEvent, PeerMessage, Recv, Send,
-    Status, Subscribe, SubscribeEvents,
+    Close, CloseConnection, Connect, Flush, ManagerStatus, PeerError, PeerEvent, PeerMessage, Recv,
+    Send, Status, Subscribe, SubscribeEvents,
 };
 use crate::client::connection::{self, Connection, ConnectionError, SendMessage, WaitReady};
-use crate::client::relay_client::RelayClientError;
+use crate::client::relay_client::{RelayClientError, Shutdown};
+use crate::defaults;
 
 /// Runs `request` unless the relay gives its final verdict first, which then
 /// is the result ([`PeerError::Relay`]): a request waiting for a connection
@@ -162,31 +165,105 @@ impl Handler<SubscribeEvents> for PeerManager {
     }
 }
 
-impl Handler<CloseConnection> for PeerManager {
-    type Result = ();
+/// A connection's answer to a flush or close, as the manager reports it.
+fn flush_result(
+    peer: Uuid,
+    result: Result<Result<(), ConnectionError>, MailboxError>,
+) -> Result<(), PeerError> {
+    let error = match result {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(error)) => error,
+        Err(_) => ConnectionError::Closed("connection stopped".into()),
+    };
+    Err(PeerError::Connection { peer, error })
+}
 
-    fn handle(&mut self, msg: CloseConnection, _ctx: &mut Context<Self>) {
-        if let Some(peer) = self.peers.remove(&msg.0) {
-            peer.addr.do_send(connection::Close);
-            self.emit(PeerEvent::Disconnected {
-                peer: msg.0,
-                error: None,
-            });
+impl Handler<Flush> for PeerManager {
+    type Result = ResponseFuture<Result<(), PeerError>>;
+
+    fn handle(&mut self, msg: Flush, _ctx: &mut Context<Self>) -> Self::Result {
+        let peer = msg.0;
+        if let Some(error) = self.lost.remove(&peer) {
+            return Box::pin(async move { Err(PeerError::Connection { peer, error }) });
         }
+        let Some(addr) = self.peers.get(&peer).map(|p| p.addr.clone()) else {
+            return Box::pin(async { Ok(()) });
+        };
+        let stall = Duration::from_millis(defaults::PEER_FLUSH_STALL_MS);
+        Box::pin(async move { flush_result(peer, addr.send(connection::Flush(stall)).await) })
+    }
+}
+
+impl Handler<CloseConnection> for PeerManager {
+    type Result = ResponseActFuture<Self, Result<(), PeerError>>;
+
+    fn handle(&mut self, msg: CloseConnection, _ctx: &mut Context<Self>) -> Self::Result {
+        let peer = msg.0;
+        let lost = self.lost.remove(&peer);
+        let Some(entry) = self.peers.remove(&peer) else {
+            let result = lost.map_or(Ok(()), |error| Err(PeerError::Connection { peer, error }));
+            return Box::pin(actix::fut::ready(result));
+        };
+        self.closing_ids.insert(entry.id);
+        let closed = entry.addr.send(connection::Close);
+        Box::pin(closed.into_actor(self).map(move |result, act, _ctx| {
+            let result = match (lost, flush_result(peer, result)) {
+                (Some(error), _) => Err(PeerError::Connection { peer, error }),
+                (None, result) => result,
+            };
+            let error = match &result {
+                Err(PeerError::Connection { error, .. }) => Some(error.clone()),
+                _ => None,
+            };
+            act.emit(PeerEvent::Disconnected { peer, error });
+            result
+        }))
     }
 }
 
 impl Handler<Close> for PeerManager {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseActFuture<Self, Result<(), PeerError>>;
 
     fn handle(&mut self, _msg: Close, _ctx: &mut Context<Self>) -> Self::Result {
         log::info!("{} closing", self.log);
-        let connections: Vec<_> = self.peers.drain().map(|(_, peer)| peer.addr).collect();
+        let connections: Vec<_> = self
+            .peers
+            .drain()
+            .map(|(peer, entry)| (peer, entry.addr))
+            .collect();
+        let relay = self.relay.take();
         self.shut_down();
         let closes = futures_util::future::join_all(
-            connections.iter().map(|addr| addr.send(connection::Close)),
+            connections
+                .into_iter()
+                .map(|(peer, addr)| async move { (peer, addr.send(connection::Close).await) }),
         );
-        Box::pin(closes.into_actor(self).map(|_, _, ctx| ctx.stop()))
+        // Resolves once the relay client stopped: its close handshake is over.
+        let relay_closed = async move {
+            if let Some(relay) = relay {
+                let _ = relay.send(Shutdown).await;
+            }
+        };
+        let closed = async move { tokio::join!(closes, relay_closed).0 };
+        Box::pin(closed.into_actor(self).map(|results, act, ctx| {
+            ctx.stop();
+            let mut failed: BTreeMap<Uuid, ConnectionError> = act.lost.drain().collect();
+            for (peer, result) in results {
+                // A connection that had stopped already reported any loss in
+                // its `Closed` event, recorded in `lost` above.
+                if let Ok(Err(error)) = result {
+                    failed.entry(peer).or_insert(error);
+                }
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            let errors = failed
+                .into_iter()
+                .map(|(peer, error)| PeerError::Connection { peer, error })
+                .collect();
+            Err(PeerError::Undelivered(errors))
+        }))
     }
 }
 

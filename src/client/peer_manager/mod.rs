@@ -3,6 +3,7 @@
 //! It owns a [`RelayClient`](crate::client::relay_client::RelayClient) and one
 //! [`Connection`](crate::client::connection::Connection) per remote peer.
 //! [`Send`] opens a connection on demand and waits until it is ready;
+//! [`Flush`] waits until the peer acknowledged what was sent;
 //! incoming offers create connections; every message received is delivered,
 //! tagged with its sender, to the subscribers ([`Subscribe`]) or, when there
 //! are none, to a bounded inbox read with [`Recv`].
@@ -23,6 +24,16 @@
 //! drops its own offer and answers. An offer from a peer we already have a
 //! connection with replaces that connection.
 //!
+//! Delivery: [`Send`] resolves when the message is handed to the connection's
+//! SCTP stack, so that an application awaiting each send keeps the link busy.
+//! Whether the peer's SCTP stack acknowledged it is what [`Flush`], [`Close`]
+//! and [`CloseConnection`] report, as
+//! [`ConnectionError::Unacknowledged`] with the bytes acknowledged and sent,
+//! never as success. A connection that ends with unacknowledged data (it
+//! failed, the relay's verdict closed it, or it was replaced and its flush
+//! gave up) makes the next `Flush`/`Close` of that peer fail with it, once;
+//! unless it was replaced, its [`PeerEvent::Disconnected`] carries it too.
+//!
 //! # Examples
 //!
 //! Start a manager inside the application's actix System, send, and receive
@@ -33,7 +44,9 @@
 //! use std::time::Duration;
 //!
 //! use actix::Actor;
-//! use switchboard::client::peer_manager::{PeerManager, PeerManagerConfig, Recv, Send, Status};
+//! use switchboard::client::peer_manager::{
+//!     Flush, PeerManager, PeerManagerConfig, Recv, Send, Status,
+//! };
 //!
 //! # async fn example(peer: uuid::Uuid) -> Result<(), Box<dyn std::error::Error>> {
 //! let manager = PeerManager::new(PeerManagerConfig::new("ws://relay.example:8700"))?.start();
@@ -45,6 +58,7 @@
 //!     tokio::time::sleep(Duration::from_millis(50)).await;
 //! }
 //! manager.send(Send::text(peer, "hello")).await??;
+//! manager.send(Flush(peer)).await??; // the peer has acknowledged "hello"
 //! let message = manager.send(Recv::default()).await??;
 //! println!("{} sent {} bytes", message.peer, message.payload.len());
 //! # Ok(())
@@ -117,6 +131,16 @@ pub enum PeerError {
     /// The manager is closed.
     #[error("peer manager is closed")]
     Closed,
+    /// [`Close`] found peers that did not acknowledge everything sent to
+    /// them: one [`PeerError::Connection`] per peer (usually with
+    /// [`ConnectionError::Unacknowledged`]), ordered by UUID.
+    #[error("not every peer acknowledged what was sent: {}", list(.0))]
+    Undelivered(Vec<PeerError>),
+}
+
+fn list(errors: &[PeerError]) -> String {
+    let items: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    items.join("; ")
 }
 
 /// A message from a peer.
@@ -165,7 +189,17 @@ pub enum PeerEvent {
 }
 
 /// Sends `payload` to `peer`, connecting first if needed. Resolves once every
-/// chunk is handed to the data channels.
+/// chunk is handed to the data channels' SCTP stack, which is not yet
+/// delivery: [`Flush`] (or [`Close`]) reports whether the peer acknowledged it.
+///
+/// Resolving at the hand-over keeps sends pipelined: waiting for each
+/// message's acknowledgement would cost a round trip per message, and SCTP
+/// acknowledges a lone last packet only after its 200 ms delayed-ack timer
+/// (`switchboard-peer-bench throughput --flush-each` measures the difference).
+/// A hand-over that waits for send-buffer room while the peer acknowledges
+/// nothing for [`defaults::PEER_FLUSH_STALL_MS`] fails with
+/// [`ConnectionError::Unacknowledged`] (the whole message counts) and ends
+/// the connection.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), PeerError>")]
 pub struct Send {
@@ -214,15 +248,33 @@ pub struct SubscribeEvents(pub Recipient<PeerEvent>);
 #[rtype(result = "Result<(), PeerError>")]
 pub struct Connect(pub Uuid);
 
-/// Closes the connection to one peer (no-op if there is none).
+/// Resolves once `peer`'s SCTP stack has acknowledged every chunk of every
+/// message to it whose [`Send`] resolved before. Fails with
+/// [`PeerError::Connection`] carrying [`ConnectionError::Unacknowledged`]
+/// (payload bytes acknowledged and sent, over the connection's life) when
+/// the peer acknowledges nothing new for
+/// [`defaults::PEER_FLUSH_STALL_MS`]
+/// or the connection ends first, or when an earlier connection to `peer`
+/// ended with unacknowledged data since the last `Flush` (reported once).
+/// With no connection and no such loss there is nothing to wait for.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), PeerError>")]
+pub struct Flush(pub Uuid);
+
+/// Closes the connection to one peer after flushing it (see
+/// [`connection::Close`](crate::client::connection::Close)); the result is
+/// [`Flush`]'s. Ok if there is no connection and no unreported loss.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), PeerError>")]
 pub struct CloseConnection(pub Uuid);
 
-/// Closes every connection (each first waits, bounded, until the peer has
-/// what was sent) and the relay session, then stops the manager.
+/// Closes every connection (each first flushes, bounded by progress) and
+/// the relay session (a WebSocket close handshake, bounded), then stops the
+/// manager. Fails with [`PeerError::Undelivered`] when some peer did not
+/// acknowledge everything sent to it, by this close or by a connection that
+/// ended earlier without a `Flush` reporting it.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), PeerError>")]
 pub struct Close;
 
 /// Our UUID and the peers we have connections with.

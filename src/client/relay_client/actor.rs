@@ -76,6 +76,8 @@ pub struct RelayClient {
     registrations: u64,
     last_error: Option<RelayClientError>,
     registered_at: Option<Instant>,
+    /// Callers of `Shutdown`; dropped with the actor, which wakes them.
+    stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl RelayClient {
@@ -110,6 +112,7 @@ impl RelayClient {
             registrations: 0,
             last_error: None,
             registered_at: None,
+            stop_waiters: Vec::new(),
         })
     }
 

@@ -224,6 +224,9 @@ pub enum RelayEvent {
 pub struct SendPeerConnection(pub PeerConnection);
 
 /// Closes the session with 1000 and stops the actor without reconnecting.
+/// Resolves once the actor stopped: after the relay answered the close frame
+/// (the close handshake is complete, so the relay counts a normal close), or
+/// after at most [`RELAY_CLIENT_CLOSE_WAIT_MS`](crate::defaults::RELAY_CLIENT_CLOSE_WAIT_MS).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Shutdown;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -38,9 +38,19 @@ impl Handler<SendPeerConnection> for RelayClient {
 }
 
 impl Handler<Shutdown> for RelayClient {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+    /// Sends a close frame (1000) and resolves once the actor stopped: when
+    /// the relay answered the close, or after [`RELAY_CLIENT_CLOSE_WAIT_MS`].
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let (stopped_tx, stopped) = oneshot::channel();
+        self.stop_waiters.push(stopped_tx);
+        let stopped = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        if self.phase == Phase::Closing {
+            return stopped;
+        }
         log::info!("relay client {}: shutting down", self.uuid);
         self.phase = Phase::Closing;
         if let Some(pending) = self.pending.take() {
@@ -48,7 +58,7 @@ impl Handler<Shutdown> for RelayClient {
         }
         let Some(out) = self.session.as_mut().and_then(|s| s.out.take()) else {
             ctx.stop();
-            return;
+            return stopped;
         };
         let frame = CloseFrame {
             code: CloseCode::Normal,
@@ -56,13 +66,14 @@ impl Handler<Shutdown> for RelayClient {
         };
         if out.try_send(Message::Close(Some(frame))).is_err() {
             ctx.stop();
-            return;
+            return stopped;
         }
         // The read side ends once the relay answers the close; stop anyway after a while.
         ctx.run_later(
             Duration::from_millis(RELAY_CLIENT_CLOSE_WAIT_MS),
             |_, ctx| ctx.stop(),
         );
+        stopped
     }
 }
 
