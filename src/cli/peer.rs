@@ -170,6 +170,20 @@ fn build_config(args: &PeerArgs) -> anyhow::Result<PeerManagerConfig> {
         config.connection.bind_addrs = args.bind.clone();
     }
     config.connection.connect_timeout = Duration::from_secs(args.timeout);
+    let has_turn = args.ice_servers.iter().any(|u| u.starts_with("turn"));
+    if !has_turn
+        && (args.turn_secret.is_some()
+            || args.turn_credential.is_some()
+            || args.turn_username.is_some())
+    {
+        anyhow::bail!("TURN credentials given but no turn: --ice-server to use them with");
+    }
+    if args.turn_secret.as_deref() == Some("") {
+        anyhow::bail!("--turn-secret (SWITCHBOARD_TURN_SECRET) is empty");
+    }
+    if args.turn_ttl == 0 {
+        anyhow::bail!("--turn-ttl must be at least 1 second");
+    }
     let (username, credential) = match &args.turn_secret {
         Some(secret) => turn_rest_credentials(
             secret,

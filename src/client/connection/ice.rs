@@ -145,6 +145,16 @@ pub fn validate_ice_servers(servers: &[IceServer]) -> Result<(), ConnectionError
     Ok(())
 }
 
+/// `url` as the stack takes it: `stun:` URLs lose a `?transport=udp` suffix,
+/// which RFC 7064 does not define and `webrtc` refuses when it builds the
+/// configuration (many published STUN URLs carry it).
+pub(super) fn stack_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, "transport=udp")) if base.starts_with("stun:") => base.to_owned(),
+        _ => url.to_owned(),
+    }
+}
+
 fn validate_url(raw: &str, server: &IceServer) -> Result<(), String> {
     let (base, query) = raw.split_once('?').unwrap_or((raw, ""));
     let stun = base.starts_with("stun:");
@@ -159,6 +169,9 @@ fn validate_url(raw: &str, server: &IceServer) -> Result<(), String> {
         Url::parse_url(raw)
     }
     .map_err(|e| format!("not a stun:/turn: URL as RFC 7064/7065 write them ({e})"))?;
+    if parsed.port == 0 {
+        return Err("port 0 is not a server's port".into());
+    }
     match (parsed.scheme, parsed.proto) {
         (SchemeType::Stun, _) => Ok(()),
         (SchemeType::Turn, ProtoType::Udp) => {
@@ -333,6 +346,7 @@ mod tests {
             (server(&["stun203.0.113.1"], "", ""), "RFC 7064"),
             (server(&["turn:host?x=y"], "u", "p"), "RFC 7064"),
             (server(&[], "", ""), "no URL"),
+            (server(&["stun:127.0.0.1:0"], "", ""), "port 0"),
         ] {
             match validate_ice_servers(std::slice::from_ref(&bad)) {
                 Err(ConnectionError::Config(message)) => {
@@ -367,6 +381,20 @@ mod tests {
             why.contains("our candidates: none") && why.contains("no STUN server configured"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn stun_urls_reach_the_stack_without_the_transport_query() {
+        assert_eq!(
+            stack_url("stun:198.51.100.1:3478?transport=udp"),
+            "stun:198.51.100.1:3478"
+        );
+        assert_eq!(
+            stack_url("stun:198.51.100.1:3478"),
+            "stun:198.51.100.1:3478"
+        );
+        let turn = "turn:198.51.100.1:3478?transport=udp";
+        assert_eq!(stack_url(turn), turn);
     }
 
     #[test]

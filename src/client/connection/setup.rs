@@ -223,7 +223,11 @@ pub(super) async fn build(
         .ice_servers
         .iter()
         .map(|server| RTCIceServer {
-            urls: server.urls.clone(),
+            urls: server
+                .urls
+                .iter()
+                .map(|u| super::ice::stack_url(u))
+                .collect(),
             username: server.username.clone(),
             credential: server.credential.clone(),
         })
