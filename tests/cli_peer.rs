@@ -233,6 +233,25 @@ async fn a_relay_url_that_is_not_websocket_is_refused() {
 }
 
 #[tokio::test]
+async fn a_closed_stderr_or_stdout_does_not_turn_a_failure_into_a_panic() {
+    // Both pipes' readers are gone before the process writes its error line:
+    // the exit code must stay the command's (1: relay unreachable), not 101.
+    let mut command = peer(
+        "ws://127.0.0.1:9",
+        &["send", &Uuid::new_v4().to_string(), "hi"],
+    );
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().expect("process could not start");
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .expect("process did not exit in time")
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+}
+
+#[tokio::test]
 async fn sending_to_an_unknown_peer_fails_with_the_relay_error() {
     let relay = TestRelay::start(test_settings());
     let nobody = Uuid::new_v4().to_string();

@@ -28,6 +28,27 @@ use switchboard::protocol::chunk::Payload;
 use uuid::Uuid;
 
 /// Arguments of `switchboard peer`.
+
+/// `eprintln!` that never panics: with stderr closed (a pipe whose reader
+/// went away) the line is dropped, where `eprintln!` would abort with 101.
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics (see `say_err!`); the line is flushed at once
+/// so that a reader sees each event as it happens.
+macro_rules! say_out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*);
+        let _ = out.flush();
+    }};
+}
+
 #[derive(Args, Debug)]
 pub struct PeerArgs {
     /// Relay URL (ws:// or wss://).
@@ -127,7 +148,7 @@ pub fn run(args: PeerArgs) -> ExitCode {
     let manager = match build_config(&args).and_then(|c| Ok(PeerManager::new(c)?)) {
         Ok(manager) => manager,
         Err(error) => {
-            eprintln!("switchboard peer: {error}");
+            say_err!("switchboard peer: {error}");
             return ExitCode::from(2);
         }
     };
@@ -135,7 +156,7 @@ pub fn run(args: PeerArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("switchboard peer: {error}");
+            say_err!("switchboard peer: {error}");
             ExitCode::FAILURE
         }
     }
@@ -252,7 +273,7 @@ fn watch_signals() -> anyhow::Result<tokio::sync::watch::Receiver<Option<&'stati
                 _ = int.recv() => "SIGINT",
             };
             if tx.borrow().is_some() {
-                eprintln!("switchboard peer: {signal} again; exiting without closing");
+                say_err!("switchboard peer: {signal} again; exiting without closing");
                 std::process::exit(1);
             }
             tx.send_replace(Some(signal));
@@ -266,7 +287,7 @@ async fn act(manager: &Addr<PeerManager>, args: PeerArgs) -> anyhow::Result<()> 
     let uuid = wait_registered(manager, Duration::from_secs(args.timeout)).await?;
     match args.action {
         PeerAction::Listen { count, echo } => {
-            println!("{}", serde_json::json!({"event": "ready", "uuid": uuid}));
+            say_out!("{}", serde_json::json!({"event": "ready", "uuid": uuid}));
             listen(manager, count, echo).await
         }
         PeerAction::Send { peer, text, file } => {
@@ -281,7 +302,7 @@ async fn act(manager: &Addr<PeerManager>, args: PeerArgs) -> anyhow::Result<()> 
             };
             let len = payload.len();
             send(manager, peer, payload).await?;
-            eprintln!("sent {len} bytes to {peer}");
+            say_err!("sent {len} bytes to {peer}");
             Ok(())
         }
     }
@@ -371,7 +392,7 @@ async fn print_connections(mut events: tokio::sync::mpsc::UnboundedReceiver<Peer
                 }),
                 None => serde_json::json!({"event": "connected", "peer": peer}),
             };
-            println!("{line}");
+            say_out!("{line}");
         }
     }
 }
@@ -380,7 +401,7 @@ async fn listen(manager: &Addr<PeerManager>, count: Option<u64>, echo: bool) -> 
     let mut seen = 0u64;
     while count.is_none_or(|limit| seen < limit) {
         let message = manager.send(Recv(None)).await??;
-        println!("{}", describe(&message));
+        say_out!("{}", describe(&message));
         seen += 1;
         if echo {
             let reply = Send {
