@@ -27,8 +27,6 @@ use switchboard::logging;
 use switchboard::protocol::chunk::Payload;
 use uuid::Uuid;
 
-/// Arguments of `switchboard peer`.
-
 /// `eprintln!` that never panics: with stderr closed (a pipe whose reader
 /// went away) the line is dropped, where `eprintln!` would abort with 101.
 macro_rules! say_err {
@@ -49,6 +47,7 @@ macro_rules! say_out {
     }};
 }
 
+/// Arguments of `switchboard peer`.
 #[derive(Args, Debug)]
 pub struct PeerArgs {
     /// Relay URL (ws:// or wss://).
