@@ -1,4 +1,4 @@
-//! Measures (not a pass/fail test: `#[ignore]`, run by `scripts/bench browser`)
+//! Measures (a benchmark, not a test: run by `scripts/bench browser`)
 //! how long a message takes between a Switchboard peer and headless Chromium on
 //! loopback, each try on a fresh connection:
 //!
@@ -18,17 +18,20 @@
 //! BENCH_BROWSER_SCTP_MTU [the library default] (sctp_mtu, bytes),
 //! BENCH_BROWSER_DIRECTIONS ["to-chromium from-chromium"].
 
+#[path = "../tests/browser_common/mod.rs"]
 mod browser_common;
-mod common;
+#[path = "../tests/common/peers.rs"]
+mod peers;
 
 use std::time::Instant;
 
 use browser_common::{chromium, pattern, sha256, Browser, PageMessage};
-use common::peers::{events, manager, peer_config, recv, wait_event};
-use common::{test_settings, TestRelay};
+use peers::{events, manager, peer_config, recv, wait_event};
 use serde_json::{json, Value};
 use switchboard::client::peer_manager::{Close, PeerEvent, PeerManagerConfig, Send};
+use switchboard::config::Settings;
 use switchboard::protocol::chunk::Payload;
+use switchboard::server;
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -159,10 +162,11 @@ async fn to_chromium(
         .as_u64()
         .and_then(socket_memory);
     page.call(json!({"cmd": "close", "peer": sb_uuid})).await;
-    sb.send(Close)
-        .await
-        .unwrap()
-        .expect("everything sent was acknowledged");
+    // The page checked the bytes by hash; a page that closes at once may
+    // leave the last acknowledgements unread: said, not fatal, here.
+    if let Err(error) = sb.send(Close).await.unwrap() {
+        eprintln!("close: {error}");
+    }
     Try {
         ms: event["ready_to_verified_ms"].as_f64().unwrap_or(f64::NAN),
         first_chunk_ms: event["ready_to_first_chunk_ms"].as_f64(),
@@ -207,10 +211,11 @@ async fn from_chromium(
         .as_u64()
         .and_then(socket_memory);
     page.call(json!({"cmd": "close", "peer": sb_uuid})).await;
-    sb.send(Close)
-        .await
-        .unwrap()
-        .expect("everything sent was acknowledged");
+    // The page checked the bytes by hash; a page that closes at once may
+    // leave the last acknowledgements unread: said, not fatal, here.
+    if let Err(error) = sb.send(Close).await.unwrap() {
+        eprintln!("close: {error}");
+    }
     Try {
         ms,
         first_chunk_ms: None,
@@ -219,16 +224,38 @@ async fn from_chromium(
     }
 }
 
-#[actix_rt::test]
-#[ignore = "benchmark: run with scripts/bench browser"]
-async fn browser_transfer_times() {
-    let Some(chromium) = chromium() else { return };
+/// A relay in this process (this System) on 127.0.0.1:0, without admin.
+struct Relay {
+    _server: server::Relay,
+    url: String,
+}
+
+fn start_relay() -> Relay {
+    let mut settings = Settings::default();
+    settings.server.host = "127.0.0.1".into();
+    settings.server.port = 0;
+    settings.admin.enabled = false;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the relay");
+    let server = server::start(settings, listener, None).expect("starting the relay");
+    let url = format!("ws://127.0.0.1:{}", server.public_addr().port());
+    Relay {
+        _server: server,
+        url,
+    }
+}
+
+#[actix_rt::main]
+async fn main() {
+    let Some(chromium) = chromium() else {
+        eprintln!("browser_bench: no Chromium at /usr/bin/chromium (apt package chromium)");
+        std::process::exit(1);
+    };
     let tries = setting("BENCH_BROWSER_TRIES", 20);
     let bytes = setting("BENCH_BROWSER_BYTES", 1 << 20);
     let slow_ms = setting("BENCH_BROWSER_SLOW_MS", 300) as f64;
     let directions = std::env::var("BENCH_BROWSER_DIRECTIONS")
         .unwrap_or_else(|_| "to-chromium from-chromium".into());
-    let relay = TestRelay::start(test_settings());
+    let relay = start_relay();
     let mut page = Browser::launch(&chromium).await;
     let page_uuid = page.register(&relay.url).await;
     println!(
