@@ -238,6 +238,16 @@ pub(super) fn sdp_candidate_types(sdp: &str) -> Vec<CandidateType> {
         .collect()
 }
 
+/// The candidate types of a `{"sdp", "type"}` description (none if it does not parse).
+pub(super) fn description_candidate_types(
+    description: &str,
+    kind: crate::protocol::DescriptionType,
+) -> Vec<CandidateType> {
+    super::setup::description_from_json(description, kind)
+        .map(|desc| sdp_candidate_types(&desc.sdp))
+        .unwrap_or_default()
+}
+
 /// Counts of candidates by type, as `host×2, srflx×1` (`none` when empty).
 pub(super) fn count_types(candidates: &[CandidateType]) -> String {
     let mut counts: BTreeMap<CandidateType, usize> = BTreeMap::new();

@@ -64,6 +64,7 @@ mod channels;
 mod handler;
 pub mod ice;
 mod inbound;
+mod ready;
 pub mod setup;
 mod types;
 
@@ -225,105 +226,6 @@ impl Connection {
             .push(tokio::spawn(channels::read_channel(channel, reader)));
     }
 
-    /// Once every channel is open: reads the selected candidate pair, then
-    /// opens the send queue and reports `Ready`.
-    fn check_ready(&mut self, ctx: &mut Context<Self>) {
-        if self.readying
-            || self.sender.is_some()
-            || self.closing
-            || self.open.is_empty()
-            || !self.open.iter().all(|o| *o)
-        {
-            return;
-        }
-        self.readying = true;
-        let pc = self.pc.clone();
-        let setup = self.created.elapsed();
-        let route = async move {
-            let read = async {
-                let ice = ice::transport(&pc?).await?;
-                ice.get_selected_candidate_pair().await.ok().flatten()
-            };
-            let pair = tokio::time::timeout(Duration::from_secs(1), read)
-                .await
-                .ok()??;
-            Some(Route::from_pair(pair.local(), pair.remote(), setup))
-        };
-        ctx.spawn(route.into_actor(self).map(|route, act, ctx| {
-            if act.ended.is_none() && !act.closing {
-                act.open_sender(route, ctx);
-            }
-        }));
-    }
-
-    fn open_sender(&mut self, route: Option<Route>, ctx: &mut Context<Self>) {
-        let channels: Vec<_> = self.channels.iter().flatten().cloned().collect();
-        let (tx, rx) = mpsc::channel(defaults::PEER_SEND_QUEUE);
-        let sender = channels::Sender {
-            channels,
-            chunk_size: self.config.chunk_size,
-            acks: self.acks.clone(),
-            stall: Duration::from_millis(defaults::PEER_FLUSH_STALL_MS),
-            addr: ctx.address().downgrade(),
-        };
-        self.tasks
-            .push(tokio::spawn(channels::send_loop(sender, rx)));
-        for waiter in self.waiters.drain(..) {
-            let _ = waiter.send(Ok(tx.clone()));
-        }
-        self.sender = Some(tx);
-        if let Some(nudge) = self.nudge.take() {
-            nudge.abort();
-        }
-        match &route {
-            Some(route) => log::info!(
-                "{} ready ({} channels) in {:.1} ms via {route}",
-                self.log,
-                self.open.len(),
-                route.setup.as_secs_f64() * 1e3
-            ),
-            None => log::info!("{} ready ({} channels)", self.log, self.open.len()),
-        }
-        self.emit(ConnectionEventKind::Ready(route));
-    }
-
-    /// Ends the connection after the peer connection failed, saying why:
-    /// ICE's candidates and servers when ICE failed, else the stage after it.
-    fn fail(&mut self, ctx: &mut Context<Self>) {
-        let Some(pc) = self.pc.clone() else {
-            return self.end(
-                Some(ConnectionError::WebRtc("connection failed".into())),
-                ctx,
-            );
-        };
-        let servers = self.config.ice_servers.clone();
-        let (local, remote) = self.candidates.clone();
-        let why = async move {
-            let Some(ice) = ice::transport(&pc).await else {
-                return "connection failed before ICE started".to_owned();
-            };
-            let selected = ice.get_selected_candidate_pair().await.ok().flatten();
-            if let Some(pair) = selected {
-                let route = Route::from_pair(pair.local(), pair.remote(), Duration::ZERO);
-                return format!(
-                    "connection failed after ICE connected via {route} (the peer went silent, \
-                     or DTLS/SCTP failed)"
-                );
-            }
-            // The stack forgets its candidates once ICE failed: use the
-            // ones our description and the peer's listed.
-            ice::describe_failure(&servers, &local, &remote)
-        };
-        let why = async move {
-            tokio::time::timeout(Duration::from_secs(1), why)
-                .await
-                .unwrap_or_else(|_| "connection failed".to_owned())
-        };
-        ctx.spawn(why.into_actor(self).map(|why, act, ctx| {
-            act.end(Some(ConnectionError::WebRtc(why)), ctx);
-        }));
-    }
-
     /// Works around a stall in `webrtc` 0.21's driver while the offerer connects.
     ///
     /// The driver flushes writes at the top of its loop, before it handles
@@ -389,7 +291,7 @@ impl Actor for Connection {
             return;
         };
         if let Role::Answerer { offer } = &role {
-            self.candidates.1 = candidate_types(offer, DescriptionType::Offer);
+            self.candidates.1 = ice::description_candidate_types(offer, DescriptionType::Offer);
         }
         let (gathered_tx, gathered_rx) = watch::channel(false);
         let handler = Arc::new(handler::Events::new(ctx.address().downgrade(), gathered_tx));
@@ -403,8 +305,10 @@ impl Actor for Connection {
                     act.spawn_reader(index, channel, ctx);
                 }
                 let answerer = negotiated.description_type == DescriptionType::Answer;
-                act.candidates.0 =
-                    candidate_types(&negotiated.description, negotiated.description_type);
+                act.candidates.0 = ice::description_candidate_types(
+                    &negotiated.description,
+                    negotiated.description_type,
+                );
                 act.emit(ConnectionEventKind::LocalDescription {
                     description_type: negotiated.description_type,
                     description: negotiated.description,
@@ -450,7 +354,7 @@ impl Handler<SetAnswer> for Connection {
 
     fn handle(&mut self, msg: SetAnswer, _ctx: &mut Context<Self>) -> Self::Result {
         let pc = self.pc.clone();
-        self.candidates.1 = candidate_types(&msg.0, DescriptionType::Answer);
+        self.candidates.1 = ice::description_candidate_types(&msg.0, DescriptionType::Answer);
         let fut = async move {
             let desc = setup::description_from_json(&msg.0, DescriptionType::Answer)?;
             let pc = pc.ok_or_else(|| ConnectionError::Closed("no peer connection".into()))?;
@@ -587,13 +491,6 @@ impl Handler<Close> for Connection {
             result
         })
     }
-}
-
-/// The candidate types of a `{"sdp", "type"}` description (none if it does not parse).
-fn candidate_types(description: &str, kind: DescriptionType) -> Vec<CandidateType> {
-    setup::description_from_json(description, kind)
-        .map(|desc| ice::sdp_candidate_types(&desc.sdp))
-        .unwrap_or_default()
 }
 
 /// The channel options ProxyStore uses: unordered, reliable.
