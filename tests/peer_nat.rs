@@ -8,21 +8,19 @@
 //! cone <-> cone with STUN is direct; symmetric <-> symmetric and cone <->
 //! symmetric go through TURN (long-term and TURN REST API credentials);
 //! Switchboard <-> aiortc in both offer roles at 0 and 40 ms round trip;
-//! aiortc behind a UDP-blocked NAT uses TURN over TCP. The lab is always torn
-//! down.
-//!
-//! Not run here: `conntrack-flush` (a NAT that forgets its mappings
-//! mid-transfer must make the send fail within the ICE timeouts). It fails
-//! today: the failure comes ~28 s after the flush, not within 25 s; it is
-//! open work of issue 10 and `scripts/natlab peers` still runs and reports it. Where this machine cannot build it
-//! (not root, no `ip`/`iptables`/`turnserver`/`conntrack`, namespaces refused),
-//! the test FAILS saying so, unless SWITCHBOARD_SKIP_NATLAB=1 is set.
+//! aiortc behind a UDP-blocked NAT uses TURN over TCP; a NAT that forgets
+//! its mappings mid-transfer (`conntrack -F` on the router) makes the send
+//! fail within 25 s saying how much the peer acknowledged, and the next send
+//! opens a new connection that delivers. The lab is always torn down. Where
+//! this machine cannot build it (not root, no
+//! `ip`/`iptables`/`turnserver`/`conntrack`, namespaces refused), the test
+//! FAILS saying so, unless SWITCHBOARD_SKIP_NATLAB=1 is set.
 
 use std::process::Command;
 
 const CANNOT_BUILD_LAB: i32 = 77;
 
-/// Every case of `scripts/natlab peers` but `conntrack-flush` (see above).
+/// Every case of `scripts/natlab peers`.
 const CASES: &[&str] = &[
     "cone-stun",
     "symmetric-turn",
@@ -30,6 +28,7 @@ const CASES: &[&str] = &[
     "turn-rest",
     "aiortc-rtt0",
     "aiortc-rtt40",
+    "conntrack-flush",
     "udp-blocked",
 ];
 

@@ -17,7 +17,11 @@ from .peers import Ice, Outcome, Tools, events, make_file, peer_cmd, transfer
 MiB = 1 << 20
 # conntrack-flush: flush once this much of the 64 MiB has left A's router
 # (the transfer is under way), and want the failure within the ICE timeouts
-# (webrtc's disconnected 5 s + failed 10 s after the last answer, plus margin).
+# (disconnected 5 s + failed 10 s, plus margin). ICE alone does not see this
+# failure that soon: A's consent checks reach B's TURN relay from A's new port
+# (TURN permissions are per IP) and B answers them, so A's pair looks alive
+# until B gives up; the sender's stall limit (5 s without acknowledgement,
+# PEER_FLUSH_STALL_MS) reports it first.
 FLUSH_AFTER_BYTES = 4 * MiB
 FAILURE_WITHIN_S = 25
 

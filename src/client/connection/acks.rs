@@ -292,6 +292,17 @@ impl Acks {
         let mut progress = self.lock().released();
         let mut last_progress = tokio::time::Instant::now();
         loop {
+            // `send` stays polled while the counts are read. Both wait on the
+            // connection's one `futures` mutex, whose unlock wakes only the
+            // first waiter it registered: a `send` left pending there and not
+            // polled keeps every later wake to itself, and the read would wait
+            // until the connection ends (seen in the NAT lab as a 28 s hang).
+            let refreshed = async {
+                tokio::time::sleep(poll).await;
+                for (index, channel) in channels.iter().enumerate() {
+                    let _ = self.refresh(index, channel).await;
+                }
+            };
             tokio::select! {
                 biased;
                 result = &mut send => {
@@ -299,10 +310,7 @@ impl Acks {
                         ConnectionError::Closed(format!("data channel refused a chunk: {e}"))
                     });
                 }
-                () = tokio::time::sleep(poll) => {}
-            }
-            for (index, channel) in channels.iter().enumerate() {
-                let _ = self.refresh(index, channel).await;
+                () = refreshed => {}
             }
             let released = self.lock().released();
             if released > progress {
