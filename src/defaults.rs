@@ -121,6 +121,12 @@ pub const PEER_CLOSE_ACK_LINGER_MS: u64 = 1_500;
 /// Chunks per channel a connection's acknowledgement ledger holds before the
 /// sender refreshes it (reads the channels' unacknowledged byte counts).
 pub const PEER_ACK_LEDGER_CHUNKS: usize = 256;
+/// While its queue is empty and the peer has not acknowledged everything, a
+/// connection's sender reads the channels' unacknowledged byte counts this
+/// often, in milliseconds, so that a connection ending before its buffers
+/// drain (a browser that closes within its 200 ms delayed-SACK window)
+/// reports how much the peer did acknowledge.
+pub const PEER_ACK_WATCH_MS: u64 = 20;
 /// Peer silence after which a connection counts as disconnected, in milliseconds.
 pub const PEER_ICE_DISCONNECTED_MS: u64 = 5_000;
 /// Further silence after which it has failed and is closed, in milliseconds

@@ -20,8 +20,10 @@
 //!
 //! The ledger is refreshed when a channel's buffer drains (the reader sees
 //! `OnBufferedAmountLow`, which `webrtc` raises when a channel's unacknowledged
-//! amount falls to its threshold, 0 by default) and while a flush polls, so it
-//! also knows, when the connection ends for any reason, whether data was lost.
+//! amount falls to its threshold, 0 by default), while a flush or a hand-over
+//! polls, and while the sender is idle with chunks not yet acknowledged
+//! ([`defaults::PEER_ACK_WATCH_MS`]), so it also knows, when the connection
+//! ends for any reason, whether data was lost and how much arrived.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -116,6 +118,11 @@ impl Ledger {
         self.channels
             .iter()
             .any(|c| c.pending.len() > defaults::PEER_ACK_LEDGER_CHUNKS)
+    }
+
+    /// Whether some chunk handed over is not known to be acknowledged.
+    pub(super) fn has_pending(&self) -> bool {
+        self.channels.iter().any(|c| !c.pending.is_empty())
     }
 
     /// What a flush beginning now must see acknowledged.
@@ -299,9 +306,7 @@ impl Acks {
             // until the connection ends (seen in the NAT lab as a 28 s hang).
             let refreshed = async {
                 tokio::time::sleep(poll).await;
-                for (index, channel) in channels.iter().enumerate() {
-                    let _ = self.refresh(index, channel).await;
-                }
+                self.refresh_all(channels).await;
             };
             tokio::select! {
                 biased;
@@ -324,6 +329,13 @@ impl Acks {
                 );
                 return Err(self.failed(reason));
             }
+        }
+    }
+
+    /// Reads every channel's outstanding count once (channels gone are skipped).
+    pub(super) async fn refresh_all(&self, channels: &[Arc<dyn DataChannel>]) {
+        for (index, channel) in channels.iter().enumerate() {
+            let _ = self.refresh(index, channel).await;
         }
     }
 

@@ -7,7 +7,8 @@
 //! `DataChannel::send`, which waits while a channel has more than the
 //! configured send-buffer limit outstanding, and records every chunk it hands
 //! over in the connection's acknowledgement ledger ([`super::acks`]); readers
-//! refresh the ledger when their channel's send buffer drains. A hand-over
+//! refresh the ledger when their channel's send buffer drains, and the sender
+//! while its queue is empty and chunks are not yet acknowledged. A hand-over
 //! that waits while the peer acknowledges nothing for the stall limit ends
 //! the connection (its peer is gone, or stopped reading for that long).
 
@@ -22,6 +23,7 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use super::acks::Acks;
 use super::types::{ChannelClosed, ChannelOpen, MessageIn, SendFailed};
 use super::{Connection, ConnectionError};
+use crate::defaults;
 use crate::protocol::chunk::{self, Payload, Reassembler};
 
 /// What the sender task takes from its queue.
@@ -118,7 +120,20 @@ pub(super) async fn send_loop(sender: Sender, mut queue: mpsc::Receiver<Outgoing
         stall,
         addr,
     } = sender;
-    while let Some(outgoing) = queue.recv().await {
+    let watch = Duration::from_millis(defaults::PEER_ACK_WATCH_MS);
+    loop {
+        let idle_with_pending = acks.lock().has_pending();
+        let outgoing = tokio::select! {
+            biased;
+            next = queue.recv() => match next {
+                Some(outgoing) => outgoing,
+                None => break,
+            },
+            () = async {
+                tokio::time::sleep(watch).await;
+                acks.refresh_all(&channels).await;
+            }, if idle_with_pending => continue,
+        };
         let (payload, stream_id, done) = match outgoing {
             Outgoing::Barrier(reached) => {
                 let _ = reached.send(());
@@ -156,9 +171,7 @@ pub(super) async fn send_loop(sender: Sender, mut queue: mpsc::Receiver<Outgoing
             continue;
         }
         if acks.lock().needs_refresh() {
-            for (index, channel) in channels.iter().enumerate() {
-                let _ = acks.refresh(index, channel).await;
-            }
+            acks.refresh_all(&channels).await;
         }
     }
 }
