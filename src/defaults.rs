@@ -60,6 +60,13 @@ pub const PEER_CHANNELS: usize = 1;
 pub const PEER_MAX_CHANNELS: usize = 64;
 /// Time from starting a connection until all its channels are open, in milliseconds.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 30_000;
+/// Longest wait for ICE gathering before a connection sends its offer or
+/// answer with the candidates gathered so far, in milliseconds
+/// (`ConnectionConfig::gather_timeout`). A STUN server answers in one round
+/// trip and a TURN allocation in two; one that has not answered by then is
+/// taken as down: without this limit a dead STUN server held set-up for
+/// ~21 s (webrtc's own STUN retransmissions) before the offer left.
+pub const PEER_GATHER_TIMEOUT_MS: u64 = 3_000;
 /// Tick of the ICE agent while it is checking (before the connection is up), in
 /// milliseconds: each tick sends a binding request on every pair still being
 /// checked. webrtc's default is 200 ms; the DTLS client's ClientHello is only

@@ -1,7 +1,8 @@
 //! Proves that two `Connection` actors make a real WebRTC connection on loopback
 //! (offer/answer handed over directly, no relay), move bytes, text and multi-chunk
 //! messages over 1 and 4 channels (and with 16 000-byte SCTP packets), and report
-//! typed errors and one `Closed` event.
+//! typed errors and one `Closed` event; a STUN server that never answers delays
+//! set-up only by the gathering limit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use switchboard::client::connection::{
     CandidateType, Close, Connection, ConnectionConfig, ConnectionError, ConnectionEvent,
-    ConnectionEventKind, Role, SendMessage, SetAnswer, WaitReady,
+    ConnectionEventKind, IceServer, Role, SendMessage, SetAnswer, WaitReady,
 };
 use switchboard::protocol::chunk::Payload;
 use tokio::sync::mpsc;
@@ -177,4 +178,56 @@ async fn four_channel_round_trip() {
 #[actix_rt::test]
 async fn sixteen_kilobyte_sctp_packets_between_switchboard_peers() {
     round_trip(4, Some(16_000)).await;
+}
+
+/// A STUN server that never answers (a bound socket that reads nothing)
+/// holds each side's description back by `gather_timeout`, not by webrtc's
+/// own STUN retransmissions (~21 s, measured): with a 300 ms limit the pair
+/// connects over host candidates well inside an 8 s connect timeout.
+#[actix_rt::test]
+async fn a_stun_server_that_never_answers_holds_set_up_back_only_by_the_gathering_limit() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let url = format!("stun:{}", silent.local_addr().unwrap());
+    let config = Arc::new(ConnectionConfig {
+        ice_servers: vec![IceServer {
+            urls: vec![url],
+            username: String::new(),
+            credential: String::new(),
+        }],
+        gather_timeout: Duration::from_millis(300),
+        connect_timeout: Duration::from_secs(8),
+        ..(*loopback_config(1, None)).clone()
+    });
+    let mut offerer = start(Role::Offerer, config.clone(), Uuid::new_v4());
+    let offer = local_description(&mut offerer).await;
+    let mut answerer = start(Role::Answerer { offer }, config, Uuid::new_v4());
+    let answer = local_description(&mut answerer).await;
+    offerer.addr.send(SetAnswer(answer)).await.unwrap().unwrap();
+    for side in [&offerer, &answerer] {
+        side.addr
+            .send(WaitReady(Duration::from_secs(8)))
+            .await
+            .unwrap()
+            .expect("connected over host candidates despite the silent STUN server");
+    }
+    offerer
+        .addr
+        .send(SendMessage(Payload::Text(
+            "after a silent STUN server".into(),
+        )))
+        .await
+        .unwrap()
+        .unwrap();
+    // The answerer reports Ready (host candidates) before the message.
+    match next_event(&mut answerer).await {
+        ConnectionEventKind::Ready(Some(route)) => {
+            assert_eq!(route.local, CandidateType::Host, "{route}")
+        }
+        other => panic!("expected Ready, got {other:?}"),
+    }
+    assert_eq!(
+        expect_message(&mut answerer).await,
+        Payload::Text("after a silent STUN server".into())
+    );
+    drop(silent);
 }

@@ -10,6 +10,7 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
 };
 
+use super::ice;
 use super::setup::{self, ConnectionConfig};
 use super::types::{IncomingChannel, StateChanged};
 use super::{channel_init, Connection, ConnectionError, Role};
@@ -115,16 +116,32 @@ pub(super) async fn negotiate(
             DescriptionType::Answer
         }
     };
-    let timeout = config.connect_timeout;
-    match tokio::time::timeout(timeout, gathered.wait_for(|done| *done)).await {
-        Ok(Ok(_)) => {}
+    let limit = config.gather_timeout.min(config.connect_timeout);
+    let complete = match tokio::time::timeout(limit, gathered.wait_for(|done| *done)).await {
+        Ok(Ok(_)) => true,
         Ok(Err(_)) => return Err(ConnectionError::Closed("connection went away".into())),
-        Err(_) => return Err(ConnectionError::Timeout(timeout)),
-    }
+        Err(_) if limit == config.connect_timeout => return Err(ConnectionError::Timeout(limit)),
+        Err(_) => false,
+    };
     let local = pc
         .local_description()
         .await
         .ok_or_else(|| ConnectionError::WebRtc("no local description after gathering".into()))?;
+    if !complete {
+        let servers: Vec<&str> = config
+            .ice_servers
+            .iter()
+            .flat_map(|server| server.urls.iter().map(String::as_str))
+            .collect();
+        log::warn!(
+            target: "switchboard::ice",
+            "ICE gathering incomplete after {limit:?}: a STUN/TURN server did not answer \
+             ({}); sending the {} with the candidates gathered so far ({})",
+            servers.join(", "),
+            description_type.as_str(),
+            ice::count_types(&ice::sdp_candidate_types(&local.sdp)),
+        );
+    }
     Ok(Negotiated {
         pc,
         channels,

@@ -55,8 +55,12 @@ pub struct ConnectionConfig {
     pub max_message_bytes: usize,
     /// Per-channel bytes handed to SCTP but not yet acknowledged before sends wait.
     pub send_buffer_limit: usize,
-    /// From creation until every channel is open; also bounds ICE gathering.
+    /// From creation until every channel is open.
     pub connect_timeout: Duration,
+    /// Longest wait for ICE gathering (host, STUN and TURN candidates) before
+    /// the offer or answer goes out with the candidates gathered so far, and a
+    /// warning names the servers configured; above zero.
+    pub gather_timeout: Duration,
     /// UDP send/receive buffer asked for per socket.
     pub udp_socket_buffer: usize,
     /// Datagrams the connection's driver reads before it flushes its output,
@@ -113,6 +117,7 @@ impl Default for ConnectionConfig {
             max_message_bytes: defaults::PEER_MAX_MESSAGE_BYTES,
             send_buffer_limit: defaults::PEER_SEND_BUFFER_LIMIT,
             connect_timeout: Duration::from_millis(defaults::PEER_CONNECT_TIMEOUT_MS),
+            gather_timeout: Duration::from_millis(defaults::PEER_GATHER_TIMEOUT_MS),
             udp_socket_buffer: defaults::PEER_UDP_SOCKET_BUFFER,
             recv_burst: defaults::PEER_RECV_BURST,
             ice_check_interval: Duration::from_millis(defaults::PEER_ICE_CHECK_INTERVAL_MS),
@@ -151,6 +156,11 @@ impl ConnectionConfig {
         if self.recv_burst == 0 {
             return Err(ConnectionError::Config(
                 "recv_burst must be at least 1".into(),
+            ));
+        }
+        if self.gather_timeout.is_zero() {
+            return Err(ConnectionError::Config(
+                "gather_timeout must be above zero".into(),
             ));
         }
         if self.bind_addrs.is_empty() {
