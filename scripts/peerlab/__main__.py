@@ -25,7 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from peerlab import bench, cases  # noqa: E402
-from peerlab.lab import MODES, PUBLIC_IP, Lab, LabError  # noqa: E402
+from peerlab.lab import (  # noqa: E402
+    MODES, PUBLIC_IP, TURN_PASSWORD, TURN_PORT, TURN_REST_PORT, TURN_SECRET, TURN_USER, Lab, LabError,
+)
 from peerlab.peers import RELAY_URL, Tools  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,8 +98,9 @@ def run_up(args: argparse.Namespace, tools: Tools) -> int:
         a, b = lab.sides['a'], lab.sides['b']
         say(f'lab up: A {a.host_ip} ({a.mode}, rtt {a.rtt_ms:g} ms) in {a.host_ns}, '
             f'B {b.host_ip} ({b.mode}, rtt {b.rtt_ms:g} ms) in {b.host_ns}')
-        say(f'relay {RELAY_URL}; STUN/TURN {PUBLIC_IP}:3478 (lab/lab-password), '
-            f'TURN REST {PUBLIC_IP}:3479; work dir {lab.work}')
+        say(f'relay {RELAY_URL}; STUN/TURN {PUBLIC_IP}:{TURN_PORT} (user {TURN_USER}, password '
+            f'{TURN_PASSWORD}), TURN REST API {PUBLIC_IP}:{TURN_REST_PORT} (--turn-secret '
+            f'{TURN_SECRET}); work dir {lab.work}')
         say(f'try: ip netns exec {a.host_ns} {tools.binary} peer --relay {RELAY_URL} ...')
         say('Ctrl-C tears it down')
         time.sleep(UP_LIMIT_S)
@@ -136,7 +139,9 @@ def main(argv: list[str]) -> int:
     if args.bin is None:
         profile = 'release' if args.command == 'bench' else 'debug'
         args.bin = str(ROOT / 'target' / profile / 'switchboard')
-    for path, what in ((args.bin, '--bin'), (args.python, '--python')):
+    # `up` runs no aiortc peer: it needs no Python with ProxyStore.
+    needed = [(args.bin, '--bin')] + ([] if args.command == 'up' else [(args.python, '--python')])
+    for path, what in needed:
         if not os.access(path, os.X_OK):
             say(f'{what} {path} is not an executable')
             return 2
