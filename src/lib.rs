@@ -64,4 +64,5 @@ pub mod fuzzing;
 pub mod logging;
 pub mod protocol;
 pub mod server;
+pub mod tls;
 pub mod tunnel;

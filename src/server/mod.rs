@@ -5,7 +5,6 @@
 //! - [`auth`]: authentication of upgrade requests.
 //! - [`messages`]: actor messages between them.
 //! - [`outbound`]: a session's bounded outbound queue and its writer.
-//! - [`tls`]: rustls server configuration from PEM files.
 
 pub mod auth;
 pub mod inbound;
@@ -13,7 +12,6 @@ pub mod messages;
 pub mod outbound;
 pub mod registry;
 pub mod session;
-pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -44,6 +42,23 @@ pub enum ServerError {
     /// A listener could not be used.
     #[error("listener error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<crate::tls::TlsError> for ServerError {
+    fn from(error: crate::tls::TlsError) -> Self {
+        ServerError::Tls(error.0)
+    }
+}
+
+impl From<crate::tunnel::relay::StartError> for ServerError {
+    fn from(error: crate::tunnel::relay::StartError) -> Self {
+        use crate::tunnel::relay::StartError;
+        match error {
+            StartError::Config(e) => ServerError::Config(e),
+            StartError::Tls(e) => ServerError::Tls(e),
+            StartError::Io(e) => ServerError::Io(e),
+        }
+    }
 }
 
 /// State shared by every session, the admin endpoints and the shutdown path.
@@ -197,7 +212,7 @@ pub fn start(
     let metrics = Arc::new(Metrics::new());
     let authenticator = Authenticator::from_settings(&settings.auth)?;
     let tls = match (&settings.server.certfile, &settings.server.keyfile) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
         _ => None,
     };
     let tunnel = if settings.tunnel.services.is_empty() {

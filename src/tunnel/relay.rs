@@ -23,7 +23,27 @@ use super::relay_agents;
 use crate::admin::metrics::{HandoffFailure, HandoffLabels, Metrics, RejectLabels, ServiceLabels};
 use crate::config::{ConfigError, Secret, TunnelSettings};
 use crate::protocol::tunnel::Frame;
-use crate::server::ServerError;
+use crate::tls::TlsError;
+
+/// Why the tunnel relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A `[tunnel]` setting could not be turned into a running service.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `tunnel.certfile` or `tunnel.keyfile` could not be used.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// A listener (or the tunnel's runtime) could not be set up.
+    #[error("listener error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<TlsError> for StartError {
+    fn from(error: TlsError) -> Self {
+        StartError::Tls(error.0)
+    }
+}
 
 /// The listeners the tunnel serves: agents', then one per service.
 #[derive(Debug)]
@@ -35,7 +55,7 @@ pub struct TunnelListeners {
 }
 
 /// Binds the listeners `settings` names (port 0 picks free ports).
-pub fn bind(settings: &TunnelSettings) -> Result<TunnelListeners, ServerError> {
+pub fn bind(settings: &TunnelSettings) -> Result<TunnelListeners, StartError> {
     let agents = TcpListener::bind((settings.host.as_str(), settings.port))?;
     let mut services = Vec::new();
     for service in &settings.services {
@@ -247,7 +267,7 @@ type ServiceListeners = Vec<(Arc<Service>, TcpListener)>;
 fn services(
     settings: &TunnelSettings,
     listeners: Vec<(String, TcpListener)>,
-) -> Result<(HashMap<String, Arc<Service>>, ServiceListeners), ServerError> {
+) -> Result<(HashMap<String, Arc<Service>>, ServiceListeners), StartError> {
     let mut services = HashMap::new();
     let mut std_listeners = Vec::new();
     for (name, listener) in listeners {
@@ -282,7 +302,7 @@ pub fn start(
     settings: TunnelSettings,
     metrics: Arc<Metrics>,
     listeners: TunnelListeners,
-) -> Result<TunnelRelay, ServerError> {
+) -> Result<TunnelRelay, StartError> {
     let (services, std_listeners) = services(&settings, listeners.services)?;
     listeners.agents.set_nonblocking(true)?;
     let tls = match (&settings.certfile, &settings.keyfile) {
