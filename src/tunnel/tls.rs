@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::either::Either;
 
-use super::{TlsMismatch, TunnelError};
+use super::error::{TlsMismatch, TunnelError};
 use crate::tls::TlsError;
 
 /// An agent connection as the relay holds it.
