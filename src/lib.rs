@@ -62,6 +62,7 @@ pub mod defaults;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod logging;
+pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod tls;

@@ -1,10 +1,23 @@
-//! The relay server: a function of (settings, bound listeners) returning a handle.
+//! The WebSocket relay (signaling) server, and nothing else.
+//!
+//! [`start`] is a function of the settings (`[server]` and `[auth]`), the
+//! process's [`Metrics`] (it counts sessions, registrations, forwards and
+//! closes into them) and an already-bound public listener. It returns a
+//! [`RelayServer`] handle: the listener's address, the shared
+//! [`ServerState`] (through which [`counts`] and [`clients`] ask the
+//! registry what `/health` and `/clients` show), and the steps of a graceful
+//! stop (refuse new upgrades, close every session with 1001 within
+//! `server.shutdown_grace_ms`, stop the listener), which whoever composes
+//! the process calls in its one shutdown path. It knows nothing of the
+//! admin listener or the tunnel.
 //!
 //! - [`registry`]: the one actor that owns registrations.
-//! - [`session`]: one actor per WebSocket.
+//! - [`session`]: one actor per WebSocket; [`inbound`] reads its frames.
 //! - [`auth`]: authentication of upgrade requests.
 //! - [`messages`]: actor messages between them.
 //! - [`outbound`]: a session's bounded outbound queue and its writer.
+//!
+//! TLS (`server.certfile`) comes from [`crate::tls`].
 
 pub mod auth;
 pub mod inbound;
@@ -21,12 +34,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer};
 
-use crate::admin::{self, metrics::Metrics};
+use crate::admin::metrics::Metrics;
 use crate::config::{ConfigError, Settings};
 use crate::defaults;
 use crate::protocol::close;
 use auth::Authenticator;
-use messages::{CloseAll, Counts};
+use messages::{ClientInfo, CloseAll, Counts, CountsReply, ListClients};
 use registry::Registry;
 use session::WsSession;
 
@@ -50,18 +63,7 @@ impl From<crate::tls::TlsError> for ServerError {
     }
 }
 
-impl From<crate::tunnel::relay::StartError> for ServerError {
-    fn from(error: crate::tunnel::relay::StartError) -> Self {
-        use crate::tunnel::relay::StartError;
-        match error {
-            StartError::Config(e) => ServerError::Config(e),
-            StartError::Tls(e) => ServerError::Tls(e),
-            StartError::Io(e) => ServerError::Io(e),
-        }
-    }
-}
-
-/// State shared by every session, the admin endpoints and the shutdown path.
+/// State shared by every session, the status readers and the shutdown path.
 pub struct ServerState {
     /// The loaded settings.
     pub settings: Settings,
@@ -77,12 +79,8 @@ pub struct ServerState {
     pub next_session_id: AtomicU64,
     /// Set once shutdown begins: new upgrades are refused.
     pub shutting_down: AtomicBool,
-    /// When the server started (for `/health` uptime).
-    pub started: Instant,
     /// How long a closing session may flush its close frame.
     pub close_flush: Duration,
-    /// The TCP tunnel's state, when `[tunnel]` has services (for `/tunnels`).
-    pub tunnel: Option<Arc<crate::tunnel::TunnelState>>,
 }
 
 /// The process's one [`Registry`], started on the thread of the first HTTP
@@ -125,46 +123,35 @@ impl RegistrySlot {
     }
 }
 
-/// A running relay: its addresses and the way to stop it.
-pub struct Relay {
+/// A running relay server: its address, its state and the steps of its stop.
+pub struct RelayServer {
     state: Arc<ServerState>,
-    public_addr: SocketAddr,
-    admin_addr: Option<SocketAddr>,
-    public: actix_web::dev::ServerHandle,
-    admin: Option<actix_web::dev::ServerHandle>,
-    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
-    tunnel: Option<crate::tunnel::TunnelRelay>,
+    addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-impl Relay {
+impl RelayServer {
     /// Address of the public WebSocket listener.
-    pub fn public_addr(&self) -> SocketAddr {
-        self.public_addr
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
-    /// Address of the admin listener, if enabled.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    /// The TCP tunnel, when `[tunnel]` has services (its listeners' addresses).
-    pub fn tunnel(&self) -> Option<&crate::tunnel::TunnelRelay> {
-        self.tunnel.as_ref()
-    }
-
-    /// Shared state (metrics, registry address).
+    /// Shared state (settings, metrics, registry, counters).
     pub fn state(&self) -> &Arc<ServerState> {
         &self.state
     }
 
-    /// Closes every session with 1001, waits for them (bounded by
-    /// `server.shutdown_grace_ms`), then stops both listeners.
-    pub async fn shutdown(self) {
+    /// First step of a stop: new upgrades get 503 from now on.
+    pub fn refuse_new(&self) {
+        self.state.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes every session with 1001 and waits for them, bounded by
+    /// `server.shutdown_grace_ms`; sessions left after that are dropped
+    /// with the listener.
+    pub async fn close_sessions(&self) {
         let state = &self.state;
-        state.shutting_down.store(true, Ordering::SeqCst);
-        if let Some(tunnel) = self.tunnel {
-            tunnel.shutdown().await;
-        }
         let grace = Duration::from_millis(state.settings.server.shutdown_grace_ms);
         let asked = match state.registry.get() {
             Some(registry) => registry
@@ -185,48 +172,34 @@ impl Relay {
         if left > 0 {
             log::warn!("{left} sessions still open after the grace period; dropping them");
         }
-        self.public.stop(false).await;
-        if let Some(admin) = &self.admin {
-            admin.stop(false).await;
-        }
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        log::info!("relay stopped");
     }
 
-    /// Resolves when both listeners have stopped.
+    /// Stops the listener (its workers finish within a second).
+    pub async fn stop_listener(&self) {
+        self.handle.stop(false).await;
+    }
+
+    /// Resolves when the listener has stopped.
     pub async fn wait(&mut self) {
-        for task in self.tasks.drain(..) {
+        if let Some(task) = self.task.take() {
             let _ = task.await;
         }
     }
 }
 
-/// Starts the relay on already-bound listeners. Must run inside an actix System.
+/// Starts the relay server on an already-bound public listener, counting
+/// into `metrics`. Must run inside an actix System.
 pub fn start(
     settings: Settings,
+    metrics: Arc<Metrics>,
     public: TcpListener,
-    admin: Option<TcpListener>,
-) -> Result<Relay, ServerError> {
-    let metrics = Arc::new(Metrics::new());
+) -> Result<RelayServer, ServerError> {
     let authenticator = Authenticator::from_settings(&settings.auth)?;
     let tls = match (&settings.server.certfile, &settings.server.keyfile) {
         (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
         _ => None,
     };
-    let tunnel = if settings.tunnel.services.is_empty() {
-        None
-    } else {
-        let listeners = crate::tunnel::relay::bind(&settings.tunnel)?;
-        Some(crate::tunnel::relay::start(
-            settings.tunnel.clone(),
-            metrics.clone(),
-            listeners,
-        )?)
-    };
     let state = Arc::new(ServerState {
-        tunnel: tunnel.as_ref().map(|t| t.state().clone()),
         settings,
         registry: RegistrySlot::new(metrics.clone()),
         metrics,
@@ -234,41 +207,18 @@ pub fn start(
         connected: AtomicUsize::new(0),
         next_session_id: AtomicU64::new(1),
         shutting_down: AtomicBool::new(false),
-        started: Instant::now(),
         close_flush: Duration::from_millis(defaults::CLOSE_FLUSH_MS),
     });
     public.set_nonblocking(true)?;
-    let public_addr = public.local_addr()?;
+    let addr = public.local_addr()?;
     let server = public_server(&state, public, tls)?;
-    let public_handle = server.handle();
-    let mut tasks = vec![actix_rt::spawn(server)];
-    let (admin_addr, admin_handle) = match admin {
-        Some(listener) => {
-            let addr = listener.local_addr()?;
-            let server = admin::serve(state.clone(), listener)?;
-            let handle = server.handle();
-            tasks.push(actix_rt::spawn(server));
-            (Some(addr), Some(handle))
-        }
-        None => (None, None),
-    };
-    log::info!(
-        "relay listening on {}://{public_addr}; admin on {}",
-        if state.settings.server.certfile.is_some() {
-            "wss"
-        } else {
-            "ws"
-        },
-        admin_addr.map_or("(disabled)".to_string(), |a| format!("http://{a}"))
-    );
-    Ok(Relay {
+    let handle = server.handle();
+    let task = actix_rt::spawn(server);
+    Ok(RelayServer {
         state,
-        public_addr,
-        admin_addr,
-        public: public_handle,
-        admin: admin_handle,
-        tasks,
-        tunnel,
+        addr,
+        handle,
+        task: Some(task),
     })
 }
 
@@ -309,21 +259,6 @@ fn public_server(
         None => server.listen(public)?,
     };
     Ok(server.run())
-}
-
-/// Binds the listeners the settings name (public, then admin if enabled).
-pub fn bind(settings: &Settings) -> Result<(TcpListener, Option<TcpListener>), ServerError> {
-    let s = &settings.server;
-    let public = TcpListener::bind((s.host.as_str(), s.port))?;
-    let admin = if settings.admin.enabled {
-        Some(TcpListener::bind((
-            settings.admin.host.as_str(),
-            settings.admin.port,
-        ))?)
-    } else {
-        None
-    };
-    Ok((public, admin))
 }
 
 /// Accepts a WebSocket upgrade on any path and starts its session actor.
@@ -375,7 +310,12 @@ async fn upgrade(
     Ok(response)
 }
 
-/// Counts for `/health`.
-pub async fn counts(state: &ServerState) -> Option<messages::CountsReply> {
+/// Open and registered counts (`/health`); `None` when the registry cannot answer.
+pub async fn counts(state: &ServerState) -> Option<CountsReply> {
     state.registry.get()?.send(Counts).await.ok()
+}
+
+/// The registered clients (`/clients`); `None` when the registry cannot answer.
+pub async fn clients(state: &ServerState) -> Option<Vec<ClientInfo>> {
+    state.registry.get()?.send(ListClients).await.ok()
 }

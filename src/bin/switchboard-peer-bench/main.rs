@@ -46,7 +46,7 @@ use switchboard::client::peer_manager::{
 };
 use switchboard::client::relay_client::BackoffConfig;
 use switchboard::config::Settings;
-use switchboard::server;
+use switchboard::node;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -127,13 +127,13 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// A relay in this process on 127.0.0.1:0; returns its URL.
-fn start_relay() -> anyhow::Result<(server::Relay, String)> {
+fn start_relay() -> anyhow::Result<(node::Node, String)> {
     let mut settings = Settings::default();
     settings.server.host = "127.0.0.1".into();
     settings.server.port = 0;
     settings.server.workers = 1;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the relay")?;
-    let relay = server::start(settings, listener, None).context("starting the relay")?;
+    let relay = node::start(settings, listener, None).context("starting the relay")?;
     let url = format!("ws://127.0.0.1:{}", relay.public_addr().port());
     Ok((relay, url))
 }
