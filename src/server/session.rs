@@ -31,7 +31,7 @@ use super::inbound::{Inbound, InboundError, StreamEnd};
 use super::messages::*;
 use super::outbound::{Outbound, WriterDone};
 use super::registry::Registry;
-use super::ServerState;
+use super::state::ServerState;
 use crate::protocol::relay::encode_peer_connection;
 use crate::protocol::{
     close, decode, encode, PeerConnection, RelayMessage, RelayRegistration, RelayResponse,
