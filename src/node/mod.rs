@@ -7,11 +7,11 @@
 //! has services. It makes the one [`Metrics`] of the process and hands
 //! each component what it needs:
 //!
-//! - [`server`](crate::server) gets the settings, the metrics and the public
+//! - [`server`] gets the settings, the metrics and the public
 //!   listener;
 //! - [`tunnel::relay`](crate::tunnel::relay) gets `[tunnel]`, the metrics and
 //!   its listeners;
-//! - [`admin`](crate::admin) gets a view of the others (`view.rs`: the
+//! - [`admin`] gets a view of the others (`view.rs`: the
 //!   relay's counts and clients, the tunnel's state, the metrics, the
 //!   uptime), the admin token and the admin listener.
 //!

@@ -11,6 +11,13 @@
 //! the process calls in its one shutdown path. It knows nothing of the
 //! admin listener or the tunnel.
 //!
+//! Shape: one actix-web HTTP server with `server.workers` workers (it must
+//! start inside an actix System); every WebSocket upgrade, on any path,
+//! becomes a [`WsSession`] actor on its worker, and the
+//! one [`Registry`](registry::Registry) actor runs on the first worker's
+//! thread. Sessions register, forward and unregister through the registry
+//! with [`messages`]; the registry reaches sessions through `Recipient`s.
+//!
 //! - [`registry`]: the one actor that owns registrations.
 //! - [`session`]: one actor per WebSocket; [`inbound`] reads its frames.
 //! - [`auth`]: authentication of upgrade requests.
