@@ -30,8 +30,8 @@ use peers::{events, manager, peer_config, recv, wait_event};
 use serde_json::{json, Value};
 use switchboard::client::peer_manager::{Close, PeerEvent, PeerManagerConfig, Send};
 use switchboard::config::Settings;
+use switchboard::node;
 use switchboard::protocol::chunk::Payload;
-use switchboard::server;
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -226,7 +226,7 @@ async fn from_chromium(
 
 /// A relay in this process (this System) on 127.0.0.1:0, without admin.
 struct Relay {
-    _server: server::Relay,
+    _server: node::Node,
     url: String,
 }
 
@@ -236,7 +236,7 @@ fn start_relay() -> Relay {
     settings.server.port = 0;
     settings.admin.enabled = false;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the relay");
-    let server = server::start(settings, listener, None).expect("starting the relay");
+    let server = node::start(settings, listener, None).expect("starting the relay");
     let url = format!("ws://127.0.0.1:{}", server.public_addr().port());
     Relay {
         _server: server,

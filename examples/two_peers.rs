@@ -18,8 +18,8 @@ use switchboard::client::peer_manager::{
     Close, PeerManager, PeerManagerConfig, PeerMessage, Recv, Send, Status,
 };
 use switchboard::config::Settings;
+use switchboard::node;
 use switchboard::protocol::chunk::Payload;
-use switchboard::server;
 use uuid::Uuid;
 
 /// How long each step may take before the example gives up.
@@ -39,8 +39,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
     settings.server.port = 0;
     settings.server.workers = 1;
     settings.admin.enabled = false;
-    let (public, admin) = server::bind(&settings)?;
-    let relay = server::start(settings, public, admin)?;
+    let (public, admin) = node::bind(&settings)?;
+    let relay = node::start(settings, public, admin)?;
     let url = format!("ws://{}", relay.public_addr());
     println!("relay listening on {url}");
 

@@ -19,25 +19,40 @@
 //! - [`defaults`]: every default, timeout and limit as a named constant.
 //! - [`addr`]: the canonical form every reported peer address takes
 //!   (IPv4-mapped IPv6 addresses as IPv4).
-//! - [`server`]: the relay: `registry` (the one actor owning registrations,
-//!   started on the first HTTP worker's thread so forwards cross at most one thread),
-//!   `session` (one actor per WebSocket), `outbound` (its bounded write queue),
-//!   `auth`, `messages`, `tls`, and
-//!   [`server::start`], a function of (settings, bound listeners) returning a handle.
-//! - [`admin`]: `/health`, `/clients`, `/metrics` on the admin listener, and
-//!   `admin::metrics`, the one struct holding every metric.
+//! - [`node`]: the running process, a relay node: [`node::bind`] binds the
+//!   public and admin listeners the settings name, [`node::start`] (a function
+//!   of settings and bound listeners) binds the tunnel's, makes the one
+//!   `Metrics`, starts the relay server, the tunnel and the admin listener,
+//!   hands each what it needs (the admin listener a view of the others) and
+//!   returns a [`node::Node`] handle owning the one shutdown path. `main.rs`
+//!   and the tests' `tests/common` start the process through it.
+//! - [`server`]: the WebSocket relay only: `registry` (the one actor owning
+//!   registrations, started on the first HTTP worker's thread so forwards
+//!   cross at most one thread), `session` (one actor per WebSocket),
+//!   `inbound` (its frame reader), `outbound` (its bounded write queue),
+//!   `auth`, `messages`, `state`, and [`server::start`], a function of
+//!   (settings, metrics, the bound public listener) returning a handle.
+//! - [`admin`]: `/health`, `/clients`, `/metrics`, `/tunnels` on the admin
+//!   listener, reading an [`admin::View`] the node gives it (it imports
+//!   neither the relay nor the tunnel), and `admin::metrics`, the one struct
+//!   holding every metric.
+//! - [`tls`]: rustls server configuration from PEM files, for the relay's
+//!   and the tunnel's listeners.
 //! - [`client`]: the peer library, actix actors embedded in the application's
 //!   System: `relay_client` (one relay session, reconnecting with `backoff`;
 //!   `wss://` options in `tls`), `connection` (one WebRTC peer connection, N
 //!   data channels, chunked messages, and the ledger of what the peer
 //!   acknowledged behind flushes), `runtime` (tokio for `webrtc` with larger
 //!   UDP buffers) and `peer_manager` (the one actor an application adds).
-//! - [`tunnel`]: the TCP tunnel: `relay` (agents' and services' listeners on
-//!   their own runtime; agent handshakes and control channels, pooled
-//!   connections carrying clients), `pool`, `pump` (copy, then `splice` on
-//!   Linux), `framing`, `tls`, and `agent`, the host agent behind
-//!   `switchboard host` (with `host_config`, its settings file); the wire
-//!   format is [`protocol::tunnel`], the PROXY header [`protocol::proxy_v2`].
+//! - [`tunnel`]: the TCP tunnel, one folder per side: `tunnel::relay` (the
+//!   agents' and services' listeners on their own runtime; `agents`:
+//!   handshakes and control channels, `pool`, `carry`: pooled connections
+//!   carrying clients, `clients`: the public listeners, `state`) and
+//!   `tunnel::agent`, the host agent behind `switchboard host` (`pool`,
+//!   `connect`, `settings`, `host_config`: its settings file); beside them
+//!   what both share: `framing`, `pump` (copy, then `splice` on Linux),
+//!   `tls`, `net` (runtime, socket options), `error`. The wire format is
+//!   [`protocol::tunnel`], the PROXY header [`protocol::proxy_v2`].
 //! - `fuzzing` (hidden from the docs): the body of every fuzz target, one
 //!   function per decoder of network or disk bytes, shared by the fuzzers in
 //!   `fuzz/` (`scripts/fuzz`) and `tests/fuzz_regressions.rs`.
@@ -51,7 +66,15 @@
 //!   every echo) that `scripts/soak` runs; `src/bin/switchboard-peer-bench/`:
 //!   peer connection setup and throughput; `scripts/bench` drives both.
 //! - `examples/`: `two_peers` (a relay and two peers in one process) and
-//!   `peer_http` (an actix-web application embedding a PeerManager).
+//!   `peer_http` (an actix-web application embedding a PeerManager);
+//!   `browser_bench` (message times between a Switchboard peer and headless
+//!   Chromium, run by `scripts/bench browser`).
+//!
+//! Imports run one way: [`node`] → [`server`], [`tunnel`], [`admin`]; the
+//! relay server and the tunnel → `admin::metrics`, [`tls`], [`config`],
+//! [`protocol`]; nothing imports `node`. No top-level module, and no file
+//! of the tunnel, imports one that imports it back
+//! (`python3 ../shared/tools/modcycles.py src` lists circles).
 #![deny(missing_docs)]
 
 pub mod addr;
@@ -62,6 +85,8 @@ pub mod defaults;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod logging;
+pub mod node;
 pub mod protocol;
 pub mod server;
+pub mod tls;
 pub mod tunnel;

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use switchboard::config::{Overrides, Settings};
-use switchboard::{logging, server};
+use switchboard::{logging, node};
 
 /// A ProxyStore-compatible WebRTC relay (signaling) server, peer and TCP tunnel.
 ///
@@ -81,8 +81,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let (public, admin) = server::bind(&settings)?;
-    let relay = server::start(settings, public, admin)?;
+    let (public, admin) = node::bind(&settings)?;
+    let relay = node::start(settings, public, admin)?;
     let signal = shutdown_signal().await?;
     log::info!("received {signal}; shutting down");
     relay.shutdown().await;

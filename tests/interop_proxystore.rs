@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use switchboard::config::Settings;
-use switchboard::server;
+use switchboard::node;
 
 /// Hard limit on the Python script; it is killed when it runs longer.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,7 +38,7 @@ impl RunningRelay {
                 let started = TcpListener::bind((settings.server.host.as_str(), 0))
                     .map_err(|e| e.to_string())
                     .and_then(|public| {
-                        server::start(settings, public, None).map_err(|e| e.to_string())
+                        node::start(settings, public, None).map_err(|e| e.to_string())
                     });
                 let relay = match started {
                     Ok(relay) => relay,

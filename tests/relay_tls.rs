@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use switchboard::server::{self, ServerError};
+use switchboard::node::{self, NodeError};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::Connector;
 
@@ -97,8 +97,8 @@ fn a_file_without_a_certificate_fails_at_start() {
         settings.server.keyfile = Some(key.to_path_buf());
         let result = actix_rt::System::new().block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            server::start(settings, listener, None).map(|_| ())
+            node::start(settings, listener, None).map(|_| ())
         });
-        assert!(matches!(result, Err(ServerError::Tls(_))), "{result:?}");
+        assert!(matches!(result, Err(NodeError::Tls(_))), "{result:?}");
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::fixtures::self_signed;
 use common::procs::{after, http_get as get, write_temp, Proc, RelayProc};
-use switchboard::tunnel::host_config::HostConfig;
+use switchboard::tunnel::agent::host_config::HostConfig;
 use tunnel_common::{exchange, metric, WAIT};
 
 const RELAY_CONFIG: &str = r#"

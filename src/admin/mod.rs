@@ -1,33 +1,85 @@
 //! The admin HTTP listener: `GET /health`, `GET /clients`, `GET /metrics`,
 //! and `GET /tunnels` (the TCP tunnel's services, agents and pools).
 //!
+//! [`serve`] is a function of a [`View`], the admin token and an
+//! already-bound listener; it returns the (not yet spawned) HTTP server.
+//! The admin listener knows nothing of the relay or the tunnel: it shows
+//! only what the `View` the relay node builds gives it (the relay's counts
+//! and registered clients, the tunnel's state, the process's [`Metrics`]
+//! and uptime). [`metrics`] is the one struct holding every metric of the
+//! process; the relay and the tunnel are handed it to count into.
+//!
 //! It runs on its own listener (loopback by default), never on the public
 //! one. With `admin.token` set, every request needs
 //! `Authorization: Bearer <token>` or gets 401.
 
 pub mod metrics;
 
+use std::future::Future;
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::server::messages::ListClients;
-use crate::server::{counts, ServerState};
+use crate::config::Secret;
+use metrics::Metrics;
 
-/// Starts the admin server on `listener` (one worker: it serves operators, not clients).
-pub fn serve(state: Arc<ServerState>, listener: TcpListener) -> std::io::Result<Server> {
+/// Open and registered counts, as `/health` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Open WebSocket sessions.
+    pub connected: usize,
+    /// Registered UUIDs.
+    pub registered: usize,
+}
+
+/// What the admin endpoints read, built by whoever composes the process
+/// (the relay node). Each method answers one endpoint.
+pub trait View: Send + Sync + 'static {
+    /// One registered client as `/clients` lists it.
+    type Client: Serialize;
+    /// The tunnel's state as `/tunnels` shows it.
+    type Tunnels: Serialize;
+
+    /// How long the process has been serving (`/health`).
+    fn uptime(&self) -> Duration;
+    /// Open and registered counts (`/health`); `None` when the relay's
+    /// registry cannot answer.
+    fn counts(&self) -> impl Future<Output = Option<Counts>>;
+    /// The registered clients (`/clients`); `None` when the relay's registry
+    /// cannot answer.
+    fn clients(&self) -> impl Future<Output = Option<Vec<Self::Client>>>;
+    /// The tunnel's state (`/tunnels`); `None` when no tunnel runs.
+    fn tunnels(&self) -> Option<Self::Tunnels>;
+    /// Every metric (`/metrics`).
+    fn metrics(&self) -> &Metrics;
+}
+
+/// What the handlers share: the view and the token.
+struct Admin<V> {
+    view: V,
+    token: Option<Secret>,
+}
+
+/// Starts the admin server on `listener` (one worker: it serves operators,
+/// not clients); with `token`, every request must carry it.
+pub fn serve<V: View>(
+    view: V,
+    token: Option<Secret>,
+    listener: TcpListener,
+) -> std::io::Result<Server> {
     listener.set_nonblocking(true)?;
-    let data = web::Data::from(state);
+    let data = web::Data::new(Admin { view, token });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .route("/health", web::get().to(health))
-            .route("/clients", web::get().to(clients))
-            .route("/metrics", web::get().to(metrics))
-            .route("/tunnels", web::get().to(tunnels))
+            .route("/health", web::get().to(health::<V>))
+            .route("/clients", web::get().to(clients::<V>))
+            .route("/metrics", web::get().to(metrics::<V>))
+            .route("/tunnels", web::get().to(tunnels::<V>))
     })
     .workers(1)
     .disable_signals()
@@ -38,8 +90,8 @@ pub fn serve(state: Arc<ServerState>, listener: TcpListener) -> std::io::Result<
 }
 
 /// `Some(401 response)` when an admin token is configured and the request lacks it.
-fn denied(req: &HttpRequest, state: &ServerState) -> Option<HttpResponse> {
-    let token = state.settings.admin.token.as_ref()?;
+fn denied<V>(req: &HttpRequest, admin: &Admin<V>) -> Option<HttpResponse> {
+    let token = admin.token.as_ref()?;
     let given = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -62,14 +114,14 @@ fn denied(req: &HttpRequest, state: &ServerState) -> Option<HttpResponse> {
     }
 }
 
-async fn health(req: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
-    if let Some(response) = denied(&req, &state) {
+async fn health<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpResponse {
+    if let Some(response) = denied(&req, &admin) {
         return response;
     }
-    match counts(&state).await {
+    match admin.view.counts().await {
         Some(c) => HttpResponse::Ok().json(json!({
             "status": "ok",
-            "uptime_seconds": state.started.elapsed().as_secs_f64(),
+            "uptime_seconds": admin.view.uptime().as_secs_f64(),
             "connected": c.connected,
             "registered": c.registered,
         })),
@@ -77,35 +129,31 @@ async fn health(req: HttpRequest, state: web::Data<ServerState>) -> HttpResponse
     }
 }
 
-async fn clients(req: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
-    if let Some(response) = denied(&req, &state) {
+async fn clients<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpResponse {
+    if let Some(response) = denied(&req, &admin) {
         return response;
     }
-    let list = match state.registry.get() {
-        Some(registry) => registry.send(ListClients).await.ok(),
-        None => None,
-    };
-    match list {
+    match admin.view.clients().await {
         Some(list) => HttpResponse::Ok().json(list),
         None => HttpResponse::ServiceUnavailable().json(json!({"status": "registry unavailable"})),
     }
 }
 
-async fn metrics(req: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
-    if let Some(response) = denied(&req, &state) {
+async fn metrics<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpResponse {
+    if let Some(response) = denied(&req, &admin) {
         return response;
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.render())
+        .body(admin.view.metrics().render())
 }
 
-async fn tunnels(req: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
-    if let Some(response) = denied(&req, &state) {
+async fn tunnels<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpResponse {
+    if let Some(response) = denied(&req, &admin) {
         return response;
     }
-    match &state.tunnel {
-        Some(tunnel) => HttpResponse::Ok().json(tunnel.status()),
+    match admin.view.tunnels() {
+        Some(tunnels) => HttpResponse::Ok().json(tunnels),
         None => HttpResponse::Ok().json(json!({"services": [], "active": 0})),
     }
 }

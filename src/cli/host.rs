@@ -7,7 +7,7 @@ use clap::Args;
 use switchboard::config::ConfigError;
 use switchboard::logging;
 use switchboard::tunnel::agent;
-use switchboard::tunnel::host_config::HostConfig;
+use switchboard::tunnel::agent::host_config::HostConfig;
 
 /// Arguments of `switchboard host` (each overrides the same key of `--config`).
 #[derive(Args, Debug)]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::Input;
+use super::input::Input;
 use crate::protocol::chunk::{
     chunks, parse_chunk, ChunkError, Payload, Reassembler, ReassemblerLimits, DTYPE_BYTES,
     DTYPE_TEXT, HEADER_LEN,

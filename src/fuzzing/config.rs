@@ -1,5 +1,5 @@
 //! Targets for the settings files: the relay's TOML (`config`) and the host
-//! agent's (`tunnel::host_config`).
+//! agent's (`tunnel::agent::host_config`).
 //!
 //! Both read the files a setting names (token files, certificates, a CA).
 //! A fuzzer must not read whatever path it invents (`/dev/zero` never ends),
@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Settings;
-use crate::tunnel::host_config::HostConfig;
+use crate::tunnel::agent::host_config::HostConfig;
 
 /// Files every invented path is replaced by (see the module docs).
 const FIXTURES: [&str; 4] = [

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::Input;
+use super::input::Input;
 use crate::protocol::relay::{self, DescriptionType, PeerConnection, RelayMessage};
 use crate::protocol::relay::{RelayRegistration, RelayResponse};
 use crate::protocol::uuid::parse_python_uuid;

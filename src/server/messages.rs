@@ -2,9 +2,9 @@
 //!
 //! Sessions talk to the one [`Registry`](super::registry::Registry) with
 //! [`Connect`], [`Register`], [`Forward`] and [`Disconnect`]; the registry
-//! talks back through each session's `Recipient<ToSession>`. The admin
-//! listener asks the registry with [`ListClients`] and [`Counts`], and the
-//! shutdown path sends [`CloseAll`].
+//! talks back through each session's `Recipient<ToSession>`. What `/clients`
+//! and `/health` show is asked with [`ListClients`] and [`Counts`] (through
+//! `server::clients` and `server::counts`), and a stop sends [`CloseAll`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,11 +1,32 @@
-//! The relay server: a function of (settings, bound listeners) returning a handle.
+//! The WebSocket relay (signaling) server, and nothing else.
+//!
+//! [`start`] is a function of the settings (`[server]` and `[auth]`), the
+//! process's [`Metrics`] (it counts sessions, registrations, forwards and
+//! closes into them) and an already-bound public listener. It returns a
+//! [`RelayServer`] handle: the listener's address, the shared
+//! [`ServerState`] (through which [`counts`] and [`clients`] ask the
+//! registry what `/health` and `/clients` show), and the steps of a graceful
+//! stop (refuse new upgrades, close every session with 1001 within
+//! `server.shutdown_grace_ms`, stop the listener), which whoever composes
+//! the process calls in its one shutdown path. It knows nothing of the
+//! admin listener or the tunnel.
+//!
+//! Shape: one actix-web HTTP server with `server.workers` workers (it must
+//! start inside an actix System); every WebSocket upgrade, on any path,
+//! becomes a [`WsSession`] actor on its worker, and the
+//! one [`Registry`](registry::Registry) actor runs on the first worker's
+//! thread. Sessions register, forward and unregister through the registry
+//! with [`messages`]; the registry reaches sessions through `Recipient`s.
 //!
 //! - [`registry`]: the one actor that owns registrations.
-//! - [`session`]: one actor per WebSocket.
+//! - [`session`]: one actor per WebSocket; [`inbound`] reads its frames.
 //! - [`auth`]: authentication of upgrade requests.
 //! - [`messages`]: actor messages between them.
 //! - [`outbound`]: a session's bounded outbound queue and its writer.
-//! - [`tls`]: rustls server configuration from PEM files.
+//! - `state`: [`ServerState`], shared by the sessions, the status readers
+//!   and the stop, with the [`RegistrySlot`].
+//!
+//! TLS (`server.certfile`) comes from [`crate::tls`].
 
 pub mod auth;
 pub mod inbound;
@@ -13,23 +34,24 @@ pub mod messages;
 pub mod outbound;
 pub mod registry;
 pub mod session;
-pub mod tls;
+mod state;
+
+pub use state::{RegistrySlot, ServerState};
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer};
 
-use crate::admin::{self, metrics::Metrics};
+use crate::admin::metrics::Metrics;
 use crate::config::{ConfigError, Settings};
 use crate::defaults;
 use crate::protocol::close;
 use auth::Authenticator;
-use messages::{CloseAll, Counts};
-use registry::Registry;
+use messages::{ClientInfo, CloseAll, Counts, CountsReply, ListClients};
 use session::WsSession;
 
 /// Why the server could not start.
@@ -46,110 +68,41 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// State shared by every session, the admin endpoints and the shutdown path.
-pub struct ServerState {
-    /// The loaded settings.
-    pub settings: Settings,
-    /// All metrics.
-    pub metrics: Arc<Metrics>,
-    /// The one registry of this process (started by the first HTTP worker).
-    pub registry: RegistrySlot,
-    /// Checks credentials at registration.
-    pub authenticator: Authenticator,
-    /// Sessions open now (incremented at upgrade, decremented when a session stops).
-    pub connected: AtomicUsize,
-    /// Source of session ids.
-    pub next_session_id: AtomicU64,
-    /// Set once shutdown begins: new upgrades are refused.
-    pub shutting_down: AtomicBool,
-    /// When the server started (for `/health` uptime).
-    pub started: Instant,
-    /// How long a closing session may flush its close frame.
-    pub close_flush: Duration,
-    /// The TCP tunnel's state, when `[tunnel]` has services (for `/tunnels`).
-    pub tunnel: Option<Arc<crate::tunnel::TunnelState>>,
-}
-
-/// The process's one [`Registry`], started on the thread of the first HTTP
-/// worker that builds its app. Sessions on that worker then reach the
-/// registry without waking another thread, which is most of a forward's
-/// latency; sessions on other workers pay one cross-thread hop instead of two.
-/// If that worker's thread ever dies with the registry, the next worker that
-/// builds its app starts a new one; sessions that held the old one close with
-/// 1013 and their clients register again.
-pub struct RegistrySlot {
-    addr: RwLock<Option<Addr<Registry>>>,
-    metrics: Arc<Metrics>,
-}
-
-impl RegistrySlot {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        RegistrySlot {
-            addr: RwLock::new(None),
-            metrics,
-        }
-    }
-
-    /// Starts the Registry on the current arbiter unless one is running.
-    fn start_here(&self) {
-        let mut addr = self.addr.write().unwrap_or_else(|e| e.into_inner());
-        if !addr.as_ref().is_some_and(Addr::connected) {
-            log::debug!(
-                "starting the registry on thread {:?}",
-                std::thread::current().name()
-            );
-            *addr = Some(Registry::new(self.metrics.clone()).start());
-        }
-    }
-
-    /// The Registry, once a worker has started it. The workers build their
-    /// apps when the server future is first polled, before either listener
-    /// serves a request, so only a shutdown racing startup sees `None`.
-    pub fn get(&self) -> Option<Addr<Registry>> {
-        self.addr.read().unwrap_or_else(|e| e.into_inner()).clone()
+impl From<crate::tls::TlsError> for ServerError {
+    fn from(error: crate::tls::TlsError) -> Self {
+        ServerError::Tls(error.0)
     }
 }
 
-/// A running relay: its addresses and the way to stop it.
-pub struct Relay {
+/// A running relay server: its address, its state and the steps of its stop.
+pub struct RelayServer {
     state: Arc<ServerState>,
-    public_addr: SocketAddr,
-    admin_addr: Option<SocketAddr>,
-    public: actix_web::dev::ServerHandle,
-    admin: Option<actix_web::dev::ServerHandle>,
-    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
-    tunnel: Option<crate::tunnel::TunnelRelay>,
+    addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-impl Relay {
+impl RelayServer {
     /// Address of the public WebSocket listener.
-    pub fn public_addr(&self) -> SocketAddr {
-        self.public_addr
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
-    /// Address of the admin listener, if enabled.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    /// The TCP tunnel, when `[tunnel]` has services (its listeners' addresses).
-    pub fn tunnel(&self) -> Option<&crate::tunnel::TunnelRelay> {
-        self.tunnel.as_ref()
-    }
-
-    /// Shared state (metrics, registry address).
+    /// Shared state (settings, metrics, registry, counters).
     pub fn state(&self) -> &Arc<ServerState> {
         &self.state
     }
 
-    /// Closes every session with 1001, waits for them (bounded by
-    /// `server.shutdown_grace_ms`), then stops both listeners.
-    pub async fn shutdown(self) {
+    /// First step of a stop: new upgrades get 503 from now on.
+    pub fn refuse_new(&self) {
+        self.state.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes every session with 1001 and waits for them, bounded by
+    /// `server.shutdown_grace_ms`; sessions left after that are dropped
+    /// with the listener.
+    pub async fn close_sessions(&self) {
         let state = &self.state;
-        state.shutting_down.store(true, Ordering::SeqCst);
-        if let Some(tunnel) = self.tunnel {
-            tunnel.shutdown().await;
-        }
         let grace = Duration::from_millis(state.settings.server.shutdown_grace_ms);
         let asked = match state.registry.get() {
             Some(registry) => registry
@@ -170,48 +123,34 @@ impl Relay {
         if left > 0 {
             log::warn!("{left} sessions still open after the grace period; dropping them");
         }
-        self.public.stop(false).await;
-        if let Some(admin) = &self.admin {
-            admin.stop(false).await;
-        }
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        log::info!("relay stopped");
     }
 
-    /// Resolves when both listeners have stopped.
+    /// Stops the listener (its workers finish within a second).
+    pub async fn stop_listener(&self) {
+        self.handle.stop(false).await;
+    }
+
+    /// Resolves when the listener has stopped.
     pub async fn wait(&mut self) {
-        for task in self.tasks.drain(..) {
+        if let Some(task) = self.task.take() {
             let _ = task.await;
         }
     }
 }
 
-/// Starts the relay on already-bound listeners. Must run inside an actix System.
+/// Starts the relay server on an already-bound public listener, counting
+/// into `metrics`. Must run inside an actix System.
 pub fn start(
     settings: Settings,
+    metrics: Arc<Metrics>,
     public: TcpListener,
-    admin: Option<TcpListener>,
-) -> Result<Relay, ServerError> {
-    let metrics = Arc::new(Metrics::new());
+) -> Result<RelayServer, ServerError> {
     let authenticator = Authenticator::from_settings(&settings.auth)?;
     let tls = match (&settings.server.certfile, &settings.server.keyfile) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
         _ => None,
     };
-    let tunnel = if settings.tunnel.services.is_empty() {
-        None
-    } else {
-        let listeners = crate::tunnel::relay::bind(&settings.tunnel)?;
-        Some(crate::tunnel::relay::start(
-            settings.tunnel.clone(),
-            metrics.clone(),
-            listeners,
-        )?)
-    };
     let state = Arc::new(ServerState {
-        tunnel: tunnel.as_ref().map(|t| t.state().clone()),
         settings,
         registry: RegistrySlot::new(metrics.clone()),
         metrics,
@@ -219,41 +158,18 @@ pub fn start(
         connected: AtomicUsize::new(0),
         next_session_id: AtomicU64::new(1),
         shutting_down: AtomicBool::new(false),
-        started: Instant::now(),
         close_flush: Duration::from_millis(defaults::CLOSE_FLUSH_MS),
     });
     public.set_nonblocking(true)?;
-    let public_addr = public.local_addr()?;
+    let addr = public.local_addr()?;
     let server = public_server(&state, public, tls)?;
-    let public_handle = server.handle();
-    let mut tasks = vec![actix_rt::spawn(server)];
-    let (admin_addr, admin_handle) = match admin {
-        Some(listener) => {
-            let addr = listener.local_addr()?;
-            let server = admin::serve(state.clone(), listener)?;
-            let handle = server.handle();
-            tasks.push(actix_rt::spawn(server));
-            (Some(addr), Some(handle))
-        }
-        None => (None, None),
-    };
-    log::info!(
-        "relay listening on {}://{public_addr}; admin on {}",
-        if state.settings.server.certfile.is_some() {
-            "wss"
-        } else {
-            "ws"
-        },
-        admin_addr.map_or("(disabled)".to_string(), |a| format!("http://{a}"))
-    );
-    Ok(Relay {
+    let handle = server.handle();
+    let task = actix_rt::spawn(server);
+    Ok(RelayServer {
         state,
-        public_addr,
-        admin_addr,
-        public: public_handle,
-        admin: admin_handle,
-        tasks,
-        tunnel,
+        addr,
+        handle,
+        task: Some(task),
     })
 }
 
@@ -294,21 +210,6 @@ fn public_server(
         None => server.listen(public)?,
     };
     Ok(server.run())
-}
-
-/// Binds the listeners the settings name (public, then admin if enabled).
-pub fn bind(settings: &Settings) -> Result<(TcpListener, Option<TcpListener>), ServerError> {
-    let s = &settings.server;
-    let public = TcpListener::bind((s.host.as_str(), s.port))?;
-    let admin = if settings.admin.enabled {
-        Some(TcpListener::bind((
-            settings.admin.host.as_str(),
-            settings.admin.port,
-        ))?)
-    } else {
-        None
-    };
-    Ok((public, admin))
 }
 
 /// Accepts a WebSocket upgrade on any path and starts its session actor.
@@ -360,7 +261,12 @@ async fn upgrade(
     Ok(response)
 }
 
-/// Counts for `/health`.
-pub async fn counts(state: &ServerState) -> Option<messages::CountsReply> {
+/// Open and registered counts (`/health`); `None` when the registry cannot answer.
+pub async fn counts(state: &ServerState) -> Option<CountsReply> {
     state.registry.get()?.send(Counts).await.ok()
+}
+
+/// The registered clients (`/clients`); `None` when the registry cannot answer.
+pub async fn clients(state: &ServerState) -> Option<Vec<ClientInfo>> {
+    state.registry.get()?.send(ListClients).await.ok()
 }

@@ -1,15 +1,15 @@
 //! `WsSession`: one actor per WebSocket, fed by an actix-ws message stream.
 //!
 //! The actor decodes frames, authenticates and registers through the
-//! [`Registry`](super::registry::Registry), checks forwards against its own
-//! registrations, and answers with close codes. Outbound frames go through a
-//! bounded [`Outbound`] queue drained by a writer future inside the actor; a
-//! full queue marks a slow consumer, which is disconnected. Inbound messages
-//! come from an [`InboundStream`] in arrival order; when the client's stream
-//! ends without a close frame, everything it sent before is still handled and
-//! the session ends as an abnormal closure (1006) after handing over what is
-//! queued. Every close path ends in `stopping`, which tells the registry to
-//! drop all of this socket's UUIDs.
+//! [`Registry`], checks forwards against its own registrations, and answers
+//! with close codes. Outbound frames go through a bounded [`Outbound`] queue
+//! drained by a writer future inside the actor; a full queue marks a slow
+//! consumer, which is disconnected. Inbound messages come from an
+//! [`InboundStream`](super::inbound::InboundStream) in arrival order; when
+//! the client's stream ends without a close frame, everything it sent before
+//! is still handled and the session ends as an abnormal closure (1006) after
+//! handing over what is queued. Every close path ends in `stopping`, which
+//! tells the registry to drop all of this socket's UUIDs.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -31,7 +31,7 @@ use super::inbound::{Inbound, InboundError, StreamEnd};
 use super::messages::*;
 use super::outbound::{Outbound, WriterDone};
 use super::registry::Registry;
-use super::ServerState;
+use super::state::ServerState;
 use crate::protocol::relay::encode_peer_connection;
 use crate::protocol::{
     close, decode, encode, PeerConnection, RelayMessage, RelayRegistration, RelayResponse,

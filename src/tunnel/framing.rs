@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::TunnelError;
+use super::error::TunnelError;
 use crate::protocol::tunnel::{self, Frame, LEN_BYTES, MAX_FRAME_BYTES};
 
 /// A buffered, cancel-safe reader of frames.

@@ -25,7 +25,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::TunnelError;
+use super::error::TunnelError;
+use super::net::shutdown_write;
 
 /// First buffer size of a direction, in bytes.
 const START_BUFFER: usize = 16 * 1024;
@@ -139,15 +140,6 @@ pub(super) async fn read(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> 
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// Shuts `to`'s write half down (passes a FIN on).
-pub(super) fn shutdown_write(to: &TcpStream) -> io::Result<()> {
-    match socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write) {
-        // The peer is already gone: nothing left to tell it.
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-        other => other,
     }
 }
 

@@ -65,7 +65,7 @@ pub async fn copy(
             }
         };
         if filled == 0 {
-            return super::pump::shutdown_write(to);
+            return super::net::shutdown_write(to);
         }
         counter.fetch_add(filled as u64, Ordering::Relaxed);
         // Drain: the pipe holds `left` bytes, so EAGAIN means the socket is full.

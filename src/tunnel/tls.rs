@@ -15,8 +15,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::either::Either;
 
-use super::{TlsMismatch, TunnelError};
-use crate::server::ServerError;
+use super::error::{TlsMismatch, TunnelError};
+use crate::tls::TlsError;
 
 /// An agent connection as the relay holds it.
 pub type RelayConn = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
@@ -24,8 +24,8 @@ pub type RelayConn = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream
 pub type AgentConn = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// The relay's TLS acceptor for agent connections.
-pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, ServerError> {
-    let config = crate::server::tls::server_config(certfile, keyfile)?;
+pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, TlsError> {
+    let config = crate::tls::server_config(certfile, keyfile)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use switchboard::config::Settings;
-use switchboard::server;
+use switchboard::node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::http::Request;
@@ -59,7 +59,7 @@ impl TestRelay {
         let thread = std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
                 let admin = TcpListener::bind("127.0.0.1:0").unwrap();
-                let relay = server::start(settings, public, Some(admin)).unwrap();
+                let relay = node::start(settings, public, Some(admin)).unwrap();
                 let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
                 tx.send((relay.public_addr(), relay.admin_addr().unwrap(), stop_tx))
                     .unwrap();

@@ -30,30 +30,26 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod common;
+mod throughput;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use anyhow::{anyhow, bail, Context as _};
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use switchboard::client::connection::{
     Close as CloseConnectionActor, Connection, ConnectionConfig, ConnectionEvent,
     ConnectionEventKind, Role, SetAnswer,
 };
-use switchboard::client::peer_manager::{
-    Close, Connect, Flush, PeerManager, PeerManagerConfig, PeerMessage, Send, Status, Subscribe,
-};
-use switchboard::client::relay_client::BackoffConfig;
-use switchboard::config::Settings;
-use switchboard::server;
-use tokio::sync::{mpsc, oneshot};
+use switchboard::client::peer_manager::Connect;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// Longest wait for any single step (registration, connect, close, one send).
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often registration and peer-list polls look again.
-const POLL: Duration = Duration::from_millis(5);
+use common::{
+    close_manager, connection_config, manager, ms, start_relay, stats, wait_no_peers, STEP_TIMEOUT,
+};
 
 /// Peer-library benchmark (loopback only): connection set-up and throughput.
 #[derive(Parser, Debug)]
@@ -124,113 +120,6 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .checked_mul(scale)
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("{text:?} is zero or too large"))
-}
-
-/// A relay in this process on 127.0.0.1:0; returns its URL.
-fn start_relay() -> anyhow::Result<(server::Relay, String)> {
-    let mut settings = Settings::default();
-    settings.server.host = "127.0.0.1".into();
-    settings.server.port = 0;
-    settings.server.workers = 1;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the relay")?;
-    let relay = server::start(settings, listener, None).context("starting the relay")?;
-    let url = format!("ws://127.0.0.1:{}", relay.public_addr().port());
-    Ok((relay, url))
-}
-
-/// The library's defaults, on loopback. For A/B runs of one setting, these
-/// variables override it (in bytes): `BENCH_PEER_SCTP_WINDOW`,
-/// `BENCH_PEER_CHUNK`, `BENCH_PEER_SEND_BUFFER`, `BENCH_PEER_SCTP_MTU` (opt-in
-/// `sctp_mtu`; the default stays webrtc's 1 191), `BENCH_PEER_RECV_BURST`
-/// (datagrams per flush; a huge value keeps webrtc's own batching), and
-/// `BENCH_PEER_ICE_TICK_US` (the ICE check interval, in microseconds).
-fn connection_config(channels: usize) -> ConnectionConfig {
-    let defaults = ConnectionConfig::default();
-    let knob = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-    };
-    ConnectionConfig {
-        channels,
-        bind_addrs: vec![std::net::IpAddr::from([127, 0, 0, 1])],
-        connect_timeout: STEP_TIMEOUT,
-        sctp_receive_buffer: knob("BENCH_PEER_SCTP_WINDOW")
-            .map_or(defaults.sctp_receive_buffer, |v| v as u32),
-        chunk_size: knob("BENCH_PEER_CHUNK").unwrap_or(defaults.chunk_size),
-        send_buffer_limit: knob("BENCH_PEER_SEND_BUFFER").unwrap_or(defaults.send_buffer_limit),
-        sctp_mtu: knob("BENCH_PEER_SCTP_MTU").map(|v| v as u32),
-        recv_burst: knob("BENCH_PEER_RECV_BURST").unwrap_or(defaults.recv_burst),
-        ice_check_interval: knob("BENCH_PEER_ICE_TICK_US")
-            .map_or(defaults.ice_check_interval, |v| {
-                std::time::Duration::from_micros(v as u64)
-            }),
-        ..defaults
-    }
-}
-
-/// A started, registered manager for `url` and its UUID.
-async fn manager(url: &str, channels: usize) -> anyhow::Result<(Addr<PeerManager>, Uuid)> {
-    let mut config = PeerManagerConfig::new(url);
-    config.connection = connection_config(channels);
-    config.relay.name = Some("peer-bench".into());
-    config.relay.backoff = BackoffConfig {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(500),
-        stable_after: Duration::from_secs(5),
-    };
-    let addr = PeerManager::new(config)?.start();
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    while Instant::now() < deadline {
-        let status = addr.send(Status).await?;
-        if status.registered {
-            return Ok((addr, status.uuid));
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    bail!("peer manager did not register within {STEP_TIMEOUT:?}")
-}
-
-/// Closes a manager (it first flushes its connections), bounded.
-async fn close_manager(addr: &Addr<PeerManager>) {
-    let _ = tokio::time::timeout(STEP_TIMEOUT, addr.send(Close)).await;
-}
-
-/// Waits (bounded) until `addr` holds no connection.
-async fn wait_no_peers(addr: &Addr<PeerManager>) -> anyhow::Result<()> {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    while Instant::now() < deadline {
-        if addr.send(Status).await?.peers.is_empty() {
-            return Ok(());
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    bail!("the answering manager still holds a connection after {STEP_TIMEOUT:?}")
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-fn stats(name: &str, values: &[f64]) -> String {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let all: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
-    format!(
-        "{name}_median={:.2} {name}_min={min:.2} {name}_max={max:.2} {name}_all={}",
-        median(values),
-        all.join(",")
-    )
 }
 
 /// `Connect` round trips through the relay, each from a fresh manager A to B.
@@ -373,174 +262,6 @@ async fn setup(count: usize, warmup: usize, channels: usize) -> anyhow::Result<(
     Ok(())
 }
 
-/// Counts the bytes B receives; tells the waiter when a target is reached.
-#[derive(Default)]
-struct Counter {
-    bytes: u64,
-    messages: u64,
-    target: u64,
-    done: Option<oneshot::Sender<(Instant, u64)>>,
-}
-
-impl Actor for Counter {
-    type Context = Context<Self>;
-}
-
-impl Handler<PeerMessage> for Counter {
-    type Result = ();
-    fn handle(&mut self, msg: PeerMessage, _: &mut Context<Self>) {
-        self.bytes += msg.payload.len() as u64;
-        self.messages += 1;
-        if self.bytes >= self.target {
-            if let Some(done) = self.done.take() {
-                let _ = done.send((Instant::now(), self.messages));
-            }
-        }
-    }
-}
-
-/// Starts counting from zero towards `target` bytes.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Expect(u64, oneshot::Sender<(Instant, u64)>);
-
-impl Handler<Expect> for Counter {
-    type Result = ();
-    fn handle(&mut self, msg: Expect, _: &mut Context<Self>) {
-        *self = Counter {
-            target: msg.0,
-            done: Some(msg.1),
-            ..Counter::default()
-        };
-    }
-}
-
-/// Sends `count` messages of `message` from A to B and waits for B to count
-/// them all; returns (seconds, messages counted).
-async fn transfer(
-    a: &Addr<PeerManager>,
-    b_uuid: Uuid,
-    counter: &Addr<Counter>,
-    message: &Bytes,
-    count: u64,
-    flush_each: bool,
-    limit: Duration,
-) -> anyhow::Result<(f64, u64)> {
-    let (tx, rx) = oneshot::channel();
-    counter
-        .send(Expect(count * message.len() as u64, tx))
-        .await?;
-    let began = Instant::now();
-    let deadline = tokio::time::Instant::now() + limit;
-    for i in 0..count {
-        let send = a.send(Send::bytes(b_uuid, message.clone()));
-        match tokio::time::timeout_at(deadline, send).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => bail!("message {i}: {e}"),
-            Ok(Err(e)) => bail!("message {i}: mailbox: {e}"),
-            Err(_) => bail!("message {i} not handed over within {limit:?}"),
-        }
-        if flush_each {
-            flush(a, b_uuid, deadline).await?;
-        }
-    }
-    let sent = began.elapsed();
-    flush(a, b_uuid, deadline).await?;
-    let acknowledged = began.elapsed();
-    let (finished, messages) = match tokio::time::timeout_at(deadline, rx).await {
-        Ok(Ok(done)) => done,
-        Ok(Err(_)) => bail!("the byte counter went away"),
-        Err(_) => bail!("the receiver did not get every byte within {limit:?}"),
-    };
-    let took = finished - began;
-    eprintln!(
-        "  last send returned after {:.3} s, all acknowledged after {:.3} s, receiver complete after {:.3} s",
-        sent.as_secs_f64(),
-        acknowledged.as_secs_f64(),
-        took.as_secs_f64()
-    );
-    Ok((took.as_secs_f64(), messages))
-}
-
-/// Waits until B acknowledged everything A sent it.
-async fn flush(
-    a: &Addr<PeerManager>,
-    b_uuid: Uuid,
-    deadline: tokio::time::Instant,
-) -> anyhow::Result<()> {
-    match tokio::time::timeout_at(deadline, a.send(Flush(b_uuid))).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => bail!("flush: {e}"),
-        Ok(Err(e)) => bail!("flush: mailbox: {e}"),
-        Err(_) => bail!("flush: not acknowledged in time"),
-    }
-}
-
-async fn throughput(
-    bytes: u64,
-    message: u64,
-    channels: usize,
-    runs: usize,
-    run_timeout: f64,
-    flush_each: bool,
-) -> anyhow::Result<()> {
-    if message > bytes || runs == 0 {
-        bail!("--message must not exceed --bytes, and --runs must be at least 1");
-    }
-    if !(run_timeout.is_finite() && run_timeout > 0.0 && run_timeout <= 86_400.0) {
-        bail!("--run-timeout must be a number of seconds in (0, 86400]");
-    }
-    let limit = Duration::from_secs_f64(run_timeout);
-    let count = bytes / message;
-    let total = count * message;
-    let (relay, url) = start_relay()?;
-    eprintln!(
-        "throughput: {count} x {message} B = {total} B, {channels} channel(s), {runs} run(s)"
-    );
-    let (a, _) = manager(&url, channels).await?;
-    let (b, b_uuid) = manager(&url, channels).await?;
-    let counter = Counter::default().start();
-    b.send(Subscribe(counter.clone().recipient())).await?;
-    let opened = Instant::now();
-    match tokio::time::timeout(STEP_TIMEOUT, a.send(Connect(b_uuid))).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => bail!("connect: {e}"),
-        _ => bail!("connect: not open within {STEP_TIMEOUT:?}"),
-    }
-    eprintln!("  connected in {:.1} ms", ms(opened.elapsed()));
-    let pattern: Vec<u8> = (0..message).map(|i| (i % 251) as u8).collect();
-    let payload = Bytes::from(pattern);
-    // One unmeasured message: first-use costs stay out of the runs.
-    transfer(&a, b_uuid, &counter, &payload, 1, flush_each, limit).await?;
-    let mut rates = Vec::new();
-    let mut seconds = Vec::new();
-    for run in 1..=runs {
-        let (secs, messages) =
-            transfer(&a, b_uuid, &counter, &payload, count, flush_each, limit).await?;
-        if messages != count {
-            bail!("run {run}: the receiver counted {messages} messages, not {count}");
-        }
-        let rate = total as f64 / secs / 1e6;
-        eprintln!("  run {run}/{runs}: {secs:.3} s, {rate:.1} MB/s");
-        rates.push(rate);
-        seconds.push(secs);
-    }
-    println!(
-        "RESULT throughput level={} channels={channels} bytes={total} message={message} runs={runs} {} {}",
-        if flush_each {
-            "manager-flush-each"
-        } else {
-            "manager"
-        },
-        stats("mbps", &rates),
-        stats("seconds", &seconds)
-    );
-    close_manager(&a).await;
-    close_manager(&b).await;
-    relay.shutdown().await;
-    Ok(())
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Setup {
@@ -555,7 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             runs,
             run_timeout,
             flush_each,
-        } => throughput(bytes, message, channels, runs, run_timeout, flush_each).await,
+        } => throughput::throughput(bytes, message, channels, runs, run_timeout, flush_each).await,
     }
 }
 

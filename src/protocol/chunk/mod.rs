@@ -389,4 +389,6 @@ mod reassembler;
 pub use reassembler::{Reassembler, ReassemblerLimits};
 
 #[cfg(test)]
+mod limit_tests;
+#[cfg(test)]
 mod tests;

@@ -1,15 +1,21 @@
-//! rustls server configuration from PEM files (`server.certfile`, `server.keyfile`).
+//! rustls server configuration from PEM files, shared by the relay's public
+//! listener (`server.certfile`, `server.keyfile`) and the tunnel's agents
+//! listener (`tunnel.certfile`, `tunnel.keyfile`).
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::ServerError;
+/// Why a certificate and key could not be turned into a TLS configuration;
+/// the message names the file and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(pub String);
 
 /// Builds a rustls `ServerConfig` (ring provider, TLS 1.2 and 1.3).
-pub fn server_config(certfile: &Path, keyfile: &Path) -> Result<rustls::ServerConfig, ServerError> {
-    let tls = |what: String| ServerError::Tls(what);
+pub fn server_config(certfile: &Path, keyfile: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    let tls = TlsError;
     let open = |path: &Path| {
         File::open(path)
             .map(BufReader::new)

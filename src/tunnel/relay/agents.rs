@@ -1,5 +1,5 @@
 //! Agent connections on the relay: the (optional TLS and) handshake and the
-//! control channel; pooled data connections continue in `relay_carry.rs`.
+//! control channel; pooled data connections continue in `carry.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,13 +10,16 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{refuse, write_frame, FrameReader};
-use super::relay::{AgentEntry, Service, TunnelState};
-use super::tls::RelayConn;
-use super::{TlsMismatch, TunnelError};
+use tokio_util::either::Either;
+
+use super::carry;
+use super::state::{AgentEntry, Service, TunnelState};
 use crate::defaults;
 use crate::protocol::tunnel::{self, ErrorCode, Frame, FrameError, Role, NONCE_BYTES};
-use tokio_util::either::Either;
+use crate::tunnel::error::{TlsMismatch, TunnelError};
+use crate::tunnel::framing::{refuse, write_frame, FrameReader};
+use crate::tunnel::net::tune_agent_socket;
+use crate::tunnel::tls::RelayConn;
 
 /// Accepts agent connections until shutdown.
 pub(super) async fn accept_loop(state: Arc<TunnelState>, listener: tokio::net::TcpListener) {
@@ -29,7 +32,7 @@ pub(super) async fn accept_loop(state: Arc<TunnelState>, listener: tokio::net::T
             Ok((stream, addr)) => {
                 let addr = crate::addr::canonical(addr);
                 let _ = stream.set_nodelay(true);
-                if let Err(e) = super::tune_agent_socket(&stream) {
+                if let Err(e) = tune_agent_socket(&stream) {
                     log::debug!("tunnel: agent {addr}: keepalive not set: {e}");
                 }
                 tokio::spawn(handle(state.clone(), stream, addr));
@@ -102,7 +105,7 @@ async fn handle(state: Arc<TunnelState>, tcp: TcpStream, addr: SocketAddr) {
             service,
             session,
             cancel,
-        })) => super::relay_carry::pooled(state, service, stream, reader, session, cancel).await,
+        })) => carry::pooled(state, service, stream, reader, session, cancel).await,
     }
 }
 

@@ -22,15 +22,16 @@ use tokio::time::Instant as Deadline;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{write_frame, FrameReader};
+use super::clients::reassign;
 use super::pool::{Assignment, Idle, Liveness};
-use super::pump::{open, pump, pump_io, PumpEnd, PumpMode, Transferred};
-use super::relay::{Service, TunnelState};
-use super::tls::RelayConn;
-use super::TunnelError;
+use super::state::{Service, TunnelState};
 use crate::admin::metrics::HandoffFailure;
 use crate::defaults;
 use crate::protocol::tunnel::{self, ErrorCode, Frame};
+use crate::tunnel::error::TunnelError;
+use crate::tunnel::framing::{write_frame, FrameReader};
+use crate::tunnel::pump::{open, pump, pump_io, PumpEnd, PumpMode, Transferred};
+use crate::tunnel::tls::RelayConn;
 
 /// A pooled connection's identity: its pool entry and its agent's session.
 struct Entry {
@@ -90,7 +91,7 @@ pub(super) async fn pooled(
             );
             // A client may have been handed over just as the connection died.
             if let Ok(a) = rx.try_recv() {
-                tokio::spawn(super::relay::reassign(state.clone(), service.clone(), a));
+                tokio::spawn(reassign(state.clone(), service.clone(), a));
             }
         }
     }
@@ -367,7 +368,7 @@ async fn handoff_failed(
         log::warn!("{tag}: closing client {}: every hand-off failed", a.addr);
         return state.reject(&service, "handoff_failed");
     }
-    super::relay::reassign(state, service, a).await;
+    reassign(state, service, a).await;
 }
 
 /// Counts a client as carried (`tunnel.max_clients`, `/tunnels` active and

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::agent::{AgentSettings, LocalService};
-use super::tls::AgentTls;
+use super::settings::{AgentSettings, LocalService};
 use crate::config::{read_token_file, ConfigError, Secret};
 use crate::defaults;
+use crate::tunnel::tls::AgentTls;
 
 /// Every key of the agent's settings file; all optional so flags can fill them in.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -10,14 +10,15 @@ use tokio::net::TcpStream;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use super::agent::{connect, AgentSettings, AgentStats, Backoff, LocalService};
-use super::framing::{refuse, write_frame, FrameReader};
-use super::pump::{open, pump, pump_io, Header, PumpEnd, PumpMode, Transferred};
-use super::tls::AgentConn;
-use super::TunnelError;
+use super::connect::{connect, Backoff};
+use super::settings::{AgentSettings, AgentStats, LocalService};
 use crate::addr::canonical;
 use crate::defaults;
 use crate::protocol::tunnel::{self, ErrorCode, Frame, Role};
+use crate::tunnel::error::TunnelError;
+use crate::tunnel::framing::{refuse, write_frame, FrameReader};
+use crate::tunnel::pump::{open, pump, pump_io, Header, PumpEnd, PumpMode, Transferred};
+use crate::tunnel::tls::AgentConn;
 
 /// Starts a [`slot`] task of control session `session`; `slots` is
 /// cancelled when that session ends.
@@ -264,7 +265,7 @@ async fn dial(
     if settings.proxy_protocol {
         // The connection as the client made it: its address to the relay's public port.
         let header = crate::protocol::proxy_v2::header(client, server);
-        super::pump::write_all(&local, &header)
+        crate::tunnel::pump::write_all(&local, &header)
             .await
             .map_err(|e| format!("writing the PROXY header: {e}"))?;
     }
