@@ -261,6 +261,8 @@ mod tests {
         assert!(valid_node_id("node-1.eu_west"));
         assert!(!valid_node_id("a:b") && !valid_node_id("") && !valid_node_id(&"x".repeat(65)));
         assert!(valid_key_prefix("switchboard:") && valid_key_prefix("a"));
-        assert!(!valid_key_prefix("") && !valid_key_prefix("sb prefix") && !valid_key_prefix("{x}"));
+        assert!(
+            !valid_key_prefix("") && !valid_key_prefix("sb prefix") && !valid_key_prefix("{x}")
+        );
     }
 }
