@@ -6,130 +6,14 @@
 
 mod cluster_common;
 
-use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cluster_common::engine::{eventually, forward, Node, LIMIT, MAX_MESSAGE};
 use cluster_common::{redis_available, Proxy, Redis};
 use switchboard::cluster::envelope::{encode, envelope_limit};
-use switchboard::cluster::{
-    Cluster, ClusterState, Delivery, Envelope, Holder, Inbox, Owner, RegisterOutcome,
-    RegistrationSource,
-};
-use switchboard::config::{ClusterSettings, RedisUrl};
+use switchboard::cluster::{ClusterState, Delivery, Owner, Reasserted, RegisterOutcome};
 use uuid::Uuid;
-
-/// Longest wait for anything in these tests.
-const LIMIT: Duration = Duration::from_secs(10);
-/// Relay messages of at most this many bytes.
-const MAX_MESSAGE: usize = 64 * 1024;
-
-/// Fast timings, so failures show within a second.
-fn settings(url: &str) -> ClusterSettings {
-    ClusterSettings {
-        enabled: true,
-        redis_url: RedisUrl::new(url),
-        key_prefix: "sbtest:".into(),
-        heartbeat_ms: 200,
-        node_ttl_ms: 700,
-        command_timeout_ms: 300,
-        connect_timeout_ms: 1_000,
-        self_check_ms: 500,
-        ..ClusterSettings::default()
-    }
-}
-
-/// One node's engine and the registrations it would re-assert.
-struct Node {
-    cluster: Cluster,
-    inbox: Inbox,
-    held: Arc<Mutex<Vec<(Uuid, Holder)>>>,
-}
-
-impl Node {
-    async fn start(url: &str, id: &str) -> Node {
-        let held: Arc<Mutex<Vec<(Uuid, Holder)>>> = Arc::default();
-        let source_held = held.clone();
-        let source: RegistrationSource = Arc::new(move || {
-            let held = source_held.clone();
-            Box::pin(async move { held.lock().unwrap().clone() })
-        });
-        let (cluster, inbox) = Cluster::start(&settings(url), id.into(), MAX_MESSAGE, source)
-            .await
-            .expect("engine starts");
-        let node = Node {
-            cluster,
-            inbox,
-            held,
-        };
-        node.wait_state(true).await;
-        node
-    }
-
-    /// Registers in Redis and keeps it as held here (for re-assertion).
-    async fn register(&self, uuid: Uuid, session: u64, user: &str) -> RegisterOutcome {
-        let holder = holder(session, user);
-        let outcome = self
-            .cluster
-            .register(uuid, &holder)
-            .await
-            .expect("register");
-        if outcome == RegisterOutcome::Registered
-            || matches!(outcome, RegisterOutcome::TakenOver { .. })
-        {
-            self.held.lock().unwrap().push((uuid, holder));
-        }
-        outcome
-    }
-
-    async fn wait_state(&self, up: bool) -> ClusterState {
-        let mut watch = self.cluster.state();
-        let found = tokio::time::timeout(LIMIT, watch.wait_for(|s| s.is_up() == up)).await;
-        let found = found.unwrap_or_else(|_| panic!("state never became up={up}"));
-        let state: ClusterState = found.expect("engine running").clone();
-        state
-    }
-
-    async fn next(&mut self) -> Delivery {
-        tokio::time::timeout(LIMIT, self.inbox.recv())
-            .await
-            .expect("a delivery within the limit")
-            .expect("engine running")
-    }
-}
-
-fn holder(session: u64, user: &str) -> Holder {
-    Holder {
-        session,
-        user: user.into(),
-        name: format!("peer-{session}"),
-    }
-}
-
-fn forward(from: Uuid, to: Uuid, text: &str) -> Envelope {
-    Envelope::Forward {
-        from,
-        to,
-        text: text.into(),
-    }
-}
-
-/// Polls `check` until it is true, at most [`LIMIT`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + LIMIT;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within {LIMIT:?}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_are_found_and_listed_across_nodes() {
@@ -497,4 +381,74 @@ async fn a_silent_subscription_is_caught_by_the_self_check() {
             text: "heard".into()
         }
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reassert_rewrites_what_is_missing_reports_what_others_took_and_drops_stale_records() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let mut a = Node::start(&redis.url(), "node-a").await;
+    let b = Node::start(&redis.url(), "node-b").await;
+    let (kept, moved, stale) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    a.register(kept, 1, "alice").await;
+    a.register(moved, 2, "alice").await;
+    let outcome = b.register(moved, 8, "alice").await;
+    assert_eq!(
+        outcome,
+        RegisterOutcome::TakenOver {
+            node: "node-a".into()
+        }
+    );
+    assert_eq!(
+        a.next().await,
+        Delivery::Takeover {
+            uuid: moved,
+            session: 2
+        }
+    );
+    // As if A had missed that takeover (A's list still has `moved`), lost
+    // a close in an outage (`stale`), and Redis had lost `kept`'s record.
+    let mut raw = redis.raw();
+    let stale_key = format!("sbtest:reg:{stale}");
+    redis::pipe()
+        .cmd("HSET")
+        .arg(&stale_key)
+        .arg(
+            &[
+                "node", "node-a", "session", "3", "user", "alice", "name", "x",
+            ][..],
+        )
+        .cmd("SADD")
+        .arg("sbtest:node:node-a:clients")
+        .arg(stale.to_string())
+        .cmd("DEL")
+        .arg(format!("sbtest:reg:{kept}"))
+        .exec(&mut raw)
+        .unwrap();
+    let report = a.cluster.reassert().await.unwrap();
+    let want = Reasserted {
+        registrations: 2,
+        lost: 1,
+        stale: 1,
+    };
+    assert_eq!(report, want);
+    assert_eq!(
+        a.next().await,
+        Delivery::Takeover {
+            uuid: moved,
+            session: 2
+        }
+    );
+    let owner = |o: Option<Owner>| o.map(|o| (o.node, o.session));
+    assert_eq!(
+        owner(b.cluster.lookup(kept).await.unwrap()),
+        Some(("node-a".into(), 1))
+    );
+    assert_eq!(
+        owner(b.cluster.lookup(moved).await.unwrap()),
+        Some(("node-b".into(), 8))
+    );
+    assert_eq!(b.cluster.lookup(stale).await.unwrap(), None);
 }

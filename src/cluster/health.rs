@@ -109,6 +109,16 @@ impl Health {
         self.update(|p| p.subscription = None);
     }
 
+    /// A rebuilt subscription works again. Takeovers published while it
+    /// was down were lost, so the registrations are re-asserted (which
+    /// finds the UUIDs other nodes took meanwhile).
+    pub fn subscription_restored(&self) {
+        self.update(|p| {
+            p.subscription = None;
+            p.reassert_pending = true;
+        });
+    }
+
     pub fn subscription_failed(&self, reason: String) {
         self.update(|p| p.subscription = Some(reason));
     }

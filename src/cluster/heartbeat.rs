@@ -188,7 +188,7 @@ async fn reassert_window(shared: &Arc<Shared>) -> Result<Reasserted, ClusterErro
         lost: lost.len(),
         stale: stale.len(),
     };
-    tell_lost(shared, &snapshot, &lost).await;
+    tell_lost(shared, &snapshot, &lost);
     ClusterMetrics::inc(&shared.metrics.reasserts);
     log::info!("cluster node {node}: re-asserted registrations: {report:?}");
     Ok(report)
@@ -196,7 +196,7 @@ async fn reassert_window(shared: &Arc<Shared>) -> Result<Reasserted, ClusterErro
 
 /// Hands a `Takeover` to the node for each of its sessions whose UUID
 /// another live node holds now.
-async fn tell_lost(shared: &Shared, snapshot: &[(Uuid, Holder)], lost: &[String]) {
+fn tell_lost(shared: &Shared, snapshot: &[(Uuid, Holder)], lost: &[String]) {
     let lost: HashSet<&str> = lost.iter().map(String::as_str).collect();
     for (uuid, holder) in snapshot {
         if lost.contains(uuid.to_string().as_str()) {
@@ -209,7 +209,7 @@ async fn tell_lost(shared: &Shared, snapshot: &[(Uuid, Holder)], lost: &[String]
                 uuid: *uuid,
                 session: holder.session,
             };
-            let _ = shared.inbox.send(takeover).await;
+            shared.hand_over(takeover);
         }
     }
 }

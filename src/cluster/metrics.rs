@@ -17,7 +17,8 @@ pub struct ClusterMetrics {
     pub forwards_out_failed: AtomicU64,
     /// Forwards from other nodes handed to this node's inbox.
     pub forwards_in: AtomicU64,
-    /// Forwards from other nodes dropped because the inbox was full.
+    /// Deliveries from other nodes (forwards, takeovers) dropped because
+    /// the inbox was full.
     pub inbox_dropped: AtomicU64,
     /// Payloads on this node's channel that did not decode (forged,
     /// oversized, another version, another node's): dropped.

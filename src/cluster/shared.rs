@@ -97,6 +97,25 @@ impl Shared {
         }
     }
 
+    /// Puts `delivery` in the node's inbox without waiting (neither the
+    /// subscription nor the heartbeat may stall on a node that does not
+    /// read it); a full inbox drops it, logged and counted. Returns whether
+    /// it went in.
+    pub fn hand_over(&self, delivery: Delivery) -> bool {
+        match self.inbox.try_send(delivery) {
+            Ok(()) => true,
+            Err(e) => {
+                ClusterMetrics::inc(&self.metrics.inbox_dropped);
+                let (uuid, what) = match e.into_inner() {
+                    Delivery::Forward { to, .. } => (to, "a forward"),
+                    Delivery::Takeover { uuid, .. } => (uuid, "a takeover"),
+                };
+                log::warn!("[cluster {uuid}] inbox full or closed: dropped {what}");
+                false
+            }
+        }
+    }
+
     /// Notes a registration for a re-assertion that may be running.
     pub fn note_registered(&self, uuid: Uuid) {
         if let Some(window) = self.lock_window().as_mut() {

@@ -27,12 +27,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     while !shared.cancel.is_cancelled() {
         match connect(&shared).await {
             Ok(pubsub) => {
+                let first_time = first;
                 if !first {
                     ClusterMetrics::inc(&shared.metrics.reconnects);
                 }
                 first = false;
                 wait = Duration::from_millis(defaults::CLUSTER_RETRY_MS);
-                let reason = listen(&shared, pubsub).await;
+                let reason = listen(&shared, pubsub, !first_time).await;
                 if shared.cancel.is_cancelled() {
                     return;
                 }
@@ -75,7 +76,7 @@ async fn connect(shared: &Shared) -> Result<PubSub, String> {
 
 /// Delivers what arrives and checks the subscription; returns why it must
 /// be rebuilt (or anything once the engine stops).
-async fn listen(shared: &Arc<Shared>, pubsub: PubSub) -> String {
+async fn listen(shared: &Arc<Shared>, pubsub: PubSub, rebuilt: bool) -> String {
     let mut messages = pubsub.into_on_message();
     let mut nonce: u64 = rand::random();
     let echo_wait = shared.timing.command * 2;
@@ -83,6 +84,7 @@ async fn listen(shared: &Arc<Shared>, pubsub: PubSub) -> String {
     let mut pending = Some(send_ping(shared, nonce));
     let mut deadline = Instant::now() + echo_wait;
     let mut next_check = Instant::now() + shared.timing.self_check;
+    let mut restored = !rebuilt;
     loop {
         tokio::select! {
             _ = shared.cancel.cancelled() => return "stopped".into(),
@@ -90,10 +92,15 @@ async fn listen(shared: &Arc<Shared>, pubsub: PubSub) -> String {
                 let Some(message) = message else {
                     return "the pub/sub connection closed".into();
                 };
-                if let Some(echo) = receive(shared, message.get_payload_bytes()).await {
+                if let Some(echo) = receive(shared, message.get_payload_bytes()) {
                     if pending == Some(echo) {
                         pending = None;
-                        shared.health.subscription_ok();
+                        if restored {
+                            shared.health.subscription_ok();
+                        } else {
+                            restored = true;
+                            shared.health.subscription_restored();
+                        }
                         next_check = Instant::now() + shared.timing.self_check;
                     }
                 }
@@ -138,7 +145,7 @@ fn send_ping(shared: &Arc<Shared>, nonce: u64) -> u64 {
 }
 
 /// Decodes one payload and hands it on; returns a ping's nonce.
-async fn receive(shared: &Shared, payload: &[u8]) -> Option<u64> {
+fn receive(shared: &Shared, payload: &[u8]) -> Option<u64> {
     let node = &shared.keys.node;
     let envelope = match decode(payload, node, shared.limit) {
         Ok(envelope) => envelope,
@@ -158,23 +165,15 @@ async fn receive(shared: &Shared, payload: &[u8]) -> Option<u64> {
             None
         }
         Envelope::Forward { from, to, text } => {
-            let delivery = Delivery::Forward { from, to, text };
-            match shared.inbox.try_send(delivery) {
-                Ok(()) => ClusterMetrics::inc(&shared.metrics.forwards_in),
-                Err(_) => {
-                    ClusterMetrics::inc(&shared.metrics.inbox_dropped);
-                    log::warn!("[cluster {to}] inbox full: dropped a forward from {from}");
-                }
+            if shared.hand_over(Delivery::Forward { from, to, text }) {
+                ClusterMetrics::inc(&shared.metrics.forwards_in);
             }
             None
         }
         Envelope::Takeover { uuid, session } => {
             ClusterMetrics::inc(&shared.metrics.takeovers_in);
             log::info!("[cluster {uuid}] taken over by another node (session {session} here)");
-            let _ = shared
-                .inbox
-                .send(Delivery::Takeover { uuid, session })
-                .await;
+            shared.hand_over(Delivery::Takeover { uuid, session });
             None
         }
     }

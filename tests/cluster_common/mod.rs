@@ -3,6 +3,8 @@
 //! can silence pub/sub connections without closing them.
 #![allow(dead_code)]
 
+pub mod engine;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
