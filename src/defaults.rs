@@ -296,8 +296,8 @@ pub const CLUSTER_COMMAND_TIMEOUT_MS: u64 = 1_000;
 /// Time one connection attempt to Redis gets, in milliseconds.
 pub const CLUSTER_CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// Interval at which a node publishes to its own channel to prove its
-/// subscription delivers, in milliseconds. An echo missing after twice the
-/// command timeout rebuilds the subscription.
+/// subscription delivers, in milliseconds. Nothing arriving for twice the
+/// command timeout while the echo is awaited rebuilds the subscription.
 pub const CLUSTER_SELF_CHECK_MS: u64 = 5_000;
 /// Interval of the heartbeat while Redis cannot be reached, in
 /// milliseconds: how soon a node notices that Redis is back.
@@ -324,5 +324,6 @@ pub const CLUSTER_REASSERT_CHUNK: usize = 500;
 pub const CLUSTER_REAP_BATCH: usize = 1_000;
 /// Upper bounds, in microseconds, of the buckets of the Redis round-trip
 /// histogram (`ClusterMetrics`); a last bucket holds everything slower.
-pub const CLUSTER_RTT_BUCKETS_US: [u64; 10] =
-    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000];
+pub const CLUSTER_RTT_BUCKETS_US: [u64; 10] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000,
+];

@@ -42,9 +42,10 @@
 //!
 //! A heartbeat, a subscription and a self-check keep the node's view: the
 //! node publishes a `Ping` to its own channel every `cluster.self_check_ms`
-//! and rebuilds the subscription when it does not come back within twice
-//! the command timeout (a subscription that silently stops delivering is a
-//! known failure of Redis-backed relays). While Redis cannot be reached the
+//! and rebuilds the subscription when, while it waits for that echo,
+//! nothing at all arrives for twice the command timeout (a subscription
+//! that silently stops delivering is a known failure of Redis-backed
+//! relays; behind a flood the echo is late but messages keep coming). While Redis cannot be reached the
 //! state is [`ClusterState::Degraded`] and commands fail at once; when it is
 //! back (or when the node's liveness key had lapsed), the node re-asserts
 //! its registrations from the [`RegistrationSource`] the node gave at start,
