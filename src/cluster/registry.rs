@@ -106,7 +106,7 @@ impl Cluster {
 
     /// Every registration on the live nodes, by node then UUID (for
     /// `/clients`): the alive nodes, their sets, then the records in
-    /// pipelines of [`LIST_CHUNK`]. A record that names another node than
+    /// pipelines of 1 000. A record that names another node than
     /// the set it was found in moved meanwhile and is left out.
     pub async fn clients(&self) -> Result<Vec<ClusterClient>, ClusterError> {
         let s = &self.shared;
