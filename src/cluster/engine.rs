@@ -103,7 +103,7 @@ impl Cluster {
             source: registrations,
             cancel: cancel.clone(),
             window: Mutex::new(None),
-            reassert_lock: tokio::sync::Mutex::new(()),
+            reassert_lock: Arc::default(),
         });
         log::info!(
             "cluster node {}: joining through {}",

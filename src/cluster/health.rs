@@ -42,7 +42,16 @@ impl ClusterState {
 struct Parts {
     link: Option<String>,
     subscription: Option<String>,
-    reassert_pending: bool,
+    /// Re-assertions asked for and done, counted: one asked for while
+    /// another runs is not satisfied by that one.
+    reassert_wanted: u64,
+    reassert_done: u64,
+}
+
+impl Parts {
+    fn reassert_pending(&self) -> bool {
+        self.reassert_wanted > self.reassert_done
+    }
 }
 
 pub(crate) struct Health {
@@ -61,7 +70,8 @@ impl Health {
             parts: Mutex::new(Parts {
                 link: Some(reason.clone()),
                 subscription: Some("not subscribed yet".into()),
-                reassert_pending: true,
+                reassert_wanted: 1,
+                reassert_done: 0,
             }),
             link_up: AtomicBool::new(false),
             tx: watch::Sender::new(ClusterState::Degraded {
@@ -87,7 +97,13 @@ impl Health {
     }
 
     pub fn reassert_pending(&self) -> bool {
-        self.lock().reassert_pending
+        self.lock().reassert_pending()
+    }
+
+    /// The re-assertions asked for so far; a re-assertion that started
+    /// after this many were asked for answers them all.
+    pub fn reassert_wanted(&self) -> u64 {
+        self.lock().reassert_wanted
     }
 
     pub fn link_ok(&self) {
@@ -100,8 +116,10 @@ impl Health {
     pub fn link_failed(&self, reason: String) {
         self.link_up.store(false, Ordering::Release);
         self.update(|p| {
+            if p.link.is_none() {
+                p.reassert_wanted += 1;
+            }
             p.link = Some(reason);
-            p.reassert_pending = true;
         });
     }
 
@@ -115,7 +133,7 @@ impl Health {
     pub fn subscription_restored(&self) {
         self.update(|p| {
             p.subscription = None;
-            p.reassert_pending = true;
+            p.reassert_wanted += 1;
         });
     }
 
@@ -123,8 +141,14 @@ impl Health {
         self.update(|p| p.subscription = Some(reason));
     }
 
-    pub fn set_reassert_pending(&self, pending: bool) {
-        self.update(|p| p.reassert_pending = pending);
+    /// Asks for a re-assertion.
+    pub fn want_reassert(&self) {
+        self.update(|p| p.reassert_wanted += 1);
+    }
+
+    /// A re-assertion that started when `wanted` were asked for succeeded.
+    pub fn reasserted(&self, wanted: u64) {
+        self.update(|p| p.reassert_done = p.reassert_done.max(wanted));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Parts> {
@@ -140,7 +164,7 @@ impl Health {
             .or_else(|| parts.subscription.clone())
             .or_else(|| {
                 parts
-                    .reassert_pending
+                    .reassert_pending()
                     .then(|| "re-asserting registrations".to_owned())
             });
         // Sent under the lock, so states are published in the order of changes.

@@ -71,12 +71,24 @@ pub(crate) async fn beat_once(shared: &Arc<Shared>) {
     shared.health.link_ok();
     if previous.is_none() && !shared.health.reassert_pending() {
         log::warn!("cluster node {node}: its liveness key had lapsed; re-asserting registrations");
-        shared.health.set_reassert_pending(true);
+        shared.health.want_reassert();
     }
     if shared.health.reassert_pending() {
-        match reassert(shared).await {
-            Ok(_) => shared.health.set_reassert_pending(false),
-            Err(e) => log::warn!("cluster node {node}: re-assertion failed: {e}"),
+        // In its own task: a large or slow one must not hold the heartbeat
+        // back, or the liveness key would lapse meanwhile.
+        if let Ok(one) = shared.reassert_lock.clone().try_lock_owned() {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let wanted = shared.health.reassert_wanted();
+                match reassert_locked(&shared).await {
+                    Ok(_) => shared.health.reasserted(wanted),
+                    Err(e) => log::warn!(
+                        "cluster node {}: re-assertion failed: {e}",
+                        shared.keys.node
+                    ),
+                }
+                drop(one);
+            });
         }
     }
     reap(shared).await;
@@ -108,9 +120,17 @@ async fn reap(shared: &Shared) {
     }
 }
 
-/// Re-asserts this node's registrations; one at a time per node.
+/// Re-asserts this node's registrations now (after one that is running).
 pub(crate) async fn reassert(shared: &Arc<Shared>) -> Result<Reasserted, ClusterError> {
     let _one = shared.reassert_lock.lock().await;
+    let wanted = shared.health.reassert_wanted();
+    let report = reassert_locked(shared).await?;
+    shared.health.reasserted(wanted);
+    Ok(report)
+}
+
+/// The re-assertion, while its caller holds the lock.
+async fn reassert_locked(shared: &Arc<Shared>) -> Result<Reasserted, ClusterError> {
     *shared.lock_window() = Some(ReassertWindow::default());
     let result = reassert_window(shared).await;
     let window = shared.lock_window().take().unwrap_or_default();

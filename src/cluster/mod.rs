@@ -167,7 +167,8 @@ pub type RegistrationSource =
 pub struct Inbox(mpsc::Receiver<Delivery>);
 
 impl Inbox {
-    /// The next delivery; `None` once the engine has stopped.
+    /// The next delivery; `None` once the engine has stopped and every
+    /// [`Cluster`] handle is dropped.
     pub async fn recv(&mut self) -> Option<Delivery> {
         self.0.recv().await
     }

@@ -45,7 +45,7 @@ pub(crate) struct Shared {
     /// While a re-assertion runs: what registered and unregistered meanwhile.
     pub window: Mutex<Option<ReassertWindow>>,
     /// One re-assertion at a time.
-    pub reassert_lock: tokio::sync::Mutex<()>,
+    pub reassert_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Registrations that changed while a re-assertion was running: the
