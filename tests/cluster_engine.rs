@@ -9,7 +9,7 @@ mod cluster_common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cluster_common::engine::{eventually, forward, Node, LIMIT, MAX_MESSAGE};
+use cluster_common::engine::{eventually, forward, Node, LIMIT, MAX_MESSAGE, NODE_TTL_MS};
 use cluster_common::{redis_available, Proxy, Redis};
 use switchboard::cluster::envelope::{encode, envelope_limit};
 use switchboard::cluster::{ClusterState, Delivery, Owner, Reasserted, RegisterOutcome};
@@ -140,7 +140,7 @@ async fn a_dead_nodes_registrations_vanish_within_the_ttl_and_are_taken() {
     })
     .await;
     let gone = died.elapsed();
-    assert!(gone < Duration::from_millis(700 + 500), "{gone:?}");
+    assert!(gone < Duration::from_millis(NODE_TTL_MS + 500), "{gone:?}");
     assert_eq!(b.cluster.nodes().await.unwrap(), ["node-b"]);
     // Another user may take it now: its holder is dead.
     assert_eq!(

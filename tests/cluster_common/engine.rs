@@ -13,6 +13,9 @@ use uuid::Uuid;
 
 /// Longest wait for anything in these tests.
 pub const LIMIT: Duration = Duration::from_secs(10);
+/// Liveness TTL of the test nodes: a few heartbeats, with room for a
+/// loaded machine (a node whose heartbeat stalls this long dies).
+pub const NODE_TTL_MS: u64 = 1_500;
 /// Relay messages of at most this many bytes.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -23,8 +26,8 @@ pub fn settings(url: &str) -> ClusterSettings {
         redis_url: RedisUrl::new(url),
         key_prefix: "sbtest:".into(),
         heartbeat_ms: 200,
-        node_ttl_ms: 700,
-        command_timeout_ms: 300,
+        node_ttl_ms: NODE_TTL_MS,
+        command_timeout_ms: 400,
         connect_timeout_ms: 1_000,
         self_check_ms: 500,
         ..ClusterSettings::default()
