@@ -271,3 +271,59 @@ pub const TUNNEL_TCP_KEEPALIVE_PROBES: u32 = 3;
 /// bytes unacknowledged this long drop the connection, so a host that
 /// vanishes mid-transfer is noticed (the kernel would retry ~15 minutes).
 pub const TUNNEL_TCP_USER_TIMEOUT_MS: u64 = 30_000;
+
+// ---------------------------------------------------------------------------
+// Cluster (`[cluster]`: several relay nodes sharing one Redis, src/cluster).
+// ---------------------------------------------------------------------------
+
+/// The cluster is off unless `cluster.enabled` says otherwise: one node works alone, without Redis.
+pub const CLUSTER_ENABLED: bool = false;
+/// The Redis every node of a cluster shares (`redis://` or `rediss://`).
+pub const CLUSTER_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Prefix of every key and channel the cluster writes in Redis.
+pub const CLUSTER_KEY_PREFIX: &str = "switchboard:";
+/// Longest key prefix, in characters.
+pub const CLUSTER_KEY_PREFIX_MAX: usize = 64;
+/// Longest configured node id, in characters.
+pub const CLUSTER_NODE_ID_MAX: usize = 64;
+/// Interval at which a node refreshes its liveness key, in milliseconds.
+pub const CLUSTER_HEARTBEAT_MS: u64 = 2_000;
+/// Lifetime of a node's liveness key, in milliseconds: a node silent this
+/// long is dead to the others, and its registrations with it.
+pub const CLUSTER_NODE_TTL_MS: u64 = 6_000;
+/// Time one Redis command (or pipeline) gets to answer, in milliseconds.
+pub const CLUSTER_COMMAND_TIMEOUT_MS: u64 = 1_000;
+/// Time one connection attempt to Redis gets, in milliseconds.
+pub const CLUSTER_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// Interval at which a node publishes to its own channel to prove its
+/// subscription delivers, in milliseconds. Nothing arriving for twice the
+/// command timeout while the echo is awaited rebuilds the subscription.
+pub const CLUSTER_SELF_CHECK_MS: u64 = 5_000;
+/// Interval of the heartbeat while Redis cannot be reached, in
+/// milliseconds: how soon a node notices that Redis is back.
+pub const CLUSTER_RETRY_MS: u64 = 250;
+/// Longest wait between two attempts to subscribe again, in milliseconds
+/// (the first waits [`CLUSTER_RETRY_MS`], each next one twice as long).
+pub const CLUSTER_RESUBSCRIBE_MAX_MS: u64 = 2_000;
+/// Deliveries (forwards and takeovers from other nodes) queued for the node
+/// before forwards are dropped and counted.
+pub const CLUSTER_INBOX: usize = 8_192;
+/// Forwards queued for publishing to Redis before `forward` answers busy.
+pub const CLUSTER_PUBLISH_QUEUE: usize = 8_192;
+/// Most forwards sent to Redis in one pipeline.
+pub const CLUSTER_PUBLISH_BATCH: usize = 256;
+/// Most bytes of forwards sent to Redis in one pipeline (a batch stops
+/// growing past this; a single larger envelope still goes alone).
+pub const CLUSTER_PUBLISH_BATCH_BYTES: usize = 1024 * 1024;
+/// Largest envelope header in bytes (the JSON line before a forward's text):
+/// an envelope may be this much larger than `server.max_message_bytes`.
+pub const CLUSTER_ENVELOPE_HEADER_MAX: usize = 512;
+/// Registrations written per script call when a node re-asserts them.
+pub const CLUSTER_REASSERT_CHUNK: usize = 500;
+/// Most registrations of dead nodes one heartbeat removes from Redis.
+pub const CLUSTER_REAP_BATCH: usize = 1_000;
+/// Upper bounds, in microseconds, of the buckets of the Redis round-trip
+/// histogram (`ClusterMetrics`); a last bucket holds everything slower.
+pub const CLUSTER_RTT_BUCKETS_US: [u64; 10] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000,
+];

@@ -53,6 +53,11 @@
 //!   what both share: `framing`, `pump` (copy, then `splice` on Linux),
 //!   `tls`, `net` (runtime, socket options), `error`. The wire format is
 //!   [`protocol::tunnel`], the PROXY header [`protocol::proxy_v2`].
+//! - [`cluster`]: scale-out over Redis, an engine on tokio (no actix) that a
+//!   node drives: liveness, registrations shared by every node (Lua scripts),
+//!   forwards to other nodes over per-node channels in a versioned
+//!   `envelope`, a self-checked subscription, re-assertion after an outage,
+//!   and `ClusterMetrics`; its settings are `[cluster]` (`config/cluster.rs`).
 //! - `fuzzing` (hidden from the docs): the body of every fuzz target, one
 //!   function per decoder of network or disk bytes, shared by the fuzzers in
 //!   `fuzz/` (`scripts/fuzz`) and `tests/fuzz_regressions.rs`.
@@ -80,6 +85,7 @@
 pub mod addr;
 pub mod admin;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod defaults;
 #[doc(hidden)]

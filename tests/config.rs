@@ -240,3 +240,48 @@ fn keys_deeper_than_any_setting_are_refused_before_layering() {
     let s = Settings::load_with_env(None, &Overrides::default(), env).unwrap();
     assert_eq!(s.auth.tokens["bob"].expose(), "b-secret");
 }
+
+#[test]
+fn cluster_is_off_by_default_and_its_passwords_never_print() {
+    let s = Settings::load_with_env(None, &Overrides::default(), no_env()).unwrap();
+    assert!(!s.cluster.enabled);
+    assert_eq!(s.cluster.redis_url.expose(), "redis://127.0.0.1:6379");
+    assert_eq!(
+        (s.cluster.heartbeat_ms, s.cluster.node_ttl_ms),
+        (2000, 6000)
+    );
+    let url = "redis://:url-secret@127.0.0.1:6379/1";
+    let env = env_with(&[("SWITCHBOARD__CLUSTER__REDIS_URL", url)]);
+    let s = Settings::load_with_env(None, &Overrides::default(), env).unwrap();
+    assert_eq!(s.cluster.redis_url.expose(), url);
+    let shown = format!("{s:?} {}", s.cluster.redis_url);
+    assert!(
+        !shown.contains("url-secret") && shown.contains("MASKED"),
+        "{shown}"
+    );
+    // From a file: its first line.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redis.pass");
+    fs::write(&file, "file-secret\n").unwrap();
+    let toml = format!(
+        "[cluster]\nenabled = true\npassword_file = {:?}\n",
+        file.display().to_string()
+    );
+    let s = Settings::parse_toml(&toml).unwrap();
+    s.validate().unwrap();
+    let password = s.cluster.load_password().unwrap().unwrap();
+    assert_eq!(password.expose(), "file-secret");
+    assert!(!format!("{s:?} {password:?}").contains("file-secret"));
+    // From the environment, checked only when the cluster is enabled.
+    let toml = "[cluster]\npassword_env = \"SWITCHBOARD_TEST_NO_SUCH_VARIABLE\"\n";
+    Settings::parse_toml(toml).unwrap().validate().unwrap();
+    let enabled = format!("{toml}enabled = true\n");
+    let error = Settings::parse_toml(&enabled)
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("cluster.password_env"),
+        "{error}"
+    );
+}

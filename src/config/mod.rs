@@ -4,6 +4,8 @@
 //! given with `--config` → environment variables `SWITCHBOARD__SECTION__KEY`
 //! → CLI flags. Unknown keys and invalid values fail at load with the key
 //! named. Secrets are held in [`Secret`], whose `Debug` prints `MASKED`.
+//! Sections with their own file: `[tunnel]` (`tunnel.rs`) and `[cluster]`
+//! (`cluster.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +15,9 @@ use serde::Deserialize;
 
 use crate::defaults;
 
+mod cluster;
 mod tunnel;
+pub use cluster::{valid_key_prefix, valid_node_id, ClusterSettings, RedisUrl};
 pub use tunnel::{read_token_file, TunnelService, TunnelSettings};
 
 /// Environment variable prefix: `SWITCHBOARD__SERVER__PORT=9000`.
@@ -78,6 +82,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The TCP tunnel (off unless services are configured).
     pub tunnel: TunnelSettings,
+    /// Scale-out over Redis (off unless enabled).
+    pub cluster: ClusterSettings,
 }
 
 /// `[server]`: the public relay listener.
@@ -365,6 +371,7 @@ impl Settings {
         }
         self.validate_auth()?;
         self.tunnel.validate()?;
+        self.cluster.validate()?;
         check_log_level(&self.log.level)
     }
 

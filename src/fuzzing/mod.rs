@@ -21,6 +21,7 @@
 //! agree.
 
 mod chunk;
+mod cluster;
 mod config;
 mod input;
 mod peer;
@@ -29,6 +30,7 @@ mod tunnel;
 mod ws;
 
 pub use chunk::{chunk_parse, chunk_reassembler};
+pub use cluster::cluster_envelope;
 pub use config::{host_config, relay_config};
 pub use input::Input;
 pub use peer::peer_signal;
@@ -53,6 +55,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("host_config", host_config),
     ("peer_signal", peer_signal),
     ("ws_inbound", ws_inbound),
+    ("cluster_envelope", cluster_envelope),
 ];
 
 /// The body of the target called `name`, if there is one.

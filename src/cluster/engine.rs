@@ -1,0 +1,244 @@
+//! The node's handle on the engine: starting it, forwarding, re-asserting,
+//! its state and counters, and stopping it.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::IntoConnectionInfo;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::envelope::{encode, envelope_limit, Envelope};
+use super::health::{ClusterState, Health};
+use super::heartbeat::{self, Reasserted};
+use super::metrics::ClusterMetrics;
+use super::publisher::{self, Outgoing};
+use super::scripts::{Keys, Scripts};
+use super::shared::{millis, Shared, Timing};
+use super::{subscriber, ClusterError, Inbox, RegistrationSource};
+use crate::config::{valid_key_prefix, valid_node_id, ClusterSettings};
+use crate::defaults;
+
+/// One node's handle on the cluster; clones share it. The engine's tasks
+/// stop when the last clone is dropped (without cleaning up: the node's
+/// liveness lapses after the TTL, as if it had died) or at [`Cluster::shutdown`].
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) outgoing: mpsc::Sender<Outgoing>,
+    _stop: Arc<DropGuard>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.shared.keys.node)
+            .field("state", &self.shared.health.state())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Starts the engine of node `node_id` on the current tokio runtime:
+    /// connects, writes its liveness, subscribes to its channel, and starts
+    /// the heartbeat and the self-check. Forwards carry relay messages of
+    /// at most `max_message_bytes`. `registrations` answers with this
+    /// node's registrations whenever they must be re-written.
+    ///
+    /// Redis being unreachable is not an error: the engine starts degraded
+    /// and keeps trying. Errors: [`ClusterError::Config`] for an invalid
+    /// node id, prefix, URL or password source.
+    pub async fn start(
+        settings: &ClusterSettings,
+        node_id: String,
+        max_message_bytes: usize,
+        registrations: RegistrationSource,
+    ) -> Result<(Cluster, Inbox), ClusterError> {
+        if !valid_node_id(&node_id) {
+            return Err(ClusterError::Config(format!(
+                "node id {node_id:?} must be 1-64 characters of A-Z a-z 0-9 . _ -"
+            )));
+        }
+        if !valid_key_prefix(&settings.key_prefix) {
+            return Err(ClusterError::Config(format!(
+                "key prefix {:?} is invalid",
+                settings.key_prefix
+            )));
+        }
+        let timing = Timing {
+            heartbeat: Duration::from_millis(settings.heartbeat_ms),
+            node_ttl: Duration::from_millis(settings.node_ttl_ms),
+            command: Duration::from_millis(settings.command_timeout_ms),
+            connect: Duration::from_millis(settings.connect_timeout_ms),
+            self_check: Duration::from_millis(settings.self_check_ms),
+        };
+        let client = open_client(settings)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timing.connect))
+            .set_response_timeout(Some(timing.command))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(defaults::CLUSTER_RETRY_MS))
+            .set_max_delay(Duration::from_millis(defaults::CLUSTER_RESUBSCRIBE_MAX_MS));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager)
+            .map_err(|e| ClusterError::Config(format!("Redis connection: {e}")))?;
+        let metrics = Arc::new(ClusterMetrics::default());
+        let (inbox_tx, inbox_rx) = mpsc::channel(defaults::CLUSTER_INBOX);
+        let (outgoing, outgoing_rx) = mpsc::channel(defaults::CLUSTER_PUBLISH_QUEUE);
+        let cancel = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            health: Health::new(&node_id, metrics.clone()),
+            keys: Keys {
+                prefix: settings.key_prefix.clone(),
+                node: node_id,
+            },
+            client,
+            conn,
+            scripts: Scripts::new(),
+            timing,
+            limit: envelope_limit(max_message_bytes),
+            metrics,
+            inbox: inbox_tx,
+            source: registrations,
+            cancel: cancel.clone(),
+            window: Mutex::new(None),
+            reassert_lock: Arc::default(),
+        });
+        log::info!(
+            "cluster node {}: joining through {}",
+            shared.keys.node,
+            settings.redis_url
+        );
+        heartbeat::beat_once(&shared).await;
+        tokio::spawn(heartbeat::run(shared.clone()));
+        tokio::spawn(subscriber::run(shared.clone()));
+        tokio::spawn(publisher::run(shared.clone(), outgoing_rx));
+        let cluster = Cluster {
+            shared,
+            outgoing,
+            _stop: Arc::new(cancel.drop_guard()),
+        };
+        Ok((cluster, Inbox(inbox_rx)))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.shared.keys.node
+    }
+
+    /// The state now and its changes.
+    pub fn state(&self) -> watch::Receiver<ClusterState> {
+        self.shared.health.subscribe()
+    }
+
+    /// The engine's counters.
+    pub fn metrics(&self) -> Arc<ClusterMetrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Stops the engine's tasks and deletes this node's liveness key, so
+    /// the others stop finding its registrations at once (and clean them up).
+    pub async fn shutdown(&self) {
+        self.shared.cancel.cancel();
+        let mut conn = self.shared.conn.clone();
+        let alive = self.shared.keys.alive(&self.shared.keys.node);
+        let deleted = self
+            .shared
+            .command(
+                "shutdown",
+                redis::cmd("DEL").arg(&alive).exec_async(&mut conn),
+            )
+            .await;
+        if let Err(e) = deleted {
+            log::warn!(
+                "cluster node {}: liveness key not deleted at shutdown ({e}); it lapses in {} ms",
+                self.shared.keys.node,
+                millis(self.shared.timing.node_ttl)
+            );
+        }
+    }
+
+    /// Publishes `envelope` on `node`'s channel. The envelope is queued
+    /// when this is called (not when the future is first polled): calls
+    /// from one task are published in call order. The future tells whether
+    /// the target's subscription received it.
+    ///
+    /// Fails at once while Redis is unreachable ([`ClusterError::Unavailable`]),
+    /// when the queue is full ([`ClusterError::Busy`]) or the envelope too
+    /// large; later with [`ClusterError::NotDelivered`] when nobody
+    /// listens on that channel.
+    pub fn forward(
+        &self,
+        node: &str,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send + 'static {
+        let queued = self.enqueue(node, envelope);
+        let metrics = self.shared.metrics.clone();
+        async move {
+            let result = match queued {
+                Ok(done) => done.await.unwrap_or(Err(ClusterError::Stopped)),
+                Err(e) => Err(e),
+            };
+            let counter = match result {
+                Ok(()) => &metrics.forwards_out,
+                Err(_) => &metrics.forwards_out_failed,
+            };
+            ClusterMetrics::inc(counter);
+            result
+        }
+    }
+
+    fn enqueue(
+        &self,
+        node: &str,
+        envelope: &Envelope,
+    ) -> Result<oneshot::Receiver<Result<(), ClusterError>>, ClusterError> {
+        if !self.shared.health.link_up() {
+            return Err(ClusterError::Unavailable);
+        }
+        let payload = encode(node, envelope, self.shared.limit)?;
+        let (done, outcome) = oneshot::channel();
+        let outgoing = Outgoing {
+            node: node.to_owned(),
+            payload,
+            done,
+        };
+        self.outgoing.try_send(outgoing).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ClusterError::Busy,
+            mpsc::error::TrySendError::Closed(_) => ClusterError::Stopped,
+        })?;
+        Ok(outcome)
+    }
+
+    /// Re-writes this node's registrations now, from the source given at
+    /// start (the engine does so by itself after an outage).
+    pub async fn reassert(&self) -> Result<Reasserted, ClusterError> {
+        heartbeat::reassert(&self.shared).await
+    }
+}
+
+/// The Redis client for `settings`: the URL, a password from the
+/// environment or a file, and `TCP_NODELAY` (pipelined commands must not
+/// wait for Nagle).
+fn open_client(settings: &ClusterSettings) -> Result<redis::Client, ClusterError> {
+    let config = |e: String| ClusterError::Config(e);
+    let mut info = settings
+        .redis_url
+        .expose()
+        .into_connection_info()
+        .map_err(|e| config(format!("cluster.redis_url {}: {e}", settings.redis_url)))?;
+    if let Some(password) = settings
+        .load_password()
+        .map_err(|e| config(e.to_string()))?
+    {
+        let redis = info
+            .redis_settings()
+            .clone()
+            .set_password(password.expose());
+        info = info.set_redis_settings(redis);
+    }
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    info = info.set_tcp_settings(tcp);
+    redis::Client::open(info).map_err(|e| config(format!("Redis client: {e}")))
+}
