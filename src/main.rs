@@ -75,7 +75,12 @@ fn main() -> ExitCode {
         Err(error) => {
             log::error!("{error}");
             eprintln!("switchboard: {error}");
-            ExitCode::FAILURE
+            // A setting that only fails when used (a tokens file's format)
+            // is a configuration error too: 2, as for one the loader refuses.
+            match error.downcast_ref::<node::NodeError>() {
+                Some(node::NodeError::Config(_)) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

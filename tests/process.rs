@@ -1,7 +1,9 @@
 //! Proves the `switchboard` binary as an operator runs it: the startup line
 //! names the listen addresses, session log lines carry the UUID, bad input is
 //! logged, SIGTERM and SIGINT close every session with 1001 and exit promptly,
-//! `--log-level` beats RUST_LOG, and an invalid config exits 2 naming the key.
+//! `--log-level` beats RUST_LOG, an invalid config exits 2 naming the key, a
+//! port in use is named with its listener, and the relay's TLS files are
+//! checked before the tunnel listens.
 
 mod common;
 
@@ -182,4 +184,82 @@ fn invalid_config_exits_2_naming_the_key() {
     let (mut proc, _file) = Proc::start("[server]\nport = \"eighty\"\n", &[], &[]);
     assert_eq!(proc.exit_within(WAIT), 2);
     proc.wait_line("server.port");
+}
+
+/// A setting that only fails when it is used (a tokens file whose line has
+/// no token) is still a configuration error: exit 2 naming the key, as for
+/// one the loader refuses.
+#[test]
+fn a_tokens_file_that_does_not_parse_exits_2_naming_the_key() {
+    let mut tokens = tempfile::NamedTempFile::new().unwrap();
+    tokens.write_all(b"alice\n").unwrap();
+    let config = format!(
+        "{CONFIG}\n[auth]\nmethod = \"token\"\ntokens_file = \"{}\"\n",
+        tokens.path().display()
+    );
+    let (mut proc, _file) = Proc::start(&config, &[], &[]);
+    assert_eq!(proc.exit_within(WAIT), 2);
+    proc.wait_line("auth.tokens_file");
+}
+
+/// A port already in use: the error names the listener and its address,
+/// for the public, the admin and the tunnel agents' listener alike.
+#[test]
+fn a_port_in_use_is_named_with_its_listener() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cases = [
+        (
+            format!("[server]\nhost = \"127.0.0.1\"\nport = {port}\n[admin]\nenabled = false\n"),
+            format!("public listener 127.0.0.1:{port}"),
+        ),
+        (
+            format!(
+                "[server]\nhost = \"127.0.0.1\"\nport = 0\n[admin]\nhost = \"127.0.0.1\"\nport = {port}\n"
+            ),
+            format!("admin listener 127.0.0.1:{port}"),
+        ),
+        (
+            format!(
+                "{CONFIG}\n[tunnel]\nhost = \"127.0.0.1\"\nport = {port}\n\
+                 [[tunnel.services]]\nname = \"web\"\ntoken = \"{}\"\nbind = \"127.0.0.1:0\"\n",
+                "t".repeat(32)
+            ),
+            format!("tunnel agents listener 127.0.0.1:{port}"),
+        ),
+    ];
+    for (config, named) in cases {
+        let (mut proc, _file) = Proc::start(&config, &[], &[]);
+        assert_eq!(proc.exit_within(WAIT), 1, "{named}");
+        proc.wait_line(&named);
+    }
+    drop(taken);
+}
+
+/// The relay's TLS files are loaded before anything listens: with a bad
+/// certificate and a tunnel configured, the process exits 1 naming TLS and
+/// the tunnel never announced its listeners.
+#[test]
+fn a_bad_certificate_stops_the_start_before_the_tunnel_listens() {
+    let mut cert = tempfile::NamedTempFile::new().unwrap();
+    cert.write_all(b"not a certificate\n").unwrap();
+    let config = format!(
+        "[server]\nhost = \"127.0.0.1\"\nport = 0\ncertfile = \"{0}\"\nkeyfile = \"{0}\"\n\
+         [admin]\nenabled = false\n[tunnel]\nhost = \"127.0.0.1\"\nport = 0\n\
+         [[tunnel.services]]\nname = \"web\"\ntoken = \"{1}\"\nbind = \"127.0.0.1:0\"\n",
+        cert.path().display(),
+        "t".repeat(32)
+    );
+    let (mut proc, _file) = Proc::start(&config, &["--log-level", "info"], &[]);
+    assert_eq!(proc.exit_within(WAIT), 1);
+    proc.wait_line("TLS setup failed");
+    assert!(
+        !proc
+            .log
+            .seen()
+            .iter()
+            .any(|l| l.contains("agents connect to")),
+        "the tunnel started before the relay's TLS files were checked: {:?}",
+        proc.log.seen()
+    );
 }

@@ -155,8 +155,11 @@ impl TunnelSettings {
             ("tunnel.certfile", &self.certfile),
             ("tunnel.keyfile", &self.keyfile),
         ] {
-            if path.as_ref().is_some_and(|p| !p.is_file()) {
-                return Err(invalid(key, "is not a readable file"));
+            if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+                return Err(invalid(
+                    key,
+                    format!("{} is not a readable file", path.display()),
+                ));
             }
         }
         if self.copy_buffer < 1024 {

@@ -132,21 +132,29 @@ impl Node {
 /// Binds the listeners the settings name (public, then admin if enabled).
 pub fn bind(settings: &Settings) -> Result<(TcpListener, Option<TcpListener>), NodeError> {
     let s = &settings.server;
-    let public = TcpListener::bind((s.host.as_str(), s.port))?;
+    let public = bind_named("public listener", &s.host, s.port)?;
     let admin = if settings.admin.enabled {
-        Some(TcpListener::bind((
-            settings.admin.host.as_str(),
+        Some(bind_named(
+            "admin listener",
+            &settings.admin.host,
             settings.admin.port,
-        ))?)
+        )?)
     } else {
         None
     };
     Ok((public, admin))
 }
 
-/// Starts the node on already-bound listeners: the tunnel (when `[tunnel]`
-/// has services, on listeners bound here), the relay server, then the
-/// admin listener. Must run inside an actix System.
+/// Binds `host:port`; an error names the listener and the address.
+fn bind_named(what: &str, host: &str, port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind((host, port))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{what} {host}:{port}: {e}")))
+}
+
+/// Starts the node on already-bound listeners: loads what the relay's
+/// settings name (auth, TLS; [`server::prepare`]), then starts the tunnel
+/// (when `[tunnel]` has services, on listeners bound here), the relay
+/// server, then the admin listener. Must run inside an actix System.
 pub fn start(
     settings: Settings,
     public: TcpListener,
@@ -154,6 +162,9 @@ pub fn start(
 ) -> Result<Node, NodeError> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new());
+    let token = settings.admin.token.clone();
+    // Everything the settings name is loaded before anything listens.
+    let prepared = server::prepare(settings.clone())?;
     let tunnel = if settings.tunnel.services.is_empty() {
         None
     } else {
@@ -164,8 +175,7 @@ pub fn start(
             listeners,
         )?)
     };
-    let token = settings.admin.token.clone();
-    let relay = server::start(settings, metrics.clone(), public)?;
+    let relay = server::start(prepared, metrics.clone(), public)?;
     let admin = match admin {
         Some(listener) => {
             let addr = listener.local_addr()?;

@@ -138,18 +138,43 @@ impl RelayServer {
     }
 }
 
-/// Starts the relay server on an already-bound public listener, counting
-/// into `metrics`. Must run inside an actix System.
-pub fn start(
+/// The relay's settings with what they name already loaded and checked:
+/// the authenticator (`[auth]`, its tokens file) and the TLS configuration
+/// (`server.certfile`/`keyfile`). [`prepare`] makes it before any component
+/// starts, so a bad setting stops the process before anything listens.
+pub struct Prepared {
     settings: Settings,
-    metrics: Arc<Metrics>,
-    public: TcpListener,
-) -> Result<RelayServer, ServerError> {
+    authenticator: Authenticator,
+    tls: Option<rustls::ServerConfig>,
+}
+
+/// Loads and checks what the relay's settings name (auth, TLS); errors name
+/// the setting or the file.
+pub fn prepare(settings: Settings) -> Result<Prepared, ServerError> {
     let authenticator = Authenticator::from_settings(&settings.auth)?;
     let tls = match (&settings.server.certfile, &settings.server.keyfile) {
         (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
         _ => None,
     };
+    Ok(Prepared {
+        settings,
+        authenticator,
+        tls,
+    })
+}
+
+/// Starts the relay server on an already-bound public listener, counting
+/// into `metrics`. Must run inside an actix System.
+pub fn start(
+    prepared: Prepared,
+    metrics: Arc<Metrics>,
+    public: TcpListener,
+) -> Result<RelayServer, ServerError> {
+    let Prepared {
+        settings,
+        authenticator,
+        tls,
+    } = prepared;
     let state = Arc::new(ServerState {
         settings,
         registry: RegistrySlot::new(metrics.clone()),

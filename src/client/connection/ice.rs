@@ -15,8 +15,28 @@ use std::sync::Arc;
 use webrtc::peer_connection::transport::IceTransport;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidate, RTCIceCandidateType};
 
-use super::setup::IceServer;
 use super::ConnectionError;
+
+/// A STUN or TURN server offered to ICE.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, ...
+    pub urls: Vec<String>,
+    /// TURN user name (empty for STUN).
+    pub username: String,
+    /// TURN credential (empty for STUN); never logged.
+    pub credential: String,
+}
+
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &"MASKED")
+            .finish()
+    }
+}
 
 /// The kind of an ICE candidate (RFC 8445 §5.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -236,16 +256,6 @@ pub(super) fn sdp_candidate_types(sdp: &str) -> Vec<CandidateType> {
             })
         })
         .collect()
-}
-
-/// The candidate types of a `{"sdp", "type"}` description (none if it does not parse).
-pub(super) fn description_candidate_types(
-    description: &str,
-    kind: crate::protocol::DescriptionType,
-) -> Vec<CandidateType> {
-    super::setup::description_from_json(description, kind)
-        .map(|desc| sdp_candidate_types(&desc.sdp))
-        .unwrap_or_default()
 }
 
 /// Counts of candidates by type, as `host×2, srflx×1` (`none` when empty).

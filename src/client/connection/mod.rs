@@ -83,8 +83,8 @@ use crate::protocol::chunk::{Reassembler, ReassemblerLimits};
 use crate::protocol::DescriptionType;
 use acks::Acks;
 use channels::Outgoing;
-pub use ice::{CandidateType, Route};
-pub use setup::{ConnectionConfig, IceServer};
+pub use ice::{CandidateType, IceServer, Route};
+pub use setup::ConnectionConfig;
 pub use types::{
     Close, ConnectionError, ConnectionEvent, ConnectionEventKind, Flush, RelayFailed, Role,
     SendMessage, SetAnswer, WaitReady,
@@ -292,7 +292,7 @@ impl Actor for Connection {
             return;
         };
         if let Role::Answerer { offer } = &role {
-            self.candidates.1 = ice::description_candidate_types(offer, DescriptionType::Offer);
+            self.candidates.1 = setup::description_candidate_types(offer, DescriptionType::Offer);
         }
         let (gathered_tx, gathered_rx) = watch::channel(false);
         let handler = Arc::new(handler::Events::new(ctx.address().downgrade(), gathered_tx));
@@ -306,7 +306,7 @@ impl Actor for Connection {
                     act.spawn_reader(index, channel, ctx);
                 }
                 let answerer = negotiated.description_type == DescriptionType::Answer;
-                act.candidates.0 = ice::description_candidate_types(
+                act.candidates.0 = setup::description_candidate_types(
                     &negotiated.description,
                     negotiated.description_type,
                 );
@@ -355,7 +355,7 @@ impl Handler<SetAnswer> for Connection {
 
     fn handle(&mut self, msg: SetAnswer, _ctx: &mut Context<Self>) -> Self::Result {
         let pc = self.pc.clone();
-        self.candidates.1 = ice::description_candidate_types(&msg.0, DescriptionType::Answer);
+        self.candidates.1 = setup::description_candidate_types(&msg.0, DescriptionType::Answer);
         let fut = async move {
             let desc = setup::description_from_json(&msg.0, DescriptionType::Answer)?;
             let pc = pc.ok_or_else(|| ConnectionError::Closed("no peer connection".into()))?;

@@ -17,26 +17,7 @@ use crate::client::runtime::SwitchboardRuntime;
 use crate::defaults;
 use crate::protocol::DescriptionType;
 
-/// A STUN or TURN server offered to ICE.
-#[derive(Clone, PartialEq, Eq)]
-pub struct IceServer {
-    /// `stun:host:port`, `turn:host:port?transport=udp`, ...
-    pub urls: Vec<String>,
-    /// TURN user name (empty for STUN).
-    pub username: String,
-    /// TURN credential (empty for STUN); never logged.
-    pub credential: String,
-}
-
-impl std::fmt::Debug for IceServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IceServer")
-            .field("urls", &self.urls)
-            .field("username", &self.username)
-            .field("credential", &"MASKED")
-            .finish()
-    }
-}
+pub use super::ice::IceServer;
 
 /// How peer connections are made; shared by every connection of a PeerManager.
 #[derive(Debug, Clone)]
@@ -329,6 +310,16 @@ pub fn parse_label(label: &str, max: usize) -> Result<(usize, usize), Connection
 /// The label of channel `index` of `total`.
 pub fn label(index: usize, total: usize) -> String {
     format!("p2p-{index}-{total}")
+}
+
+/// The candidate types of a `{"sdp", "type"}` description (none if it does not parse).
+pub(super) fn description_candidate_types(
+    description: &str,
+    kind: DescriptionType,
+) -> Vec<super::ice::CandidateType> {
+    description_from_json(description, kind)
+        .map(|desc| super::ice::sdp_candidate_types(&desc.sdp))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

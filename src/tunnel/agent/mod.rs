@@ -3,7 +3,8 @@
 //! [`spawn`] (or [`run`]) takes [`AgentSettings`] (the relay's agents
 //! address, the service and its token, what to serve locally, the pool
 //! size, timers, optional TLS) and runs on the caller's tokio runtime until
-//! stopped through the [`AgentHandle`], or until the relay refuses it for
+//! stopped (the `CancellationToken` given to [`run`]; [`spawn`] keeps it
+//! in the [`AgentHandle`] it returns), or until the relay refuses it for
 //! good ([`AgentError`]). It is handed nothing else; what it does is
 //! readable in [`AgentStats`] while it runs.
 //!

@@ -4,8 +4,9 @@
 //! [`Metrics`] (it counts agents, pools, hand-offs, bytes) and the bound
 //! [`TunnelListeners`] ([`bind`] makes them from the settings): it runs the
 //! agents' listener and one public listener per service on a runtime of its
-//! own and returns a [`TunnelRelay`], which owns that runtime: its
-//! addresses, the [`TunnelState`] behind `/tunnels`, and `shutdown`.
+//! own (on a thread of its own) and returns a [`TunnelRelay`], the handle
+//! to it: its addresses, the [`TunnelState`] behind `/tunnels`, and
+//! `shutdown` (which cancels the tasks and waits until they are done).
 //! Errors are [`StartError`]s. It is handed nothing else: the relay node
 //! decides when to start and stop it.
 //!
@@ -76,7 +77,15 @@ pub struct TunnelListeners {
 
 /// Binds the listeners `settings` names (port 0 picks free ports).
 pub fn bind(settings: &TunnelSettings) -> Result<TunnelListeners, StartError> {
-    let agents = TcpListener::bind((settings.host.as_str(), settings.port))?;
+    let agents = TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "tunnel agents listener {}:{}: {e}",
+                settings.host, settings.port
+            ),
+        )
+    })?;
     let mut services = Vec::new();
     for service in &settings.services {
         let listener = TcpListener::bind(service.bind.as_str()).map_err(|e| {
