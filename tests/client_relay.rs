@@ -55,7 +55,7 @@ impl Client {
 
     async fn registered(&mut self) {
         match self.next().await {
-            RelayEvent::Registered { uuid, name } => {
+            RelayEvent::Registered { uuid, name, .. } => {
                 assert_eq!(uuid, self.uuid);
                 assert_eq!(name, self.name);
             }

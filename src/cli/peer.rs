@@ -50,9 +50,10 @@ macro_rules! say_out {
 /// Arguments of `switchboard peer`.
 #[derive(Args, Debug)]
 pub struct PeerArgs {
-    /// Relay URL (ws:// or wss://).
-    #[arg(long, value_name = "URL")]
-    relay: String,
+    /// Relay URL (ws:// or wss://); repeat it for the nodes of a cluster:
+    /// after a lost session the peer tries the next one at once, in turn.
+    #[arg(long, value_name = "URL", required = true)]
+    relay: Vec<String>,
     /// UUID to register under (default: random).
     #[arg(long, value_name = "UUID")]
     uuid: Option<Uuid>,
@@ -162,7 +163,8 @@ pub fn run(args: PeerArgs) -> ExitCode {
 }
 
 fn build_config(args: &PeerArgs) -> anyhow::Result<PeerManagerConfig> {
-    let mut config = PeerManagerConfig::new(args.relay.clone());
+    let mut config = PeerManagerConfig::new(args.relay[0].clone());
+    config.relay.fallback_urls = args.relay[1..].to_vec();
     config.relay.uuid = args.uuid;
     config.relay.name = args.name.clone();
     config.relay.tls.ca_file = args.ca_file.clone();

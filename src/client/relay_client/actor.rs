@@ -59,7 +59,13 @@ struct Inbound {
 
 /// One relay session, reconnecting with backoff until rejected or shut down.
 pub struct RelayClient {
-    endpoint: Endpoint,
+    /// Every relay, in the order they are tried; at least one.
+    endpoints: Vec<Endpoint>,
+    /// The one in use (or tried next).
+    current: usize,
+    /// Attempts that failed (or sessions lost) since a relay last accepted
+    /// our registration: a whole round of them means back off.
+    round_failures: usize,
     uuid: Uuid,
     name: String,
     connect_timeout: Duration,
@@ -88,7 +94,7 @@ impl RelayClient {
         config: RelayClientConfig,
         subscriber: Recipient<RelayEvent>,
     ) -> Result<Self, RelayClientError> {
-        let endpoint = Endpoint::new(&config)?;
+        let endpoints = Endpoint::all(&config)?;
         let name = config.name.unwrap_or_else(|| {
             hostname::get()
                 .ok()
@@ -97,7 +103,9 @@ impl RelayClient {
                 .unwrap_or_else(|| RELAY_CLIENT_DEFAULT_NAME.to_owned())
         });
         Ok(RelayClient {
-            endpoint,
+            endpoints,
+            current: 0,
+            round_failures: 0,
             uuid: config.uuid.unwrap_or_else(Uuid::new_v4),
             name,
             connect_timeout: config.connect_timeout,
@@ -134,12 +142,14 @@ impl RelayClient {
         self.attempts += 1;
         self.phase = Phase::Connecting;
         let generation = self.generation;
+        let endpoint = self.endpoints[self.current].clone();
         log::debug!(
-            "relay client {}: connecting (attempt {})",
+            "relay client {}: connecting to {} (attempt {})",
             self.uuid,
+            endpoint.url,
             self.attempts
         );
-        let attempt = self.endpoint.clone().connect(self.connect_timeout);
+        let attempt = endpoint.connect(self.connect_timeout);
         let handle = ctx.spawn(
             wrap_future(attempt).map(move |result, act: &mut Self, ctx| {
                 if act.generation != generation || act.phase != Phase::Connecting {
@@ -306,15 +316,25 @@ impl RelayClient {
                 self.backoff.reset();
             }
         }
-        let retry_in = self.backoff.next_delay();
+        // The next relay at once while some of this round are untried; a
+        // whole round failed: back off, then start the next round.
+        self.round_failures += 1;
+        self.current = (self.current + 1) % self.endpoints.len();
+        let retry_in = if self.round_failures < self.endpoints.len() {
+            Duration::ZERO
+        } else {
+            self.round_failures = 0;
+            self.backoff.next_delay()
+        };
         let reason = match &error {
             RelayClientError::ClosedByRelay { reason, .. } => reason.clone(),
             other => other.to_string(),
         };
         log::warn!(
-            "relay client {}: {error}; retrying in {} ms",
+            "relay client {}: {error}; retrying in {} ms on {}",
             self.uuid,
-            retry_in.as_millis()
+            retry_in.as_millis(),
+            self.endpoints[self.current].url
         );
         self.last_error = Some(error);
         self.phase = Phase::Waiting;
@@ -386,10 +406,17 @@ impl RelayClient {
         self.phase = Phase::Registered;
         self.registrations += 1;
         self.registered_at = Some(Instant::now());
-        log::info!("relay client {}: registered as {:?}", self.uuid, self.name);
+        self.round_failures = 0;
+        let relay = self.endpoints[self.current].url.clone();
+        log::info!(
+            "relay client {}: registered as {:?} on {relay}",
+            self.uuid,
+            self.name
+        );
         self.subscriber.do_send(RelayEvent::Registered {
             uuid: self.uuid,
             name: self.name.clone(),
+            relay,
         });
     }
 }

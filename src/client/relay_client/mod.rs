@@ -8,8 +8,10 @@
 //! - [`RelayEvent::Registered`] after every successful (re)registration;
 //! - [`RelayEvent::Peer`] for each offer, answer or relay error echo;
 //! - [`RelayEvent::Disconnected`] when the session is lost or an attempt fails
-//!   (it will retry after `retry_in`, backing off 1 s → 60 s with jitter and
-//!   starting over after a connection that stayed up for `stable_after`);
+//!   (it will retry after `retry_in`: at once on the next of several relay
+//!   URLs, else backing off 1 s → 60 s with jitter once a whole round of
+//!   URLs failed, starting over after a connection that stayed up for
+//!   `stable_after`);
 //! - [`RelayEvent::Failed`] when retrying cannot help: the relay closed with
 //!   4001 (unauthorized), 4002 (forbidden) or 4004 (replaced by a newer
 //!   registration of our UUID), refused the upgrade with HTTP 401/403, or
@@ -72,6 +74,12 @@ use crate::defaults::RELAY_CONNECT_TIMEOUT_MS;
 pub struct RelayClientConfig {
     /// `ws://` or `wss://` URL of the relay; anything else is [`RelayClientError::InvalidUrl`].
     pub url: String,
+    /// Further relays (nodes of the same cluster), checked like `url`. After a
+    /// lost session or a failed attempt the client tries the next URL in
+    /// turn (`url`, then these, round and round), each at once; it backs off
+    /// only after a whole round failed. It registers under the same UUID
+    /// wherever it lands.
+    pub fallback_urls: Vec<String>,
     /// Name to register under; `None` means the host name.
     pub name: Option<String>,
     /// UUID to register under; `None` means a random v4 UUID.
@@ -88,16 +96,22 @@ pub struct RelayClientConfig {
 }
 
 impl RelayClientConfig {
-    /// Checks what [`RelayClient::new`] checks (URL, headers, TLS files)
+    /// Checks what [`RelayClient::new`] checks (URLs, headers, TLS files)
     /// without starting anything.
     pub fn validate(&self) -> Result<(), RelayClientError> {
-        socket::Endpoint::new(self).map(|_| ())
+        socket::Endpoint::all(self).map(|_| ())
+    }
+
+    /// Every relay URL in the order they are tried: `url`, then `fallback_urls`.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.url.as_str()).chain(self.fallback_urls.iter().map(String::as_str))
     }
 
     /// A configuration for `url` with every other field at its default.
     pub fn new(url: impl Into<String>) -> Self {
         RelayClientConfig {
             url: url.into(),
+            fallback_urls: Vec::new(),
             name: None,
             uuid: None,
             headers: Vec::new(),
@@ -198,6 +212,8 @@ pub enum RelayEvent {
         uuid: Uuid,
         /// Our name.
         name: String,
+        /// The relay URL the registration was made on.
+        relay: String,
     },
     /// An offer or answer for us, or the relay's echo of one of ours that it
     /// could not forward (`error` is `Some`).
@@ -243,6 +259,8 @@ pub struct RelayStatus {
     pub uuid: Uuid,
     /// Our name.
     pub name: String,
+    /// The relay URL in use (connected or being tried), or tried last.
+    pub relay: String,
     /// The WebSocket is open.
     pub connected: bool,
     /// The relay accepted our registration on the open WebSocket.

@@ -23,22 +23,34 @@ pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Everything needed to (re)connect, validated once in `RelayClient::new`.
 #[derive(Clone)]
 pub(super) struct Endpoint {
+    /// The URL as configured (for logs and events).
+    pub(super) url: String,
     uri: Uri,
     headers: HeaderMap,
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
-    /// Validates the URL (`ws://` or `wss://` with a host) and headers, and
-    /// builds the TLS configuration for `wss://`.
-    pub(super) fn new(config: &RelayClientConfig) -> Result<Endpoint, RelayClientError> {
+    /// Every relay of `config` (`url`, then `fallback_urls`), each validated.
+    pub(super) fn all(config: &RelayClientConfig) -> Result<Vec<Endpoint>, RelayClientError> {
+        config
+            .urls()
+            .map(|url| Endpoint::new(config, url))
+            .collect()
+    }
+
+    /// Validates `url` (`ws://` or `wss://` with a host) and the headers,
+    /// and builds the TLS configuration for `wss://`.
+    fn new(config: &RelayClientConfig, url: &str) -> Result<Endpoint, RelayClientError> {
         let invalid = |reason: &str| RelayClientError::InvalidUrl {
-            url: config.url.clone(),
+            url: url.to_owned(),
             reason: reason.to_owned(),
         };
-        let uri: Uri = config.url.parse().map_err(
-            |e: tokio_tungstenite::tungstenite::http::uri::InvalidUri| invalid(&e.to_string()),
-        )?;
+        let uri: Uri =
+            url.parse()
+                .map_err(|e: tokio_tungstenite::tungstenite::http::uri::InvalidUri| {
+                    invalid(&e.to_string())
+                })?;
         let secure = match uri.scheme_str() {
             Some("ws") => false,
             Some("wss") => true,
@@ -57,6 +69,7 @@ impl Endpoint {
             None
         };
         Ok(Endpoint {
+            url: url.to_owned(),
             uri,
             headers: headers(&config.headers)?,
             tls,

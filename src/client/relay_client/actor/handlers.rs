@@ -84,6 +84,7 @@ impl Handler<GetStatus> for RelayClient {
         RelayStatus {
             uuid: self.uuid,
             name: self.name.clone(),
+            relay: self.endpoints[self.current].url.clone(),
             connected: self.session.is_some(),
             registered: self.phase == Phase::Registered,
             attempts: self.attempts,
