@@ -15,9 +15,10 @@ pub struct HostArgs {
     /// TOML settings file (see config/host/agent.toml).
     #[arg(long, short = 'c', value_name = "PATH")]
     config: Option<PathBuf>,
-    /// The relay's agents listener (its `tunnel.host`:`tunnel.port`).
+    /// The relay's agents listener (its `tunnel.host`:`tunnel.port`); repeat
+    /// it for the nodes of a cluster: the agent keeps a pool on each.
     #[arg(long, value_name = "HOST:PORT")]
-    relay: Option<String>,
+    relay: Vec<String>,
     /// The service name configured on the relay.
     #[arg(long, value_name = "NAME")]
     service: Option<String>,
@@ -53,13 +54,14 @@ pub struct HostArgs {
     log_level: Option<String>,
 }
 
-fn settings(args: &HostArgs) -> Result<agent::AgentSettings, ConfigError> {
+fn settings(args: &HostArgs) -> Result<Vec<agent::AgentSettings>, ConfigError> {
     let file = match &args.config {
         Some(path) => HostConfig::load(path)?,
         None => HostConfig::default(),
     };
     let flags = HostConfig {
-        relay: args.relay.clone(),
+        relay: args.relay.first().cloned(),
+        more_relays: (args.relay.len() > 1).then(|| args.relay[1..].to_vec()),
         service: args.service.clone(),
         token_file: args.token_file.clone(),
         local: args.local.clone(),
@@ -71,7 +73,7 @@ fn settings(args: &HostArgs) -> Result<agent::AgentSettings, ConfigError> {
         tls_server_name: args.tls_server_name.clone(),
         ..HostConfig::default()
     };
-    file.merge(flags).into_settings()
+    file.merge(flags).into_agents()
 }
 
 /// Runs `switchboard host` until SIGTERM/SIGINT or a fatal refusal.
@@ -92,20 +94,37 @@ pub fn run(args: HostArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        // One agent per relay node; a fatal refusal from any of them (a bad
+        // token, a TLS mismatch: the same settings go to every node) stops
+        // them all. A node that is down is only retried by its agent.
         let cancel = tokio_util::sync::CancellationToken::new();
-        let stats = std::sync::Arc::new(agent::AgentStats::default());
-        let agent = agent::run(settings, stats, cancel.clone());
-        tokio::pin!(agent);
+        let mut agents = tokio::task::JoinSet::new();
+        for one in settings {
+            let stats = std::sync::Arc::new(agent::AgentStats::default());
+            agents.spawn(agent::run(one, stats, cancel.clone()));
+        }
+        let failure =
+            |ended: Result<Result<(), agent::AgentError>, tokio::task::JoinError>| match ended {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(panicked) => Some(format!("an agent task failed: {panicked}")),
+            };
+        let mut first_error = None;
         tokio::select! {
-            result = &mut agent => result,
+            Some(ended) = agents.join_next() => first_error = failure(ended),
             signal = wait_signal() => {
                 if let Ok(signal) = signal {
                     log::info!("received {signal}; stopping the agent");
                 }
-                cancel.cancel();
-                agent.await
             }
         }
+        cancel.cancel();
+        while let Some(ended) = agents.join_next().await {
+            if first_error.is_none() {
+                first_error = failure(ended);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,6 +25,10 @@ use crate::tunnel::tls::AgentTls;
 pub struct HostConfig {
     /// The relay's agents listener, `host:port`.
     pub relay: Option<String>,
+    /// Further relay nodes (`host:port` each) of a cluster: the agent keeps
+    /// a control channel and a pool on `relay` and on each of these, so the
+    /// service's public port on any node serves clients.
+    pub more_relays: Option<Vec<String>>,
     /// Service name.
     pub service: Option<String>,
     /// The service token (prefer `token_file`).
@@ -90,6 +94,12 @@ impl HostConfig {
     /// `self` with every key that `flags` sets replaced.
     pub fn merge(self, flags: HostConfig) -> HostConfig {
         HostConfig {
+            // Relays given as flags replace the file's whole list.
+            more_relays: if flags.relay.is_some() {
+                flags.more_relays
+            } else {
+                flags.more_relays.or(self.more_relays)
+            },
             relay: flags.relay.or(self.relay),
             service: flags.service.or(self.service),
             token: flags.token.or(self.token),
@@ -113,7 +123,32 @@ impl HostConfig {
         }
     }
 
-    /// Validates and fills in defaults.
+    /// Validates and fills in defaults: one agent per relay node (`relay`,
+    /// then `more_relays`; a node named twice is refused), all serving the
+    /// same service.
+    pub fn into_agents(self) -> Result<Vec<AgentSettings>, ConfigError> {
+        let mut relays: Vec<String> = self.relay.iter().cloned().collect();
+        relays.extend(self.more_relays.iter().flatten().cloned());
+        if relays.is_empty() {
+            return Err(invalid("relay", "is required"));
+        }
+        let mut agents = Vec::with_capacity(relays.len());
+        for (index, relay) in relays.iter().enumerate() {
+            if relays[..index].contains(relay) {
+                return Err(invalid("relay", format!("{relay} is given twice")));
+            }
+            let one = HostConfig {
+                relay: Some(relay.clone()),
+                more_relays: None,
+                ..self.clone()
+            };
+            agents.push(one.into_settings()?);
+        }
+        Ok(agents)
+    }
+
+    /// Validates and fills in defaults for `relay` alone (`more_relays` is
+    /// ignored; [`into_agents`](Self::into_agents) makes one per node).
     pub fn into_settings(self) -> Result<AgentSettings, ConfigError> {
         let relay = self.relay.ok_or_else(|| invalid("relay", "is required"))?;
         let service = self
@@ -244,6 +279,36 @@ mod tests {
             Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "relay[999999999999]"),
             other => panic!("expected the key named, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn one_agent_per_relay_node_and_flags_replace_the_files_nodes() {
+        let text = "relay = \"10.0.0.1:7000\"\nmore_relays = [\"10.0.0.2:7000\", \"10.0.0.3:7000\"]\n\
+                    service = \"web\"\ntoken = \"t0ken\"\nlocal = \"127.0.0.1:8080\"\n";
+        let file = HostConfig::parse(text).unwrap();
+        let relays = |agents: Vec<AgentSettings>| -> Vec<String> {
+            agents.into_iter().map(|a| a.relay).collect()
+        };
+        assert_eq!(
+            relays(file.clone().into_agents().unwrap()),
+            ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]
+        );
+        let flags = HostConfig {
+            relay: Some("10.0.0.9:7000".into()),
+            ..HostConfig::default()
+        };
+        assert_eq!(
+            relays(file.merge(flags).into_agents().unwrap()),
+            ["10.0.0.9:7000"]
+        );
+        let twice = HostConfig {
+            more_relays: Some(vec!["127.0.0.1:7000".into()]),
+            ..valid()
+        };
+        assert!(matches!(
+            twice.into_agents(),
+            Err(ConfigError::Invalid { key, .. }) if key == "relay"
+        ));
     }
 
     #[test]
