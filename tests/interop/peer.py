@@ -56,6 +56,12 @@ TEXT_PREVIEW_CHARS = 200
 CONNECTED_POLL_S = 0.01
 CLOSE_TIMEOUT_S = 5.0
 DRAIN_POLL_S = 0.005
+# After its last message the listener waits this long before closing, as
+# `switchboard peer listen` does (PEER_CLOSE_ACK_LINGER_MS): aiortc sends the
+# SACK of a packet after handing its data to the application, so closing at
+# once can drop the acknowledgement of the last chunk, and the sender then
+# (rightly) cannot report the message as acknowledged.
+CLOSE_LINGER_S = 1.5
 
 
 class Failure(Exception):
@@ -245,6 +251,7 @@ async def receive(
                 remaining(deadline),
             )
             await drain(manager, peer, deadline)
+    await asyncio.sleep(min(CLOSE_LINGER_S, remaining(deadline)))
 
 
 async def send(manager: PeerManager, args: argparse.Namespace, deadline: float) -> None:
