@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Drive a Switchboard relay with ProxyStore 1.1.0's own RelayClient.
 
-Usage: relay_clients.py ws://127.0.0.1:PORT
+Usage: relay_clients.py ws://127.0.0.1:PORT [ws://127.0.0.1:PORT2 [ws://127.0.0.1:PORT3]]
+
+With several addresses (the nodes of a Switchboard cluster), client A uses
+the first, B the second and the replacement A2 the last: every exchange and
+the 4004 takeover then cross nodes.
 
 Run by tests/interop_proxystore.rs against an in-process relay. Every check is
 an assert; every await is bounded by a timeout; one line is printed per check
@@ -142,12 +146,13 @@ async def exchange(
     ok(f'{label}: {offerer.name} received the answer with every field equal')
 
 
-async def run(address: str, clients: list[RelayClient]) -> None:
+async def run(addresses: list[str], clients: list[RelayClient]) -> None:
+    address_a, address_b, address_a2 = addresses[0], addresses[1 % len(addresses)], addresses[-1]
     # A never reconnects by itself: it is the client that gets replaced, and
     # ProxyStore's guarded reconnect task turns an unrecoverable close (4004)
     # into SystemExit(1) by design. B and A2 use ProxyStore's defaults.
     a = RelayClient(
-        address,
+        address_a,
         client_name=NAME_A,
         client_uuid=UUID_A,
         reconnect_task=False,
@@ -155,7 +160,7 @@ async def run(address: str, clients: list[RelayClient]) -> None:
     )
     clients.append(a)
     b = RelayClient(
-        address,
+        address_b,
         client_name=NAME_B,
         client_uuid=UUID_B,
         timeout=STEP_TIMEOUT,
@@ -195,7 +200,7 @@ async def run(address: str, clients: list[RelayClient]) -> None:
     # relay close A's socket with 4004; the new client takes over.
     a_recv = asyncio.create_task(a.recv())
     a2 = RelayClient(
-        address,
+        address_a2,
         client_name=NAME_A2,
         client_uuid=UUID_A,
         timeout=STEP_TIMEOUT,
@@ -234,10 +239,10 @@ async def run(address: str, clients: list[RelayClient]) -> None:
     ok('the replacement client exchanges messages with B')
 
 
-async def main(address: str) -> int:
+async def main(addresses: list[str]) -> int:
     clients: list[RelayClient] = []
     try:
-        await asyncio.wait_for(run(address, clients), TOTAL_TIMEOUT)
+        await asyncio.wait_for(run(addresses, clients), TOTAL_TIMEOUT)
     finally:
         for client in clients:
             try:
@@ -249,7 +254,8 @@ async def main(address: str) -> int:
 
 
 if __name__ == '__main__':
-    if len(sys.argv) != 2 or not sys.argv[1].startswith('ws://127.0.0.1:'):
+    given = sys.argv[1:]
+    if not 1 <= len(given) <= 3 or not all(a.startswith('ws://127.0.0.1:') for a in given):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    sys.exit(asyncio.run(main(sys.argv[1])))
+    sys.exit(asyncio.run(main(given)))
