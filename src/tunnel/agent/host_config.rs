@@ -283,7 +283,8 @@ mod tests {
 
     #[test]
     fn one_agent_per_relay_node_and_flags_replace_the_files_nodes() {
-        let text = "relay = \"10.0.0.1:7000\"\nmore_relays = [\"10.0.0.2:7000\", \"10.0.0.3:7000\"]\n\
+        let text =
+            "relay = \"10.0.0.1:7000\"\nmore_relays = [\"10.0.0.2:7000\", \"10.0.0.3:7000\"]\n\
                     service = \"web\"\ntoken = \"t0ken\"\nlocal = \"127.0.0.1:8080\"\n";
         let file = HostConfig::parse(text).unwrap();
         let relays = |agents: Vec<AgentSettings>| -> Vec<String> {
