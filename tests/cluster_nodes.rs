@@ -1,0 +1,211 @@
+//! Proves that relay nodes sharing one real redis-server act as one relay: forwards cross nodes both ways byte-exact, an unknown peer on a 3-node cluster and another user's peer get the one-node error echoes, another user's UUID on another node is refused with 4002, a takeover on another node closes the old socket with 4004 and leaves the new registration working, 1 000 cross-node messages of one sender keep their order, and with the cluster off nothing touches Redis.
+//!
+//! Each test starts its own `redis-server` on a free 127.0.0.1 port and
+//! its nodes with `node::start` on 127.0.0.1:0 in one actix System
+//! (`tests/cluster_common`); without redis-server installed the tests fail
+//! saying so, unless `SWITCHBOARD_SKIP_REDIS=1`.
+
+mod cluster_common;
+mod common;
+#[path = "cluster_common/nodes.rs"]
+mod nodes;
+
+use std::time::Instant;
+
+use cluster_common::{redis_available, Redis};
+use common::*;
+use futures_util::SinkExt;
+use nodes::Nodes;
+use switchboard::config::Settings;
+use switchboard::protocol::relay::encode_peer_connection;
+use switchboard::protocol::{decode, RelayMessage};
+
+/// Settings of a cluster node on `redis`, from `base`.
+fn clustered(base: Settings, redis: &Redis) -> Settings {
+    let mut settings = base;
+    settings.cluster = cluster_common::engine::settings(&redis.url());
+    settings
+}
+
+/// `n` nodes on `redis` with `base` settings.
+fn cluster_of(n: usize, base: fn() -> Settings, redis: &Redis) -> Nodes {
+    Nodes::start((0..n).map(|_| clustered(base(), redis)).collect())
+}
+
+/// What the one-node path sends back for `frame` with `error` set.
+fn echo_of(frame: &str, error: String) -> String {
+    let Ok(RelayMessage::PeerConnection(mut request)) = decode(frame) else {
+        panic!("not a peer connection message: {frame}");
+    };
+    request.error = Some(error);
+    encode_peer_connection(&request)
+}
+
+async fn authed(url: &str, token: &str) -> Ws {
+    connect_with(url, &[("Authorization", &format!("Bearer {token}"))]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_cross_nodes_both_ways_byte_exact() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let cluster = cluster_of(2, test_settings, &redis);
+    let mut a = client(&cluster.node(0).url, "peer-A", UUID_A).await;
+    let mut b = client(&cluster.node(1).url, "peer-B", UUID_B).await;
+    let frame = offer(UUID_A, UUID_B, "offer");
+    send(&mut a, frame.clone()).await;
+    assert_eq!(recv_text(&mut b).await, frame);
+    let answer = offer(UUID_B, UUID_A, "answer");
+    send(&mut b, answer.clone()).await;
+    assert_eq!(recv_text(&mut a).await, answer);
+    // Local traffic on a clustered node is as before.
+    let mut c = client(&cluster.node(0).url, "peer-C", UUID_C).await;
+    let local = offer(UUID_C, UUID_A, "offer");
+    send(&mut c, local.clone()).await;
+    assert_eq!(recv_text(&mut a).await, local);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_peer_on_three_nodes_gets_the_one_node_echo() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let cluster = cluster_of(3, test_settings, &redis);
+    let mut a = client(&cluster.node(0).url, "peer-A", UUID_A).await;
+    let _b = client(&cluster.node(1).url, "peer-B", UUID_B).await;
+    let frame = offer(UUID_A, UUID_C, "offer");
+    send(&mut a, frame.clone()).await;
+    let error = format!(
+        "Cannot forward peer connection message to peer {UUID_C} because this peer is not registered this relay server."
+    );
+    assert_eq!(recv_text(&mut a).await, echo_of(&frame, error));
+    // The socket stays usable: a known peer on another node is reached.
+    let mut c = client(&cluster.node(2).url, "peer-C", UUID_C).await;
+    send(&mut a, frame.clone()).await;
+    assert_eq!(recv_text(&mut c).await, frame);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_uuid_across_nodes_is_refused() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let cluster = cluster_of(2, token_settings, &redis);
+    let mut alice = authed(&cluster.node(0).url, "alice-token").await;
+    register(&mut alice, "alice-A", UUID_A).await;
+    // Bob asks for Alice's UUID on the other node: 4002.
+    let mut bob = authed(&cluster.node(1).url, "bob-token").await;
+    send(&mut bob, registration("bob-A", UUID_A)).await;
+    let (code, reason) = expect_close(&mut bob).await;
+    assert_eq!(code, 4002, "{reason}");
+    assert!(reason.contains(UUID_A), "{reason}");
+    // Bob's own peer on node 1 cannot reach Alice's peer on node 0.
+    let mut bob = authed(&cluster.node(1).url, "bob-token").await;
+    register(&mut bob, "bob-B", UUID_B).await;
+    let frame = offer(UUID_B, UUID_A, "offer");
+    send(&mut bob, frame.clone()).await;
+    let error = format!("The requested peer {UUID_A} is owned by a different user.");
+    assert_eq!(recv_text(&mut bob).await, echo_of(&frame, error));
+    // Alice's registration is untouched: her own peer elsewhere reaches it.
+    let mut alice_c = authed(&cluster.node(1).url, "alice-token").await;
+    register(&mut alice_c, "alice-C", UUID_C).await;
+    let frame = offer(UUID_C, UUID_A, "offer");
+    send(&mut alice_c, frame.clone()).await;
+    assert_eq!(recv_text(&mut alice).await, frame);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_across_nodes_closes_the_old_socket_with_4004() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let cluster = cluster_of(3, test_settings, &redis);
+    let mut old = client(&cluster.node(0).url, "peer-A", UUID_A).await;
+    let mut new = client(&cluster.node(1).url, "peer-A", UUID_A).await;
+    let (code, _) = expect_close(&mut old).await;
+    assert_eq!(code, 4004);
+    // The old socket's late close does not erase the new registration.
+    let _ = old.close(None).await;
+    drop(old);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A peer on the old node, and one on a third node, still reach it.
+    for i in [0, 2] {
+        let source = uuid::Uuid::new_v4().to_string();
+        let mut c = client(&cluster.node(i).url, "peer-C", &source).await;
+        let frame = offer(&source, UUID_A, "offer");
+        send(&mut c, frame.clone()).await;
+        assert_eq!(recv_text(&mut new).await, frame);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_node_messages_of_one_sender_keep_their_order() {
+    if !redis_available() {
+        return;
+    }
+    const COUNT: usize = 1_000;
+    let redis = Redis::start();
+    let cluster = cluster_of(2, test_settings, &redis);
+    let mut a = client(&cluster.node(0).url, "peer-A", UUID_A).await;
+    let mut b = client(&cluster.node(1).url, "peer-B", UUID_B).await;
+    let frames: Vec<String> = (0..COUNT)
+        .map(|i| offer(UUID_A, UUID_B, "offer").replace("peer-A", &format!("peer-A-{i}")))
+        .collect();
+    let started = Instant::now();
+    let sender = tokio::spawn(async move {
+        for frame in frames {
+            a.feed(tokio_tungstenite::tungstenite::Message::text(frame))
+                .await
+                .expect("send");
+        }
+        a.flush().await.expect("flush");
+        a
+    });
+    for i in 0..COUNT {
+        let text = recv_text(&mut b).await;
+        assert!(
+            text.contains(&format!("\"peer-A-{i}\"")),
+            "message {i} out of order: {text}"
+        );
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{COUNT} cross-node messages in {elapsed:?} ({:.0} msg/s)",
+        COUNT as f64 / elapsed.as_secs_f64()
+    );
+    let _a = sender.await.expect("sender");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_cluster_off_nothing_touches_redis() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let mut settings = clustered(test_settings(), &redis);
+    settings.cluster.enabled = false;
+    let node = Nodes::start(vec![settings]);
+    let mut a = client(&node.node(0).url, "peer-A", UUID_A).await;
+    let mut b = client(&node.node(0).url, "peer-B", UUID_B).await;
+    let frame = offer(UUID_A, UUID_B, "offer");
+    send(&mut a, frame.clone()).await;
+    assert_eq!(recv_text(&mut b).await, frame);
+    let frame = offer(UUID_A, UUID_C, "offer");
+    send(&mut a, frame.clone()).await;
+    let error = format!(
+        "Cannot forward peer connection message to peer {UUID_C} because this peer is not registered this relay server."
+    );
+    assert_eq!(recv_text(&mut a).await, echo_of(&frame, error));
+    assert_eq!(redis.cli(&["DBSIZE"]), "0");
+    let clients = redis.cli(&["CLIENT", "LIST"]);
+    assert_eq!(
+        clients.lines().count(),
+        1,
+        "only redis-cli connected: {clients}"
+    );
+}
