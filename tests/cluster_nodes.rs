@@ -1,4 +1,4 @@
-//! Proves that relay nodes sharing one real redis-server act as one relay: forwards cross nodes both ways byte-exact, an unknown peer on a 3-node cluster and another user's peer get the one-node error echoes, another user's UUID on another node is refused with 4002, a takeover on another node closes the old socket with 4004 and leaves the new registration working, 1 000 cross-node messages of one sender keep their order, and with the cluster off nothing touches Redis.
+//! Proves that relay nodes sharing one real redis-server act as one relay: forwards cross nodes both ways byte-exact, an unknown peer on a 3-node cluster and another user's peer get the one-node error echoes, another user's UUID on another node is refused with 4002, a takeover on another node closes the old socket with 4004 and leaves the new registration working, 10 000 cross-node messages of one sender keep their order, the admin endpoints show the cluster (state and node count, clients of every node, cluster counters), Redis SIGKILLed and restarted leaves local traffic working while cross-node forwards get the echo until it is back, and with the cluster off nothing touches Redis.
 //!
 //! Each test starts its own `redis-server` on a free 127.0.0.1 port and
 //! its nodes with `node::start` on 127.0.0.1:0 in one actix System
@@ -27,9 +27,17 @@ fn clustered(base: Settings, redis: &Redis) -> Settings {
     settings
 }
 
-/// `n` nodes on `redis` with `base` settings.
+/// `n` nodes `node-0`, `node-1`, … on `redis` with `base` settings.
 fn cluster_of(n: usize, base: fn() -> Settings, redis: &Redis) -> Nodes {
-    Nodes::start((0..n).map(|_| clustered(base(), redis)).collect())
+    Nodes::start(
+        (0..n)
+            .map(|i| {
+                let mut settings = clustered(base(), redis);
+                settings.cluster.node_id = format!("node-{i}");
+                settings
+            })
+            .collect(),
+    )
 }
 
 /// What the one-node path sends back for `frame` with `error` set.
@@ -148,9 +156,16 @@ async fn cross_node_messages_of_one_sender_keep_their_order() {
     if !redis_available() {
         return;
     }
-    const COUNT: usize = 1_000;
+    const COUNT: usize = 10_000;
     let redis = Redis::start();
-    let cluster = cluster_of(2, test_settings, &redis);
+    // The receiving test client may read slower than a flood arrives:
+    // room for all of it, so it is not closed as a slow consumer.
+    fn roomy() -> Settings {
+        let mut settings = test_settings();
+        settings.server.outbound_queue = 2 * COUNT;
+        settings
+    }
+    let cluster = cluster_of(2, roomy, &redis);
     let mut a = client(&cluster.node(0).url, "peer-A", UUID_A).await;
     let mut b = client(&cluster.node(1).url, "peer-B", UUID_B).await;
     let frames: Vec<String> = (0..COUNT)
@@ -201,6 +216,13 @@ async fn with_the_cluster_off_nothing_touches_redis() {
         "Cannot forward peer connection message to peer {UUID_C} because this peer is not registered this relay server."
     );
     assert_eq!(recv_text(&mut a).await, echo_of(&frame, error));
+    let (status, body) = http_get(node.node(0).admin, "/health", None).await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["cluster"], "off", "{health}");
+    assert_eq!(health["cluster_nodes"], serde_json::Value::Null, "{health}");
+    let (_, metrics) = http_get(node.node(0).admin, "/metrics", None).await;
+    assert!(!metrics.contains("switchboard_cluster_"), "{metrics}");
     assert_eq!(redis.cli(&["DBSIZE"]), "0");
     let clients = redis.cli(&["CLIENT", "LIST"]);
     assert_eq!(
@@ -208,4 +230,133 @@ async fn with_the_cluster_off_nothing_touches_redis() {
         1,
         "only redis-cli connected: {clients}"
     );
+}
+
+/// `/health` of `admin` as JSON (asserting 200).
+async fn health(admin: std::net::SocketAddr) -> serde_json::Value {
+    let (status, body) = http_get(admin, "/health", None).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls `/health` of `admin` until its cluster state is `state`.
+async fn wait_cluster_state(admin: std::net::SocketAddr, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + cluster_common::engine::LIMIT;
+    loop {
+        let json = health(admin).await;
+        if json["cluster"] == state {
+            return json;
+        }
+        assert!(Instant::now() < deadline, "never {state}: {json}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_shows_the_cluster() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let cluster = cluster_of(2, test_settings, &redis);
+    let (n0, n1) = (cluster.node(0), cluster.node(1));
+    let mut a = client(&n0.url, "peer-A", UUID_A).await;
+    let mut b = client(&n1.url, "peer-B", UUID_B).await;
+    let json = health(n0.admin).await;
+    assert_eq!(json["status"], "ok", "{json}");
+    assert_eq!(json["cluster"], "up", "{json}");
+    assert_eq!(json["cluster_nodes"], 2, "{json}");
+    assert_eq!(json["registered"], 1, "{json}");
+    // The whole cluster, each entry naming its node.
+    let (status, body) = http_get(n0.admin, "/clients", None).await;
+    assert_eq!(status, 200);
+    let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = all.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{all}");
+    let here = list.iter().find(|c| c["uuid"] == UUID_A).expect("A listed");
+    assert_eq!(here["node"], "node-0");
+    assert_eq!(here["name"], "peer-A");
+    assert!(here["remote_address"].is_string(), "{here}");
+    let there = list.iter().find(|c| c["uuid"] == UUID_B).expect("B listed");
+    assert_eq!(there["node"], "node-1");
+    assert_eq!(there["name"], "peer-B");
+    let (_, body) = http_get(n1.admin, "/clients?scope=local", None).await;
+    let local: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let local = local.as_array().unwrap();
+    assert_eq!(local.len(), 1, "{local:?}");
+    assert_eq!(local[0]["uuid"], UUID_B);
+    assert_eq!(local[0]["node"], "node-1");
+    // One cross-node forward, counted on both sides.
+    let frame = offer(UUID_A, UUID_B, "offer");
+    send(&mut a, frame.clone()).await;
+    assert_eq!(recv_text(&mut b).await, frame);
+    let (_, out) = http_get(n0.admin, "/metrics", None).await;
+    assert!(
+        out.contains("switchboard_cluster_forwards_out_total 1\n"),
+        "{out}"
+    );
+    assert!(out.contains("switchboard_cluster_up 1\n"), "{out}");
+    assert!(out.contains("switchboard_cluster_redis_rtt_seconds_bucket{le=\"+Inf\"}"));
+    assert!(out.ends_with("# EOF\n") && out.matches("# EOF").count() == 1);
+    let (_, inn) = http_get(n1.admin, "/metrics", None).await;
+    assert!(
+        inn.contains("switchboard_cluster_forwards_in_total 1\n"),
+        "{inn}"
+    );
+    assert!(
+        inn.contains("switchboard_forwarded_messages_total 1\n"),
+        "{inn}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_local_traffic_goes_on_cross_node_comes_back() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let cluster = cluster_of(2, test_settings, &redis);
+    let (n0, n1) = (cluster.node(0), cluster.node(1));
+    let mut a = client(&n0.url, "peer-A", UUID_A).await;
+    let mut c = client(&n0.url, "peer-C", UUID_C).await;
+    let mut b = client(&n1.url, "peer-B", UUID_B).await;
+    let cross = offer(UUID_A, UUID_B, "offer");
+    let local = offer(UUID_C, UUID_A, "offer");
+    send(&mut a, cross.clone()).await;
+    assert_eq!(recv_text(&mut b).await, cross);
+
+    redis.kill();
+    let json = wait_cluster_state(n0.admin, "degraded").await;
+    assert_eq!(json["registered"], 2, "{json}");
+    let unknown = format!(
+        "Cannot forward peer connection message to peer {UUID_B} because this peer is not registered this relay server."
+    );
+    for _ in 0..3 {
+        send(&mut c, local.clone()).await;
+        assert_eq!(recv_text(&mut a).await, local);
+        send(&mut a, cross.clone()).await;
+        assert_eq!(recv_text(&mut a).await, echo_of(&cross, unknown.clone()));
+    }
+    // A registration while Redis is away works locally.
+    let late = uuid::Uuid::new_v4().to_string();
+    let mut d = client(&n0.url, "peer-D", &late).await;
+    send(&mut d, offer(&late, UUID_A, "offer")).await;
+    assert_eq!(recv_text(&mut a).await, offer(&late, UUID_A, "offer"));
+
+    let restarted = Instant::now();
+    redis.restart();
+    wait_cluster_state(n0.admin, "up").await;
+    wait_cluster_state(n1.admin, "up").await;
+    eprintln!(
+        "cluster up again {:?} after the restart",
+        restarted.elapsed()
+    );
+    send(&mut c, local.clone()).await;
+    assert_eq!(recv_text(&mut a).await, local);
+    send(&mut a, cross.clone()).await;
+    assert_eq!(recv_text(&mut b).await, cross);
+    // The registration made during the outage was re-asserted: B reaches D.
+    let back = offer(UUID_B, &late, "answer");
+    send(&mut b, back.clone()).await;
+    assert_eq!(recv_text(&mut d).await, back);
 }

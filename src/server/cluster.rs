@@ -144,8 +144,19 @@ async fn pump_inbox(state: Weak<ServerState>, mut inbox: Inbox) {
             log::debug!("cluster delivery dropped: no registry");
             continue;
         };
-        if registry.send(ClusterDelivery(delivery)).await.is_err() {
-            log::debug!("cluster delivery dropped: the registry stopped");
+        // In order, without waiting for each to be handled; when the
+        // registry's mailbox is full, wait for room (the engine's inbox
+        // buffers meanwhile).
+        match registry.try_send(ClusterDelivery(delivery)) {
+            Ok(()) => {}
+            Err(SendError::Full(delivery)) => {
+                if registry.send(delivery).await.is_err() {
+                    log::debug!("cluster delivery dropped: the registry stopped");
+                }
+            }
+            Err(SendError::Closed(_)) => {
+                log::debug!("cluster delivery dropped: the registry stopped");
+            }
         }
     }
 }
