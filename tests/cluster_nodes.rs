@@ -73,6 +73,29 @@ async fn forwards_cross_nodes_both_ways_byte_exact() {
     let local = offer(UUID_C, UUID_A, "offer");
     send(&mut c, local.clone()).await;
     assert_eq!(recv_text(&mut a).await, local);
+    // Round trips, one in flight: cross-node (A and B) and same-node (A and C).
+    const ROUNDS: u32 = 200;
+    for (name, peer, there, back) in [
+        ("cross-node", &mut b, frame.clone(), answer.clone()),
+        (
+            "same-node",
+            &mut c,
+            offer(UUID_A, UUID_C, "offer"),
+            local.clone(),
+        ),
+    ] {
+        let started = Instant::now();
+        for _ in 0..ROUNDS {
+            send(&mut a, there.clone()).await;
+            assert_eq!(recv_text(peer).await, there);
+            send(peer, back.clone()).await;
+            assert_eq!(recv_text(&mut a).await, back);
+        }
+        eprintln!(
+            "{name} round trip (2 forwards), one in flight: {:?} on average",
+            started.elapsed() / ROUNDS
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,6 +161,9 @@ async fn pump_inbox(state: Weak<ServerState>, mut inbox: Inbox) {
     }
 }
 
+/// Forwards handed to the engine and not yet answered, at most.
+const MAX_IN_FLIGHT: usize = defaults::CLUSTER_PUBLISH_QUEUE - defaults::CLUSTER_PUBLISH_BATCH;
+
 /// Forwards waiting for the engine's publish outcome.
 type Pending =
     FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = Option<Remote>> + Send>>>;
@@ -178,7 +181,11 @@ async fn run_remote(cluster: Cluster, metrics: Arc<Metrics>, mut rx: mpsc::Recei
                     echo(&metrics, remote, unknown_peer(peer));
                 }
             }
-            n = rx.recv_many(&mut batch, defaults::CLUSTER_PUBLISH_BATCH) => {
+            // At most a queue's worth in flight: the engine's publish
+            // queue never overflows from here (a slow Redis holds the
+            // forwards in this task's queue instead).
+            n = rx.recv_many(&mut batch, defaults::CLUSTER_PUBLISH_BATCH),
+                if pending.len() < MAX_IN_FLIGHT => {
                 if n == 0 {
                     return;
                 }
