@@ -1,4 +1,4 @@
-//! The relay's side of the cluster: what the [`Registry`] does across nodes.
+//! The relay's side of the cluster: what the [`Registry`](super::registry::Registry) does across nodes.
 //!
 //! With `[cluster] enabled`, the node starts a [`Cluster`] engine and
 //! [`attach`]es it to the relay's state; until then (and with the cluster
@@ -9,7 +9,7 @@
 //!   registered locally, re-asserted by the engine when Redis is back);
 //! - a closed session's registrations are unregistered (compare and
 //!   delete: a newer holder elsewhere stays);
-//! - a forward whose target is not registered here goes to the [`Remote`]
+//! - a forward whose target is not registered here goes to the `Remote`
 //!   queue: ONE task looks its target up and publishes it to the owning
 //!   node, in the order the registry queued them (lookups of a batch run
 //!   together on the multiplexed connection, the publishes are queued in
