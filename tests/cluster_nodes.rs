@@ -1,4 +1,4 @@
-//! Proves that relay nodes sharing one real redis-server act as one relay: forwards cross nodes both ways byte-exact, an unknown peer on a 3-node cluster and another user's peer get the one-node error echoes, another user's UUID on another node is refused with 4002, a takeover on another node closes the old socket with 4004 and leaves the new registration working, 10 000 cross-node messages of one sender keep their order, the admin endpoints show the cluster (state and node count, clients of every node, cluster counters), Redis SIGKILLed and restarted leaves local traffic working while cross-node forwards get the echo until it is back, and with the cluster off nothing touches Redis.
+//! Proves that relay nodes sharing one real redis-server act as one relay: forwards cross nodes both ways byte-exact, an unknown peer on a 3-node cluster and another user's peer get the one-node error echoes, another user's UUID on another node is refused with 4002, a takeover on another node closes the old socket with 4004 and leaves the new registration working, 10 000 cross-node messages of one sender keep their order, the admin endpoints show the cluster (state and node count, clients of every node, cluster counters), Redis SIGKILLed and restarted leaves local traffic working while cross-node forwards get the echo until it is back, a node that stops is gone from the others at once (well within the TTL), and with the cluster off nothing touches Redis.
 //!
 //! Each test starts its own `redis-server` on a free 127.0.0.1 port and
 //! its nodes with `node::start` on 127.0.0.1:0 in one actix System
@@ -382,4 +382,48 @@ async fn redis_killed_and_restarted_local_traffic_goes_on_cross_node_comes_back(
     let back = offer(UUID_B, &late, "answer");
     send(&mut b, back.clone()).await;
     assert_eq!(recv_text(&mut d).await, back);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_is_gone_from_the_others_at_once() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let node = |id: &str| {
+        let mut settings = clustered(test_settings(), &redis);
+        settings.cluster.node_id = id.into();
+        Nodes::start(vec![settings])
+    };
+    let staying = node("node-0");
+    let mut leaving = node("node-1");
+    let mut a = client(&staying.node(0).url, "peer-A", UUID_A).await;
+    let mut b = client(&leaving.node(0).url, "peer-B", UUID_B).await;
+    let frame = offer(UUID_A, UUID_B, "offer");
+    send(&mut a, frame.clone()).await;
+    assert_eq!(recv_text(&mut b).await, frame);
+    assert_eq!(health(staying.node(0).admin).await["cluster_nodes"], 2);
+
+    let stopped = Instant::now();
+    leaving.stop();
+    let (code, _) = expect_close(&mut b).await;
+    assert_eq!(code, 1001);
+    // Well within the node TTL: its liveness key was deleted at shutdown.
+    send(&mut a, frame.clone()).await;
+    let unknown = format!(
+        "Cannot forward peer connection message to peer {UUID_B} because this peer is not registered this relay server."
+    );
+    assert_eq!(recv_text(&mut a).await, echo_of(&frame, unknown));
+    assert!(
+        stopped.elapsed().as_millis() < u128::from(cluster_common::engine::NODE_TTL_MS),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(health(staying.node(0).admin).await["cluster_nodes"], 1);
+    let (_, body) = http_get(staying.node(0).admin, "/clients", None).await;
+    assert!(!body.contains(UUID_B), "{body}");
+    // B comes back through the staying node and is reached there.
+    let mut b = client(&staying.node(0).url, "peer-B", UUID_B).await;
+    send(&mut a, frame.clone()).await;
+    assert_eq!(recv_text(&mut b).await, frame);
 }
