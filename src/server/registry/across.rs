@@ -41,10 +41,8 @@ impl Handler<Register> for Registry {
                     log::warn!("[{uuid}] held by another user on node {node}; refusing");
                     return Err(RegisterError::OwnedByAnotherUser(uuid));
                 }
-                Ok(RegisterOutcome::TakenOver { node }) => {
-                    log::info!("[{uuid}] taken over from node {node} by session {session}");
-                }
-                Ok(RegisterOutcome::Registered) => {}
+                // The engine logs a takeover from another node.
+                Ok(RegisterOutcome::TakenOver { .. } | RegisterOutcome::Registered) => {}
                 Err(e) => log::warn!(
                     "[{uuid}] registered on this node only: cluster unavailable ({e}); re-asserted when it is back"
                 ),
