@@ -1,4 +1,4 @@
-//! Proves that relay nodes sharing one real redis-server act as one relay: forwards cross nodes both ways byte-exact, an unknown peer on a 3-node cluster and another user's peer get the one-node error echoes, another user's UUID on another node is refused with 4002, a takeover on another node closes the old socket with 4004 and leaves the new registration working, 10 000 cross-node messages of one sender keep their order, the admin endpoints show the cluster (state and node count, clients of every node, cluster counters), Redis SIGKILLed and restarted leaves local traffic working while cross-node forwards get the echo until it is back, a node that stops is gone from the others at once (well within the TTL), and with the cluster off nothing touches Redis.
+//! Proves that relay nodes sharing one real redis-server act as one relay: forwards cross nodes both ways byte-exact and a closed socket's registration leaves Redis (the echo follows), an unknown peer on a 3-node cluster and another user's peer get the one-node error echoes, another user's UUID on another node is refused with 4002, a takeover on another node closes the old socket with 4004 and leaves the new registration working, 10 000 cross-node messages of one sender keep their order, the admin endpoints show the cluster (state and node count, clients of every node, cluster counters), Redis SIGKILLed and restarted leaves local traffic working while cross-node forwards get the echo until it is back, a node that stops is gone from the others at once (well within the TTL), and with the cluster off nothing touches Redis.
 //!
 //! Each test starts its own `redis-server` on a free 127.0.0.1 port and
 //! its nodes with `node::start` on 127.0.0.1:0 in one actix System
@@ -96,6 +96,19 @@ async fn forwards_cross_nodes_both_ways_byte_exact() {
             started.elapsed() / ROUNDS
         );
     }
+    // B's socket closes: its record goes from Redis, and A gets the echo.
+    b.close(None).await.expect("close B");
+    let record = format!("sbtest:reg:{UUID_B}");
+    let deadline = Instant::now() + cluster_common::engine::LIMIT;
+    while redis.cli(&["EXISTS", &record]) != "0" {
+        assert!(Instant::now() < deadline, "B's record stayed in Redis");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    send(&mut a, frame.clone()).await;
+    let unknown = format!(
+        "Cannot forward peer connection message to peer {UUID_B} because this peer is not registered this relay server."
+    );
+    assert_eq!(recv_text(&mut a).await, echo_of(&frame, unknown));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
