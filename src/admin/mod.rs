@@ -9,6 +9,13 @@
 //! and uptime). [`metrics`] is the one struct holding every metric of the
 //! process; the relay and the tunnel are handed it to count into.
 //!
+//! `/health` also says whether the node's cluster link is `"up"`,
+//! `"degraded"` or `"off"` and how many nodes are alive (a degraded cluster
+//! still answers 200: a Redis outage must not fail every node's health
+//! check); `/clients` lists the whole cluster, each entry naming its node
+//! (`?scope=local`: this node's only); `/metrics` adds the cluster engine's
+//! counters.
+//!
 //! It runs on its own listener (loopback by default), never on the public
 //! one. With `admin.token` set, every request needs
 //! `Authorization: Bearer <token>` or gets 401.
@@ -36,6 +43,24 @@ pub struct Counts {
     pub registered: usize,
 }
 
+/// The node's link to a cluster, as `/health` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterHealth {
+    /// `"up"`, `"degraded"` or `"off"` (cluster disabled).
+    pub state: &'static str,
+    /// Live nodes in the cluster; `None` when off or when Redis cannot say.
+    pub nodes: Option<usize>,
+}
+
+/// Which clients `/clients` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every node's (the default; this node's alone with the cluster off).
+    Cluster,
+    /// This node's only (`?scope=local`).
+    Local,
+}
+
 /// What the admin endpoints read, built by whoever composes the process
 /// (the relay node). Each method answers one endpoint.
 pub trait View: Send + Sync + 'static {
@@ -49,9 +74,16 @@ pub trait View: Send + Sync + 'static {
     /// Open and registered counts (`/health`); `None` when the relay's
     /// registry cannot answer.
     fn counts(&self) -> impl Future<Output = Option<Counts>>;
-    /// The registered clients (`/clients`); `None` when the relay's registry
-    /// cannot answer.
-    fn clients(&self) -> impl Future<Output = Option<Vec<Self::Client>>>;
+    /// The registered clients (`/clients`) of `scope`; `None` when the
+    /// relay's registry cannot answer.
+    fn clients(&self, scope: Scope) -> impl Future<Output = Option<Vec<Self::Client>>>;
+    /// The cluster link (`/health`).
+    fn cluster(&self) -> impl Future<Output = ClusterHealth>;
+    /// More metrics in the OpenMetrics text format, without `# EOF`
+    /// (`/metrics`, after [`View::metrics`]); empty by default.
+    fn extra_metrics(&self) -> String {
+        String::new()
+    }
     /// The tunnel's state (`/tunnels`); `None` when no tunnel runs.
     fn tunnels(&self) -> Option<Self::Tunnels>;
     /// Every metric (`/metrics`).
@@ -118,12 +150,15 @@ async fn health<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpRe
     if let Some(response) = denied(&req, &admin) {
         return response;
     }
+    let cluster = admin.view.cluster().await;
     match admin.view.counts().await {
         Some(c) => HttpResponse::Ok().json(json!({
             "status": "ok",
             "uptime_seconds": admin.view.uptime().as_secs_f64(),
             "connected": c.connected,
             "registered": c.registered,
+            "cluster": cluster.state,
+            "cluster_nodes": cluster.nodes,
         })),
         None => HttpResponse::ServiceUnavailable().json(json!({"status": "registry unavailable"})),
     }
@@ -133,7 +168,12 @@ async fn clients<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpR
     if let Some(response) = denied(&req, &admin) {
         return response;
     }
-    match admin.view.clients().await {
+    let scope = if req.query_string().split('&').any(|p| p == "scope=local") {
+        Scope::Local
+    } else {
+        Scope::Cluster
+    };
+    match admin.view.clients(scope).await {
         Some(list) => HttpResponse::Ok().json(list),
         None => HttpResponse::ServiceUnavailable().json(json!({"status": "registry unavailable"})),
     }
@@ -145,7 +185,10 @@ async fn metrics<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpR
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(admin.view.metrics().render())
+        .body(with_extra(
+            admin.view.metrics().render(),
+            &admin.view.extra_metrics(),
+        ))
 }
 
 async fn tunnels<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpResponse {
@@ -156,4 +199,16 @@ async fn tunnels<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpR
         Some(tunnels) => HttpResponse::Ok().json(tunnels),
         None => HttpResponse::Ok().json(json!({"services": [], "active": 0})),
     }
+}
+
+/// `rendered` (ending with `# EOF`) with `extra` before its end marker.
+fn with_extra(rendered: String, extra: &str) -> String {
+    if extra.is_empty() {
+        return rendered;
+    }
+    let body = rendered
+        .strip_suffix("# EOF\n")
+        .unwrap_or(&rendered)
+        .to_owned();
+    format!("{body}{extra}# EOF\n")
 }

@@ -15,6 +15,10 @@
 //!   relay's counts and clients, the tunnel's state, the metrics, the
 //!   uptime), the admin token and the admin listener.
 //!
+//! With `[cluster] enabled`, it also starts the [`crate::cluster`] engine
+//! (in the background: it connects to Redis) and attaches it to the relay
+//! ([`server::attach_cluster`]); with the cluster off no Redis is touched.
+//!
 //! It returns a [`Node`], which owns the one shutdown path
 //! ([`Node::shutdown`]): new upgrades are refused, the tunnel stops (its
 //! pumps are cancelled), every session is closed with 1001 within
@@ -29,8 +33,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::admin::{self, metrics::Metrics};
+use crate::cluster::Cluster;
 use crate::config::{ConfigError, Settings};
-use crate::server::{self, RelayServer, ServerError};
+use crate::server::{self, RelayServer, ServerError, ServerState};
 use crate::tunnel::relay::{self as tunnel, StartError, TunnelRelay};
 use view::NodeView;
 
@@ -105,13 +110,22 @@ impl Node {
 
     /// The one shutdown path: refuses new upgrades, stops the tunnel,
     /// closes every session with 1001 and waits for them (bounded by
-    /// `server.shutdown_grace_ms`), then stops both listeners.
+    /// `server.shutdown_grace_ms`), stops the cluster engine, then stops
+    /// both listeners.
+    ///
+    /// With the cluster on, each closed session's registrations are
+    /// unregistered in Redis as it closes (compare and delete); the engine
+    /// then deletes the node's liveness key, so whatever is left is no
+    /// longer found by any node at once and is reaped by the others.
     pub async fn shutdown(mut self) {
         self.relay.refuse_new();
         if let Some(tunnel) = self.tunnel.take() {
             tunnel.shutdown().await;
         }
         self.relay.close_sessions().await;
+        if let Some(link) = self.relay.state().cluster() {
+            link.cluster.shutdown().await;
+        }
         self.relay.stop_listener().await;
         if let Some(admin) = &self.admin {
             admin.handle.stop(false).await;
@@ -176,6 +190,9 @@ pub fn start(
         )?)
     };
     let relay = server::start(prepared, metrics.clone(), public)?;
+    if settings.cluster.enabled {
+        start_cluster(&settings, relay.state());
+    }
     let admin = match admin {
         Some(listener) => {
             let addr = listener.local_addr()?;
@@ -212,4 +229,29 @@ pub fn start(
         admin,
         tunnel,
     })
+}
+
+/// Starts the cluster engine in the background (it connects to Redis, so
+/// it is async; the node serves meanwhile, on its own) and attaches it to
+/// the relay once started. Redis being away is not an error: the engine
+/// starts degraded and keeps trying.
+fn start_cluster(settings: &Settings, state: &Arc<ServerState>) {
+    let cluster = settings.cluster.clone();
+    let node_id = if cluster.node_id.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        cluster.node_id.clone()
+    };
+    let max_message = settings.server.max_message_bytes;
+    let source = server::registration_source(state);
+    let state = state.clone();
+    actix_rt::spawn(async move {
+        match Cluster::start(&cluster, node_id, max_message, source).await {
+            Ok((engine, inbox)) => {
+                log::info!("cluster node {} started", engine.node_id());
+                server::attach_cluster(&state, engine, inbox);
+            }
+            Err(e) => log::error!("cluster engine not started: {e}; this node works alone"),
+        }
+    });
 }

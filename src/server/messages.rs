@@ -5,6 +5,8 @@
 //! talks back through each session's `Recipient<ToSession>`. What `/clients`
 //! and `/health` show is asked with [`ListClients`] and [`Counts`] (through
 //! `server::clients` and `server::counts`), and a stop sends [`CloseAll`].
+//! With the cluster on, the engine asks for [`LocalRegistrations`] and
+//! hands over what other nodes send as [`ClusterDelivery`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use bytestring::ByteString;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::cluster::{Delivery, Holder};
 use crate::protocol::PeerConnection;
 
 /// Identifies one WebSocket session for the lifetime of the process.
@@ -144,6 +147,17 @@ pub struct CountsReply {
 #[derive(Message)]
 #[rtype(result = "CountsReply")]
 pub struct Counts;
+
+/// This node's registrations, as the cluster engine re-asserts them.
+#[derive(Message)]
+#[rtype(result = "Vec<(Uuid, Holder)>")]
+pub struct LocalRegistrations;
+
+/// What another node sent (a forward to deliver, a takeover to close), in
+/// the order the engine received it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClusterDelivery(pub Delivery);
 
 /// Formats a time as RFC 3339 UTC with second precision.
 pub fn rfc3339(time: SystemTime) -> String {

@@ -19,6 +19,7 @@
 //! with [`messages`]; the registry reaches sessions through `Recipient`s.
 //!
 //! - [`registry`]: the one actor that owns registrations.
+//! - [`cluster`]: the registry's side of the cluster (`[cluster] enabled`).
 //! - [`session`]: one actor per WebSocket; [`inbound`] reads its frames.
 //! - [`auth`]: authentication of upgrade requests.
 //! - [`messages`]: actor messages between them.
@@ -29,6 +30,7 @@
 //! TLS (`server.certfile`) comes from [`crate::tls`].
 
 pub mod auth;
+pub mod cluster;
 pub mod inbound;
 pub mod messages;
 pub mod outbound;
@@ -36,6 +38,7 @@ pub mod registry;
 pub mod session;
 mod state;
 
+pub use cluster::{attach as attach_cluster, registration_source, ClusterLink, ClusterSlot};
 pub use state::{RegistrySlot, ServerState};
 
 use std::net::{SocketAddr, TcpListener};
@@ -175,9 +178,11 @@ pub fn start(
         authenticator,
         tls,
     } = prepared;
+    let cluster = ClusterSlot::default();
     let state = Arc::new(ServerState {
         settings,
-        registry: RegistrySlot::new(metrics.clone()),
+        registry: RegistrySlot::new(metrics.clone(), cluster.clone()),
+        cluster,
         metrics,
         authenticator,
         connected: AtomicUsize::new(0),

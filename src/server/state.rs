@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::auth::Authenticator;
+use super::cluster::{ClusterLink, ClusterSlot};
 use super::registry::Registry;
 use crate::admin::metrics::Metrics;
 use crate::config::Settings;
@@ -31,6 +32,15 @@ pub struct ServerState {
     pub shutting_down: AtomicBool,
     /// How long a closing session may flush its close frame.
     pub close_flush: Duration,
+    /// The cluster engine, once attached (`[cluster] enabled`); shared with the registry.
+    pub cluster: ClusterSlot,
+}
+
+impl ServerState {
+    /// The cluster link, once an engine is attached.
+    pub fn cluster(&self) -> Option<&ClusterLink> {
+        self.cluster.get()
+    }
 }
 
 /// The process's one [`Registry`], started on the thread of the first HTTP
@@ -43,13 +53,15 @@ pub struct ServerState {
 pub struct RegistrySlot {
     addr: RwLock<Option<Addr<Registry>>>,
     metrics: Arc<Metrics>,
+    cluster: ClusterSlot,
 }
 
 impl RegistrySlot {
-    pub(super) fn new(metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(metrics: Arc<Metrics>, cluster: ClusterSlot) -> Self {
         RegistrySlot {
             addr: RwLock::new(None),
             metrics,
+            cluster,
         }
     }
 
@@ -61,7 +73,7 @@ impl RegistrySlot {
                 "starting the registry on thread {:?}",
                 std::thread::current().name()
             );
-            *addr = Some(Registry::new(self.metrics.clone()).start());
+            *addr = Some(Registry::new(self.metrics.clone(), self.cluster.clone()).start());
         }
     }
 

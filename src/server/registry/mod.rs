@@ -4,6 +4,7 @@
 //! session (registered or not) so shutdown can reach them all, forwards peer
 //! connection requests, and echoes forwarding errors back to the sender.
 //! Sessions are held as `Recipient<ToSession>`, never as concrete types.
+//! What it does across nodes (`[cluster] enabled`) is in `across.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,13 +12,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix::prelude::*;
-use bytestring::ByteString;
 use uuid::Uuid;
 
+use super::cluster::{self, ClusterSlot};
 use super::messages::*;
 use crate::admin::metrics::Metrics;
 use crate::defaults;
-use crate::protocol::{close, relay::encode_peer_connection};
+use crate::protocol::close;
+
+mod across;
 
 struct SessionEntry {
     recipient: Recipient<ToSession>,
@@ -40,15 +43,19 @@ pub struct Registry {
     sessions: HashMap<SessionId, SessionEntry>,
     registrations: HashMap<Uuid, Registration>,
     metrics: Arc<Metrics>,
+    /// The cluster engine, once the node attached one.
+    cluster: ClusterSlot,
 }
 
 impl Registry {
-    /// A registry reporting to `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// A registry reporting to `metrics`, working across nodes once
+    /// `cluster` holds an engine.
+    pub fn new(metrics: Arc<Metrics>, cluster: ClusterSlot) -> Self {
         Registry {
             sessions: HashMap::new(),
             registrations: HashMap::new(),
             metrics,
+            cluster,
         }
     }
 
@@ -87,10 +94,8 @@ impl Registry {
 
     fn echo_error(&mut self, msg: Forward, error: String) {
         self.metrics.forward_errors.inc();
-        let mut request = msg.request;
-        request.error = Some(error);
-        let text = encode_peer_connection(&request);
-        self.tell(msg.session, ToSession::Deliver(ByteString::from(text)));
+        let text = cluster::echo_text(msg.request, error);
+        self.tell(msg.session, ToSession::Deliver(text));
     }
 }
 
@@ -127,6 +132,7 @@ impl Handler<Disconnect> for Registry {
 
     fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
         if let Some(entry) = self.sessions.remove(&msg.session) {
+            let mut gone = Vec::new();
             for uuid in entry.uuids {
                 // Only remove registrations this session still holds: a takeover
                 // may already have moved the UUID to a newer session.
@@ -137,6 +143,12 @@ impl Handler<Disconnect> for Registry {
                 {
                     self.registrations.remove(&uuid);
                     log::info!("[{uuid}] unregistered (session {} closed)", msg.session);
+                    gone.push(uuid);
+                }
+            }
+            if let Some(link) = self.cluster.get() {
+                if !gone.is_empty() {
+                    cluster::unregister(link, msg.session, gone);
                 }
             }
         }
@@ -144,10 +156,9 @@ impl Handler<Disconnect> for Registry {
     }
 }
 
-impl Handler<Register> for Registry {
-    type Result = Result<(), RegisterError>;
-
-    fn handle(&mut self, msg: Register, _: &mut Self::Context) -> Self::Result {
+impl Registry {
+    /// Registers on this node alone (the rules of one node).
+    fn register_local(&mut self, msg: Register) -> Result<(), RegisterError> {
         if !self.sessions.contains_key(&msg.session) {
             return Err(RegisterError::SessionGone);
         }
@@ -213,17 +224,14 @@ impl Handler<Forward> for Registry {
             _ => return,
         };
         let target = match self.registrations.get(&peer) {
+            None if self.cluster.get().is_some() => return self.forward_remote(msg, user),
             None => {
                 log::warn!("[{source}] cannot forward to unknown peer {peer}");
-                let error = format!(
-                    "Cannot forward peer connection message to peer {peer} because this peer is not registered this relay server."
-                );
-                return self.echo_error(msg, error);
+                return self.echo_error(msg, cluster::unknown_peer(peer));
             }
             Some(target) if target.user != user => {
                 log::warn!("[{source}] refused forward to peer {peer} owned by another user");
-                let error = format!("The requested peer {peer} is owned by a different user.");
-                return self.echo_error(msg, error);
+                return self.echo_error(msg, cluster::other_user(peer));
             }
             Some(target) => target.session,
         };

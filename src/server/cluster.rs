@@ -1,0 +1,284 @@
+//! The relay's side of the cluster: what the [`Registry`](super::registry::Registry) does across nodes.
+//!
+//! With `[cluster] enabled`, the node starts a [`Cluster`] engine and
+//! [`attach`]es it to the relay's state; until then (and with the cluster
+//! off) the registry works alone, as on one node. Once attached:
+//!
+//! - registrations go to Redis after the local rules (the registry's
+//!   `Register` handler waits for the engine's answer; Redis away →
+//!   registered locally, re-asserted by the engine when Redis is back);
+//! - a closed session's registrations are unregistered (compare and
+//!   delete: a newer holder elsewhere stays);
+//! - a forward whose target is not registered here goes to the `Remote`
+//!   queue: ONE task looks its target up and publishes it to the owning
+//!   node, in the order the registry queued them (lookups of a batch run
+//!   together on the multiplexed connection, the publishes are queued in
+//!   order), so one sender's messages keep their order across nodes;
+//!   an unknown target, another user's, a dead node's or a failed publish
+//!   gets the same error echo as on one node;
+//! - what other nodes send (the engine's [`Inbox`]) is handed to the
+//!   registry in arrival order: forwards to deliver, takeovers to close
+//!   with 4004.
+//!
+//! The anonymous user (`auth.method = "none"`) is stored as an empty user
+//! name in Redis.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::messages::{ClusterDelivery, LocalRegistrations, ToSession, User};
+use super::state::ServerState;
+use crate::admin::metrics::Metrics;
+use crate::cluster::{Cluster, ClusterError, Envelope, Holder, Inbox, Owner, RegistrationSource};
+use crate::defaults;
+use crate::protocol::relay::encode_peer_connection;
+use crate::protocol::PeerConnection;
+
+/// The cluster as the registry sees it: the engine and the queue of
+/// cross-node forwards. Set once per process ([`ClusterSlot`]).
+pub struct ClusterLink {
+    /// The engine.
+    pub cluster: Cluster,
+    remote: mpsc::Sender<Remote>,
+}
+
+/// Where the relay keeps its [`ClusterLink`] once the engine has started.
+pub type ClusterSlot = Arc<OnceLock<ClusterLink>>;
+
+/// A forward whose target is not registered on this node.
+pub(super) struct Remote {
+    /// The sender's user.
+    pub user: User,
+    /// The decoded request (for the error echo).
+    pub request: PeerConnection,
+    /// The request as delivered.
+    pub text: ByteString,
+    /// The sending session, for the error echo.
+    pub reply: Recipient<ToSession>,
+}
+
+impl ClusterLink {
+    /// Queues a cross-node forward; `Err` gives it back when the queue is
+    /// full or its task has stopped.
+    pub(super) fn forward(&self, remote: Remote) -> Result<(), Box<Remote>> {
+        self.remote.try_send(remote).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => {
+                Box::new(r)
+            }
+        })
+    }
+}
+
+/// The user as stored in Redis.
+pub(super) fn user_name(user: &User) -> String {
+    user.as_deref().unwrap_or("").to_owned()
+}
+
+/// The echo ProxyStore sends for an unknown peer.
+pub(super) fn unknown_peer(peer: Uuid) -> String {
+    format!(
+        "Cannot forward peer connection message to peer {peer} because this peer is not registered this relay server."
+    )
+}
+
+/// The echo for a peer of another user.
+pub(super) fn other_user(peer: Uuid) -> String {
+    format!("The requested peer {peer} is owned by a different user.")
+}
+
+/// `request` sent back with `error` set.
+pub(super) fn echo_text(mut request: PeerConnection, error: String) -> ByteString {
+    request.error = Some(error);
+    ByteString::from(encode_peer_connection(&request))
+}
+
+/// The node's registrations for the engine's re-assertions: asks the
+/// registry ([`LocalRegistrations`]). Holds the state weakly, so the engine
+/// does not keep the relay alive.
+pub fn registration_source(state: &Arc<ServerState>) -> RegistrationSource {
+    let state: Weak<ServerState> = Arc::downgrade(state);
+    Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move {
+            let Some(registry) = state.upgrade().and_then(|s| s.registry.get()) else {
+                return Vec::new();
+            };
+            registry.send(LocalRegistrations).await.unwrap_or_default()
+        })
+    })
+}
+
+/// Hands a started engine to the relay: the registry uses it from now on,
+/// the forward task and the inbox pump start (on the current runtime), and
+/// the registrations made before are re-asserted. Returns `false` if an
+/// engine was already attached.
+pub fn attach(state: &Arc<ServerState>, cluster: Cluster, inbox: Inbox) -> bool {
+    let (tx, rx) = mpsc::channel(defaults::CLUSTER_PUBLISH_QUEUE);
+    let link = ClusterLink {
+        cluster: cluster.clone(),
+        remote: tx,
+    };
+    if state.cluster.set(link).is_err() {
+        return false;
+    }
+    tokio::spawn(run_remote(cluster.clone(), state.metrics.clone(), rx));
+    tokio::spawn(pump_inbox(Arc::downgrade(state), inbox));
+    tokio::spawn(async move {
+        if let Err(e) = cluster.reassert().await {
+            log::warn!("cluster: registrations made before the engine started not re-asserted yet ({e}); the engine retries");
+        }
+    });
+    true
+}
+
+/// Hands every delivery from other nodes to the registry, in order.
+async fn pump_inbox(state: Weak<ServerState>, mut inbox: Inbox) {
+    while let Some(delivery) = inbox.recv().await {
+        let Some(registry) = state.upgrade().and_then(|s| s.registry.get()) else {
+            log::debug!("cluster delivery dropped: no registry");
+            continue;
+        };
+        // In order, without waiting for each to be handled; when the
+        // registry's mailbox is full, wait for room (the engine's inbox
+        // buffers meanwhile).
+        match registry.try_send(ClusterDelivery(delivery)) {
+            Ok(()) => {}
+            Err(SendError::Full(delivery)) => {
+                if registry.send(delivery).await.is_err() {
+                    log::debug!("cluster delivery dropped: the registry stopped");
+                }
+            }
+            Err(SendError::Closed(_)) => {
+                log::debug!("cluster delivery dropped: the registry stopped");
+            }
+        }
+    }
+}
+
+/// Forwards handed to the engine and not yet answered, at most.
+const MAX_IN_FLIGHT: usize = defaults::CLUSTER_PUBLISH_QUEUE - defaults::CLUSTER_PUBLISH_BATCH;
+
+/// Forwards waiting for the engine's publish outcome.
+type Pending =
+    FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = Option<Remote>> + Send>>>;
+
+/// The one ordered path of cross-node forwards: batches from the queue,
+/// their targets looked up together, then published in queue order.
+async fn run_remote(cluster: Cluster, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Remote>) {
+    let mut batch = Vec::with_capacity(defaults::CLUSTER_PUBLISH_BATCH);
+    let mut pending: Pending = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some(failed) = pending.next(), if !pending.is_empty() => {
+                if let Some(remote) = failed {
+                    let peer = remote.request.peer_uuid;
+                    echo(&metrics, remote, unknown_peer(peer));
+                }
+            }
+            // At most a queue's worth in flight: the engine's publish
+            // queue never overflows from here (a slow Redis holds the
+            // forwards in this task's queue instead).
+            n = rx.recv_many(&mut batch, defaults::CLUSTER_PUBLISH_BATCH),
+                if pending.len() < MAX_IN_FLIGHT => {
+                if n == 0 {
+                    return;
+                }
+                publish_batch(&cluster, &metrics, &mut batch, &mut pending).await;
+            }
+        }
+    }
+}
+
+async fn publish_batch(
+    cluster: &Cluster,
+    metrics: &Arc<Metrics>,
+    batch: &mut Vec<Remote>,
+    pending: &mut Pending,
+) {
+    let mut targets: Vec<Uuid> = batch.iter().map(|r| r.request.peer_uuid).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let lookups = targets.iter().map(|t| cluster.lookup(*t));
+    let found: HashMap<Uuid, Result<Option<Owner>, ClusterError>> = targets
+        .iter()
+        .copied()
+        .zip(futures_util::future::join_all(lookups).await)
+        .collect();
+    for remote in batch.drain(..) {
+        let source = remote.request.source_uuid;
+        let peer = remote.request.peer_uuid;
+        let owner = match found.get(&peer) {
+            Some(Ok(Some(owner))) if owner.node != cluster.node_id() => owner,
+            Some(Err(e)) => {
+                log::warn!("[{source}] cannot forward to peer {peer}: cluster lookup failed ({e})");
+                echo(metrics, remote, unknown_peer(peer));
+                continue;
+            }
+            _ => {
+                log::warn!("[{source}] cannot forward to unknown peer {peer}");
+                echo(metrics, remote, unknown_peer(peer));
+                continue;
+            }
+        };
+        if owner.user != user_name(&remote.user) {
+            log::warn!("[{source}] refused forward to peer {peer} owned by another user");
+            echo(metrics, remote, other_user(peer));
+            continue;
+        }
+        let envelope = Envelope::Forward {
+            from: source,
+            to: peer,
+            text: remote.text.to_string(),
+        };
+        let node = owner.node.clone();
+        let published = cluster.forward(&node, &envelope);
+        log::debug!("[{source}] forwarding to {peer} on node {node}");
+        pending.push(Box::pin(async move {
+            match published.await {
+                Ok(()) => None,
+                Err(e) => {
+                    log::warn!("[{source}] forward to {peer} on node {node} failed: {e}");
+                    Some(remote)
+                }
+            }
+        }));
+    }
+}
+
+/// Sends the error echo to the sender's session (dropped if its mailbox is full).
+fn echo(metrics: &Metrics, remote: Remote, error: String) {
+    metrics.forward_errors.inc();
+    let text = echo_text(remote.request, error);
+    if remote.reply.try_send(ToSession::Deliver(text)).is_err() {
+        log::debug!("error echo dropped: the sending session is full or gone");
+    }
+}
+
+/// Holder of a registration as the engine stores it.
+pub(super) fn holder(session: u64, user: &User, name: &str) -> Holder {
+    Holder {
+        session,
+        user: user_name(user),
+        name: name.to_owned(),
+    }
+}
+
+/// Unregisters `uuids` of a closed `session` in Redis (in the background;
+/// a failure is left to the engine's re-assertion, which deletes stale
+/// records).
+pub(super) fn unregister(link: &ClusterLink, session: u64, uuids: Vec<Uuid>) {
+    let cluster = link.cluster.clone();
+    actix::spawn(async move {
+        for uuid in uuids {
+            if let Err(e) = cluster.unregister(uuid, session).await {
+                log::debug!("[{uuid}] cluster unregister of session {session} failed: {e}");
+            }
+        }
+    });
+}
