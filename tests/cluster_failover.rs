@@ -2,7 +2,9 @@
 //! goodbye): within the node TTL the survivor counts one live node, the
 //! PeerManager that was on the killed node re-registers on the survivor
 //! under the same UUID and is reached there, and a host agent with a pool on
-//! both nodes keeps serving the tunnel through the survivor.
+//! both nodes keeps serving the tunnel through the survivor. And forged,
+//! oversized or malformed payloads published on a node's Redis channel are
+//! counted and dropped: the node keeps forwarding across nodes.
 //!
 //! Both nodes are `switchboard` processes on one real redis-server (free
 //! loopback ports); without redis-server the test fails saying so, unless
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use cluster_common::{redis_available, Redis};
 use common::peers::{manager, peer_config, recv};
 use common::procs::{after, http_get, write_temp, Proc, RelayProc};
+use common::{client, offer, recv_text, send, UUID_A, UUID_B};
 use switchboard::client::peer_manager::Send;
 use switchboard::protocol::chunk::Payload;
 use tunnel_common::exchange;
@@ -163,4 +166,55 @@ async fn a_killed_node_is_forgotten_and_its_peers_and_agents_carry_on() {
     );
     assert!(host.terminate().success());
     assert!(b.proc.terminate().success());
+}
+
+#[actix_rt::test]
+async fn forged_payloads_on_a_nodes_channel_are_dropped_and_counted() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let mut a = RelayProc::start(&node_config(&redis.url(), "node-a"));
+    let mut b = RelayProc::start(&node_config(&redis.url(), "node-b"));
+    let (url_a, url_b) = (ws_url(&mut a), ws_url(&mut b));
+    for node in [&a, &b] {
+        admin_until(node, "/health", Duration::from_secs(10), |body| {
+            body.contains("\"cluster_nodes\":2")
+        })
+        .await;
+    }
+    let channel = "sbfailover:node:node-b";
+    let oversized = "x".repeat(3 << 20);
+    let forged = [
+        "not an envelope at all",
+        "{\"v\":99,\"kind\":\"forward\"}\n{}",
+        "{\"v\":1,\"kind\":\"forward\",\"from\":\"nope\",\"to\":\"nope\"}\nhi",
+        "",
+        oversized.as_str(),
+    ];
+    let mut raw = redis.raw();
+    for payload in forged {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query(&mut raw)
+            .expect("PUBLISH");
+        assert_eq!(receivers, 1, "node-b is not subscribed to {channel}");
+    }
+    admin_until(&b, "/metrics", Duration::from_secs(5), |body| {
+        body.lines().any(|line| {
+            line.strip_prefix("switchboard_cluster_decode_failures_total ")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|n| n >= forged.len() as u64)
+        })
+    })
+    .await;
+    // Node B still serves and still takes forwards from node A.
+    let mut on_a = client(&url_a, "peer-A", UUID_A).await;
+    let mut on_b = client(&url_b, "peer-B", UUID_B).await;
+    let frame = offer(UUID_A, UUID_B, "offer");
+    send(&mut on_a, frame.clone()).await;
+    assert_eq!(recv_text(&mut on_b).await, frame);
+    assert!(b.proc.terminate().success());
+    assert!(a.proc.terminate().success());
 }
