@@ -2,7 +2,8 @@
 //! cluster) fails over: a lost session moves at once to the next URL and
 //! registers there under the same UUID, a relay that is down at start is
 //! skipped, a whole round of failed URLs backs off before the next round,
-//! `switchboard peer` takes `--relay` more than once, and two PeerManagers'
+//! `switchboard peer` takes `--relay` more than once (a relay that accepts
+//! and never answers gets only its share of `--timeout`), and two PeerManagers'
 //! open peer connection keeps carrying messages while both move to another
 //! relay.
 
@@ -218,4 +219,53 @@ async fn an_open_peer_connection_keeps_working_while_both_peers_move_relays() {
         }
     }
     assert_eq!(connected, 1, "one peer connection for all three messages");
+}
+
+/// A first relay that accepts TCP and never answers must not use up the
+/// CLI's whole `--timeout`: each relay gets its share, so the peer reaches
+/// the second one (found by QA: it used to time out on the first for 30 s).
+#[actix_rt::test]
+async fn the_cli_peer_moves_on_from_a_relay_that_never_answers() {
+    let b = TestRelay::start(test_settings());
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_url = format!("ws://{}", hung.local_addr().unwrap());
+    // Accept connections and hold them, silent, for the test's duration.
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        hung.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline && held.len() < 8 {
+            match hung.accept() {
+                Ok((stream, _)) => held.push(stream),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        held
+    });
+    let url_b = b.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args([
+                "peer",
+                "--relay",
+                &hung_url,
+                "--relay",
+                &url_b,
+                "--timeout",
+                "6",
+            ])
+            .arg("send")
+            .arg(Uuid::new_v4().to_string())
+            .arg("hello")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("because this peer is not registered"),
+        "never reached the second relay: {stderr}"
+    );
+    drop(holder);
 }

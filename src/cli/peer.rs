@@ -169,7 +169,15 @@ fn build_config(args: &PeerArgs) -> anyhow::Result<PeerManagerConfig> {
     config.relay.name = args.name.clone();
     config.relay.tls.ca_file = args.ca_file.clone();
     config.relay.tls.insecure_skip_verify = args.insecure;
-    config.relay.connect_timeout = Duration::from_secs(args.timeout);
+    // Each relay gets its share of --timeout (at most the library's 10 s per
+    // attempt), so a relay that accepts and never answers cannot use up the
+    // whole registration budget before the next --relay is tried.
+    let share = Duration::from_secs(args.timeout) / args.relay.len().max(1) as u32;
+    config.relay.connect_timeout = share
+        .min(Duration::from_millis(
+            switchboard::defaults::RELAY_CONNECT_TIMEOUT_MS,
+        ))
+        .max(Duration::from_millis(100));
     for header in &args.headers {
         let (name, value) = header
             .split_once(':')
