@@ -1,5 +1,6 @@
 //! `flood`: P pairs, A sends to B as fast as a per-pair window allows;
-//! reports forwarded messages per second received at B.
+//! reports forwarded messages per second received at B. The receivers may
+//! be on another relay (`--peer-url`: another node of a cluster).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -173,7 +174,7 @@ struct Measured {
 }
 
 /// Runs the flood; prints a human summary and one `RESULT flood` line.
-pub async fn run(target: &Target, args: &FloodArgs) -> anyhow::Result<()> {
+pub async fn run(target: &Target, peer: &Target, args: &FloodArgs) -> anyhow::Result<()> {
     if args.pairs == 0 || args.window == 0 {
         bail!("--pairs and --window must be at least 1");
     }
@@ -181,10 +182,10 @@ pub async fn run(target: &Target, args: &FloodArgs) -> anyhow::Result<()> {
         bail!("--seconds must be in (0, 3600] and --warmup in [0, 600]");
     }
     println!(
-        "flood: {} pairs -> {}, frame {} B, window {}, warm-up {:.1} s, measured {:.1} s",
-        args.pairs, target.url, args.size, args.window, args.warmup, args.seconds
+        "flood: {} pairs, A on {} -> B on {}, frame {} B, window {}, warm-up {:.1} s, measured {:.1} s",
+        args.pairs, target.url, peer.url, args.size, args.window, args.warmup, args.seconds
     );
-    let running = start(target, args).await?;
+    let running = start(target, peer, args).await?;
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     let measured = measure(&running, Duration::from_secs_f64(args.seconds)).await;
     let pairs = running.pairs.clone();
@@ -200,7 +201,7 @@ pub async fn run(target: &Target, args: &FloodArgs) -> anyhow::Result<()> {
 /// then all receivers, one at a time: a relay that deals connections to
 /// worker threads round robin spreads the senders (where decoding happens)
 /// evenly.
-async fn start(target: &Target, args: &FloodArgs) -> anyhow::Result<Running> {
+async fn start(target: &Target, peer: &Target, args: &FloodArgs) -> anyhow::Result<Running> {
     let ids: Vec<(Uuid, Uuid)> = (0..args.pairs)
         .map(|_| (Uuid::new_v4(), Uuid::new_v4()))
         .collect();
@@ -213,7 +214,7 @@ async fn start(target: &Target, args: &FloodArgs) -> anyhow::Result<Running> {
     let mut socks_b = Vec::with_capacity(args.pairs);
     for (i, (_, b)) in ids.iter().enumerate() {
         let name = format!("flood-{i}-b");
-        socks_b.push(connect_registered(target, None, ws_config(true), &name, *b, timeout).await?);
+        socks_b.push(connect_registered(peer, None, ws_config(true), &name, *b, timeout).await?);
     }
     let mut running = Running {
         flags: Arc::new(Flags::default()),

@@ -197,8 +197,9 @@ pub async fn run(target: &Target, args: &IdleArgs) -> anyhow::Result<()> {
         println!("  ERROR first failure: {error}");
     }
     println!(
-        "RESULT idle kib_per_client={per_client:.2} anon_kib_per_client={per_client_anon:.2} stage={} clients={ok} failed={failures} rss_before_kib={before} rss_after_kib={after}",
-        format!("{:?}", args.stage).to_lowercase()
+        "RESULT idle kib_per_client={per_client:.2} anon_kib_per_client={per_client_anon:.2} stage={} clients={ok} failed={failures} rss_before_kib={before} rss_after_kib={after} open_seconds={connect_secs:.3} opened_per_sec={:.0}",
+        format!("{:?}", args.stage).to_lowercase(),
+        ok as f64 / connect_secs.max(1e-9)
     );
     let closing = Instant::now();
     futures_util::stream::iter(clients)

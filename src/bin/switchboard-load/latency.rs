@@ -1,5 +1,6 @@
 //! `latency`: one pair, exactly one message in flight; the one-way latency
 //! is B's receive instant minus A's send instant (one process, monotonic clock).
+//! B may be on another relay (`--peer-url`: another node of a cluster).
 
 use std::time::{Duration, Instant};
 
@@ -87,20 +88,20 @@ async fn one_message(
 }
 
 /// Runs the latency test; prints a human summary and one `RESULT latency` line.
-pub async fn run(target: &Target, args: &LatencyArgs) -> anyhow::Result<()> {
+pub async fn run(target: &Target, peer: &Target, args: &LatencyArgs) -> anyhow::Result<()> {
     if args.count == 0 {
         bail!("--count must be at least 1");
     }
     println!(
-        "latency: 1 pair -> {}, frame {} B, {} warm-up + {} measured messages, one in flight",
-        target.url, args.size, args.warmup, args.count
+        "latency: 1 pair, A on {} -> B on {}, frame {} B, {} warm-up + {} measured messages, one in flight",
+        target.url, peer.url, args.size, args.warmup, args.count
     );
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let mut config = ws_config(true);
     config.write_buffer_size = 0;
     let (mut ws_a, mut ws_b) = tokio::try_join!(
         connect_registered(target, None, config, "latency-a", a, args.connect_timeout),
-        connect_registered(target, None, config, "latency-b", b, args.connect_timeout),
+        connect_registered(peer, None, config, "latency-b", b, args.connect_timeout),
     )?;
     let started = Instant::now();
     let total = args.warmup + args.count;

@@ -82,6 +82,10 @@ enum Command {
         /// relay's per-client outbound queue, 256 for Switchboard).
         #[arg(long, default_value_t = 64)]
         window: u64,
+        /// Relay URL the receivers (B) connect to; default: --url. With
+        /// another node of a cluster, every message crosses nodes.
+        #[arg(long)]
+        peer_url: Option<String>,
     },
     /// One pair, one message in flight; reports one-way latency percentiles.
     Latency {
@@ -100,6 +104,10 @@ enum Command {
         /// Longest whole run, in seconds.
         #[arg(long, default_value_t = 300.0)]
         max_seconds: f64,
+        /// Relay URL the receiver (B) connects to; default: --url. With
+        /// another node of a cluster, every message crosses nodes.
+        #[arg(long)]
+        peer_url: Option<String>,
     },
     /// N idle registered clients; reports the relay's RSS growth per client.
     Idle {
@@ -138,6 +146,14 @@ fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(value))
 }
 
+/// The receivers' relay: `--peer-url` if given, else the senders' `--url`.
+async fn peer_target(target: &client::Target, url: Option<&str>) -> anyhow::Result<client::Target> {
+    match url {
+        Some(url) => client::Target::resolve(url).await,
+        None => Ok(target.clone()),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Connrate {
@@ -162,7 +178,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             warmup,
             size,
             window,
+            peer_url,
         } => {
+            let peer = peer_target(&target, peer_url.as_deref()).await?;
             let args = flood::FloodArgs {
                 pairs,
                 seconds: secs,
@@ -171,7 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 window,
                 connect_timeout,
             };
-            flood::run(&target, &args).await
+            flood::run(&target, &peer, &args).await
         }
         Command::Latency {
             count,
@@ -179,7 +197,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             size,
             message_timeout,
             max_seconds,
+            peer_url,
         } => {
+            let peer = peer_target(&target, peer_url.as_deref()).await?;
             let args = latency::LatencyArgs {
                 count,
                 warmup,
@@ -188,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_duration: seconds("--max-seconds", max_seconds)?,
                 connect_timeout,
             };
-            latency::run(&target, &args).await
+            latency::run(&target, &peer, &args).await
         }
         Command::Idle {
             clients,
