@@ -134,30 +134,30 @@ async fn a_whole_round_of_failed_relays_backs_off_before_the_next_round() {
     assert!(delays[3] > Duration::ZERO, "{delays:?}");
 }
 
-#[actix_rt::test]
-async fn the_cli_peer_takes_several_relays_and_skips_a_dead_one() {
-    let b = TestRelay::start(test_settings());
-    let dead = dead_url();
-    let uuid = Uuid::new_v4();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args([
-                "peer",
-                "--relay",
-                &dead,
-                "--relay",
-                &b.url,
-                "--timeout",
-                "5",
-            ])
-            .args(["--uuid", &uuid.to_string(), "send"])
+/// `switchboard peer --relay R… --timeout T send <unknown peer> hello`, run to the end.
+async fn send_hello_via(relays: Vec<String>, timeout: &'static str) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command.arg("peer");
+        for relay in &relays {
+            command.args(["--relay", relay]);
+        }
+        command
+            .args(["--timeout", timeout, "send"])
             .arg(Uuid::new_v4().to_string())
             .arg("hello")
             .output()
             .unwrap()
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[actix_rt::test]
+async fn the_cli_peer_takes_several_relays_and_skips_a_dead_one() {
+    let b = TestRelay::start(test_settings());
+    let dead = dead_url();
+    let output = send_hello_via(vec![dead, b.url.clone()], "5").await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     // The unknown peer is reported by relay B: proof the peer registered there.
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -242,26 +242,7 @@ async fn the_cli_peer_moves_on_from_a_relay_that_never_answers() {
         }
         held
     });
-    let url_b = b.url.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args([
-                "peer",
-                "--relay",
-                &hung_url,
-                "--relay",
-                &url_b,
-                "--timeout",
-                "6",
-            ])
-            .arg("send")
-            .arg(Uuid::new_v4().to_string())
-            .arg("hello")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = send_hello_via(vec![hung_url, b.url.clone()], "6").await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("because this peer is not registered"),

@@ -81,12 +81,9 @@ async fn admin_until(node: &RelayProc, path: &str, limit: Duration, want: impl F
     }
 }
 
-#[actix_rt::test]
-async fn a_killed_node_is_forgotten_and_its_peers_and_agents_carry_on() {
-    if !redis_available() {
-        return;
-    }
-    let redis = Redis::start();
+/// Nodes `node-a` and `node-b` on `redis`, each up and seeing two live
+/// nodes; with their WebSocket URLs.
+async fn two_nodes(redis: &Redis) -> (RelayProc, RelayProc, String, String) {
     let mut a = RelayProc::start(&node_config(&redis.url(), "node-a"));
     let mut b = RelayProc::start(&node_config(&redis.url(), "node-b"));
     let (url_a, url_b) = (ws_url(&mut a), ws_url(&mut b));
@@ -96,6 +93,16 @@ async fn a_killed_node_is_forgotten_and_its_peers_and_agents_carry_on() {
         })
         .await;
     }
+    (a, b, url_a, url_b)
+}
+
+#[actix_rt::test]
+async fn a_killed_node_is_forgotten_and_its_peers_and_agents_carry_on() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let (mut a, mut b, url_a, url_b) = two_nodes(&redis).await;
 
     let mut moving = peer_config(&url_a, 1);
     moving.relay.fallback_urls = vec![url_b.clone()];
@@ -174,15 +181,7 @@ async fn forged_payloads_on_a_nodes_channel_are_dropped_and_counted() {
         return;
     }
     let redis = Redis::start();
-    let mut a = RelayProc::start(&node_config(&redis.url(), "node-a"));
-    let mut b = RelayProc::start(&node_config(&redis.url(), "node-b"));
-    let (url_a, url_b) = (ws_url(&mut a), ws_url(&mut b));
-    for node in [&a, &b] {
-        admin_until(node, "/health", Duration::from_secs(10), |body| {
-            body.contains("\"cluster_nodes\":2")
-        })
-        .await;
-    }
+    let (mut a, mut b, url_a, url_b) = two_nodes(&redis).await;
     let channel = "sbfailover:node:node-b";
     let oversized = "x".repeat(3 << 20);
     let forged = [
