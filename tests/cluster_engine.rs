@@ -9,7 +9,9 @@ mod cluster_common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cluster_common::engine::{eventually, forward, Node, LIMIT, MAX_MESSAGE, NODE_TTL_MS};
+use cluster_common::engine::{
+    eventually, forward, forward_arrives, Node, LIMIT, MAX_MESSAGE, NODE_TTL_MS,
+};
 use cluster_common::{redis_available, Proxy, Redis};
 use switchboard::cluster::envelope::{encode, envelope_limit};
 use switchboard::cluster::{ClusterState, Delivery, Owner, Reasserted, RegisterOutcome};
@@ -251,19 +253,7 @@ async fn forged_and_oversized_payloads_are_dropped_and_counted() {
         redis.cli(&["PUBLISH", "sbtest:node:node-b", "{\"v\":1}"]),
         "1"
     );
-    a.cluster
-        .forward("node-b", &forward(from, to, "the real one"))
-        .await
-        .unwrap();
-    let delivery = b.next().await;
-    assert_eq!(
-        delivery,
-        Delivery::Forward {
-            from,
-            to,
-            text: "the real one".into()
-        }
-    );
+    forward_arrives(&a, &mut b, from, to, "the real one").await;
     let failures = b.cluster.metrics().decode_failures.load(Ordering::Relaxed);
     assert_eq!(failures, forged.len() as u64 + 1);
     assert!(b.inbox.try_recv().is_none());
@@ -298,18 +288,7 @@ async fn redis_killed_and_restarted_degrades_then_recovers_with_registrations() 
     // Redis came back empty: A wrote its registration again.
     let owner = b.cluster.lookup(uuid).await.unwrap().unwrap();
     assert_eq!((owner.node.as_str(), owner.session), ("node-a", 7));
-    a.cluster
-        .forward("node-b", &forward(from, to, "after"))
-        .await
-        .expect("forward after the restart");
-    assert_eq!(
-        b.next().await,
-        Delivery::Forward {
-            from,
-            to,
-            text: "after".into()
-        }
-    );
+    forward_arrives(&a, &mut b, from, to, "after").await;
     assert!(a.cluster.metrics().reasserts.load(Ordering::Relaxed) >= 2);
     assert!(a.cluster.metrics().degraded_time() > Duration::ZERO);
 }
@@ -331,18 +310,7 @@ async fn a_killed_subscription_is_rebuilt() {
     .await;
     b.wait_state(true).await;
     let (from, to) = (Uuid::new_v4(), Uuid::new_v4());
-    a.cluster
-        .forward("node-b", &forward(from, to, "again"))
-        .await
-        .expect("forward after the rebuild");
-    assert_eq!(
-        b.next().await,
-        Delivery::Forward {
-            from,
-            to,
-            text: "again".into()
-        }
-    );
+    forward_arrives(&a, &mut b, from, to, "again").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,18 +337,7 @@ async fn a_silent_subscription_is_caught_by_the_self_check() {
     assert!(m.self_check_failures.load(Ordering::Relaxed) >= 1);
     assert!(m.reconnects.load(Ordering::Relaxed) >= 1);
     let (from, to) = (Uuid::new_v4(), Uuid::new_v4());
-    a.cluster
-        .forward("node-b", &forward(from, to, "heard"))
-        .await
-        .expect("forward after the rebuild");
-    assert_eq!(
-        b.next().await,
-        Delivery::Forward {
-            from,
-            to,
-            text: "heard".into()
-        }
-    );
+    forward_arrives(&a, &mut b, from, to, "heard").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,23 @@ pub fn forward(from: Uuid, to: Uuid, text: &str) -> Envelope {
     }
 }
 
+/// `a` forwards `text` from `from` to `to` on node-b; `b` (node-b) must
+/// deliver exactly that next.
+pub async fn forward_arrives(a: &Node, b: &mut Node, from: Uuid, to: Uuid, text: &str) {
+    a.cluster
+        .forward("node-b", &forward(from, to, text))
+        .await
+        .unwrap_or_else(|e| panic!("forward {text:?}: {e}"));
+    assert_eq!(
+        b.next().await,
+        Delivery::Forward {
+            from,
+            to,
+            text: text.into()
+        }
+    );
+}
+
 /// Polls `check` until it is true, at most [`LIMIT`].
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
