@@ -28,15 +28,7 @@ const TOKEN: &str = "cluster-failover-token";
 
 fn node_config(redis: &str, id: &str) -> String {
     format!(
-        r#"
-[server]
-host = "127.0.0.1"
-port = 0
-[admin]
-host = "127.0.0.1"
-port = 0
-[log]
-level = "info"
+        r#"{}
 [cluster]
 enabled = true
 redis_url = "{redis}"
@@ -46,14 +38,8 @@ heartbeat_ms = 200
 node_ttl_ms = 1500
 command_timeout_ms = 400
 self_check_ms = 500
-[tunnel]
-host = "127.0.0.1"
-port = 0
-[[tunnel.services]]
-name = "echo"
-bind = "127.0.0.1:0"
-token = "{TOKEN}"
-"#
+"#,
+        tunnel_common::echo_relay_config(TOKEN)
     )
 }
 

@@ -9,25 +9,7 @@ mod tunnel_common;
 use std::time::{Duration, Instant};
 
 use common::procs::{write_temp, Proc, RelayProc};
-use tunnel_common::{exchange, WAIT};
-
-const RELAY_CONFIG: &str = r#"
-[server]
-host = "127.0.0.1"
-port = 0
-[admin]
-host = "127.0.0.1"
-port = 0
-[log]
-level = "info"
-[tunnel]
-host = "127.0.0.1"
-port = 0
-[[tunnel.services]]
-name = "echo"
-bind = "127.0.0.1:0"
-token = "multi-relay-token"
-"#;
+use tunnel_common::{echo_relay_config, exchange, WAIT};
 
 /// Waits until `relay`'s pool for "echo" holds `want` idle connections.
 async fn pool_filled(relay: &RelayProc, want: u64) {
@@ -45,8 +27,8 @@ async fn pool_filled(relay: &RelayProc, want: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_agent_serves_the_port_of_every_node_and_outlives_one() {
-    let mut a = RelayProc::start(RELAY_CONFIG);
-    let b = RelayProc::start(RELAY_CONFIG);
+    let mut a = RelayProc::start(&echo_relay_config("multi-relay-token"));
+    let b = RelayProc::start(&echo_relay_config("multi-relay-token"));
     let token = write_temp("multi-relay-token\n");
     let mut host = Proc::start(&[
         "host",

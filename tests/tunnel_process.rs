@@ -15,29 +15,16 @@ use std::time::{Duration, Instant};
 use common::fixtures::self_signed;
 use common::procs::{after, http_get as get, write_temp, Proc, RelayProc};
 use switchboard::tunnel::agent::host_config::HostConfig;
-use tunnel_common::{exchange, metric, WAIT};
+use tunnel_common::{echo_relay_config, exchange, metric, WAIT};
 
-const RELAY_CONFIG: &str = r#"
-[server]
-host = "127.0.0.1"
-port = 0
-[admin]
-host = "127.0.0.1"
-port = 0
-[log]
-level = "info"
-[tunnel]
-host = "127.0.0.1"
-port = 0
-[[tunnel.services]]
-name = "echo"
-bind = "127.0.0.1:0"
-token = "process-test-token"
-"#;
+/// The relay's configuration: one `echo` service.
+fn relay_config() -> String {
+    echo_relay_config("process-test-token")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_and_host_processes_serve_a_client() {
-    let config = write_temp(RELAY_CONFIG);
+    let config = write_temp(&relay_config());
     let mut relay = Proc::start(&["--config", config.path().to_str().unwrap()]);
     let line = relay.wait_line("tunnel: agents connect to");
     let agents = after(&line, "agents connect to ").to_string();
@@ -93,7 +80,7 @@ async fn relay_and_host_processes_serve_a_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_with_a_wrong_token_exits_with_the_reason() {
-    let config = write_temp(RELAY_CONFIG);
+    let config = write_temp(&relay_config());
     let mut relay = Proc::start(&["--config", config.path().to_str().unwrap()]);
     let line = relay.wait_line("tunnel: agents connect to");
     let agents = after(&line, "agents connect to ").to_string();
@@ -147,8 +134,9 @@ fn shipped_host_config_parses_and_flags_override_it() {
 async fn a_tls_mismatch_stops_the_host_saying_what_to_change() {
     let pem = self_signed();
     let (cert, key) = (pem.cert.path(), pem.key.path());
-    // certfile/keyfile belong to [tunnel], which RELAY_CONFIG opens before its service.
-    let tls_relay = RELAY_CONFIG.replace(
+    // certfile/keyfile belong to [tunnel], which relay_config() opens before its service.
+    let plain_relay = relay_config();
+    let tls_relay = plain_relay.replace(
         "[tunnel]\n",
         &format!("[tunnel]\ncertfile = {cert:?}\nkeyfile = {key:?}\n"),
     );
@@ -162,7 +150,7 @@ async fn a_tls_mismatch_stops_the_host_saying_what_to_change() {
             "connected without TLS",
         ),
         (
-            RELAY_CONFIG,
+            plain_relay.as_str(),
             vec![
                 "--tls",
                 "--tls-ca-file",

@@ -239,3 +239,28 @@ pub async fn next_event(stream: &mut TcpStream, reader: &mut FrameReader) -> Fra
         }
     }
 }
+
+/// A relay process's TOML: public and admin listeners on 127.0.0.1:0, log
+/// level info, and a tunnel (agents' listener on 127.0.0.1:0) with one
+/// service `echo` on 127.0.0.1:0 whose token is `token`.
+pub fn echo_relay_config(token: &str) -> String {
+    format!(
+        r#"
+[server]
+host = "127.0.0.1"
+port = 0
+[admin]
+host = "127.0.0.1"
+port = 0
+[log]
+level = "info"
+[tunnel]
+host = "127.0.0.1"
+port = 0
+[[tunnel.services]]
+name = "echo"
+bind = "127.0.0.1:0"
+token = "{token}"
+"#
+    )
+}
