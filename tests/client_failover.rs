@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use common::peers::{events, manager, peer_config, recv};
+use common::refusing::Refusing;
 use common::*;
 use switchboard::client::peer_manager::{PeerEvent, Send};
 use switchboard::client::relay_client::{GetStatus, RelayClient, RelayClientConfig, RelayEvent};
@@ -36,10 +37,10 @@ impl Handler<RelayEvent> for Collector {
     }
 }
 
-/// A URL where nothing listens (a port bound, then released).
-fn dead_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("ws://{}", listener.local_addr().unwrap())
+/// A URL where connects are refused while the returned guard lives.
+fn dead_url() -> (String, Refusing) {
+    let refusing = Refusing::new();
+    (format!("ws://{}", refusing.addr()), refusing)
 }
 
 fn start(urls: &[&str]) -> (Addr<RelayClient>, mpsc::UnboundedReceiver<RelayEvent>, Uuid) {
@@ -104,7 +105,7 @@ async fn a_lost_session_moves_at_once_to_the_next_relay_under_the_same_uuid() {
 #[actix_rt::test]
 async fn a_relay_that_is_down_at_start_is_skipped() {
     let b = TestRelay::start(test_settings());
-    let dead = dead_url();
+    let (dead, _guard) = dead_url();
     let (_client, mut events, uuid) = start(&[&dead, &b.url]);
     match next(&mut events).await {
         RelayEvent::Disconnected { code, retry_in, .. } => {
@@ -118,7 +119,7 @@ async fn a_relay_that_is_down_at_start_is_skipped() {
 
 #[actix_rt::test]
 async fn a_whole_round_of_failed_relays_backs_off_before_the_next_round() {
-    let (first, second) = (dead_url(), dead_url());
+    let ((first, _g1), (second, _g2)) = (dead_url(), dead_url());
     let (_client, mut events, _uuid) = start(&[&first, &second]);
     let mut delays = Vec::new();
     for _ in 0..4 {
@@ -156,7 +157,7 @@ async fn send_hello_via(relays: Vec<String>, timeout: &'static str) -> std::proc
 #[actix_rt::test]
 async fn the_cli_peer_takes_several_relays_and_skips_a_dead_one() {
     let b = TestRelay::start(test_settings());
-    let dead = dead_url();
+    let (dead, _guard) = dead_url();
     let output = send_hello_via(vec![dead, b.url.clone()], "5").await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     // The unknown peer is reported by relay B: proof the peer registered there.

@@ -476,10 +476,8 @@ async fn status_until(
 
 #[actix_rt::test]
 async fn backoff_grows_while_down_and_resets_after_a_stable_registration() {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = common::refusing::Refusing::new();
+    let addr = refusing.addr();
     let url = format!("ws://{addr}");
     let mut stable_cfg = config(&url, "stable");
     stable_cfg.backoff.stable_after = Duration::from_millis(300);
@@ -490,6 +488,7 @@ async fn backoff_grows_while_down_and_resets_after_a_stable_registration() {
     // Nothing listens yet: attempts fail and the delays grow, capped at `max`.
     status_until(&stable, |s| s.retries >= 3).await;
     status_until(&unstable, |s| s.retries >= 3).await;
+    drop(refusing);
     let mut relay = TestRelay::start_at(test_settings(), addr);
     for client in [&mut stable, &mut unstable] {
         let deadline = tokio::time::Instant::now() + WAIT;

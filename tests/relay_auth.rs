@@ -290,12 +290,9 @@ async fn introspection_provider_failure_is_1013_try_again_later() {
     assert!(reason.contains("HTTP 401"), "{reason}");
 
     // Nobody listening at all.
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = common::refusing::Refusing::new();
     let relay = TestRelay::start(introspection_settings(
-        format!("http://{closed}/introspect"),
+        format!("http://{}/introspect", closed.addr()),
         "s3cret",
     ));
     let mut ws = authed(&relay.url, "alice-oauth").await;

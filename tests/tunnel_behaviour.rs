@@ -6,12 +6,15 @@
 //! once (the agent's `Started` reaches the relay in each case), an agent
 //! that reconnects after a relay restart, and shutdowns (relay or agent) that cancel running tunnelled connections.
 
+#[path = "common/refusing.rs"]
+mod refusing;
 mod tunnel_common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use refusing::Refusing;
 use switchboard::tunnel::agent::LocalService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -256,13 +259,15 @@ async fn a_silent_client_does_not_block_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_local_service_closes_the_client_cleanly() {
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = Refusing::new();
     let relay = Relay::start(settings(&["r"]));
-    let agent = agent(&relay, "r", LocalService::Addr(closed.to_string()), 2).await;
+    let agent = agent(
+        &relay,
+        "r",
+        LocalService::Addr(closed.addr().to_string()),
+        2,
+    )
+    .await;
     let mut client = TcpStream::connect(relay.service("r")).await.unwrap();
     let got = read_until_closed(&mut client, WAIT)
         .await

@@ -302,6 +302,7 @@ pub mod fixtures;
 pub mod log_lines;
 pub mod peers;
 pub mod procs;
+pub mod refusing;
 
 #[allow(unused_imports)]
 pub use fixtures::{self_signed, tls_settings, token_settings, Pem};
