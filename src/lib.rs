@@ -38,6 +38,9 @@
 //!   holding every metric.
 //! - [`tls`]: rustls server configuration from PEM files, for the relay's
 //!   and the tunnel's listeners.
+//! - [`proxy`]: outbound TCP through an HTTP proxy (`CONNECT`), chosen from
+//!   `--http-proxy` or `HTTPS_PROXY`/`NO_PROXY`, for the host agent and the
+//!   relay client; it imports nothing of the crate.
 //! - [`client`]: the peer library, actix actors embedded in the application's
 //!   System: `relay_client` (one relay session, reconnecting with `backoff`;
 //!   `wss://` options in `tls`), `connection` (one WebRTC peer connection, N
@@ -93,6 +96,7 @@ pub mod fuzzing;
 pub mod logging;
 pub mod node;
 pub mod protocol;
+pub mod proxy;
 pub mod server;
 pub mod tls;
 pub mod tunnel;

@@ -40,6 +40,11 @@ pub struct HostArgs {
     /// Name to check the relay's certificate against (default: the host of --relay).
     #[arg(long, value_name = "NAME")]
     tls_server_name: Option<String>,
+    /// Reach the relay through this HTTP proxy (CONNECT):
+    /// http://[user:password@]host[:port]. Default: HTTPS_PROXY, else
+    /// ALL_PROXY; NO_PROXY exempts relays.
+    #[arg(long, value_name = "URL")]
+    http_proxy: Option<String>,
     /// Send a PROXY protocol v2 header (the client's address) to the local service.
     #[arg(long)]
     proxy_protocol: bool,
@@ -71,6 +76,7 @@ fn settings(args: &HostArgs) -> Result<Vec<agent::AgentSettings>, ConfigError> {
         tls: args.tls.then_some(true),
         tls_ca_file: args.tls_ca_file.clone(),
         tls_server_name: args.tls_server_name.clone(),
+        http_proxy: args.http_proxy.clone(),
         ..HostConfig::default()
     };
     file.merge(flags).into_agents()

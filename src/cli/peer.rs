@@ -25,6 +25,7 @@ use switchboard::client::peer_manager::{
 };
 use switchboard::logging;
 use switchboard::protocol::chunk::Payload;
+use switchboard::proxy::ProxyConfig;
 use uuid::Uuid;
 
 /// `eprintln!` that never panics: with stderr closed (a pipe whose reader
@@ -107,6 +108,11 @@ pub struct PeerArgs {
     /// Accept any relay certificate (testing only).
     #[arg(long)]
     insecure: bool,
+    /// Reach the relay through this HTTP proxy (CONNECT):
+    /// http://[user:password@]host[:port]. Default: HTTPS_PROXY, else
+    /// ALL_PROXY; NO_PROXY exempts relays.
+    #[arg(long, value_name = "URL")]
+    http_proxy: Option<String>,
     /// Seconds to wait for the relay and for a peer connection.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -169,6 +175,11 @@ fn build_config(args: &PeerArgs) -> anyhow::Result<PeerManagerConfig> {
     config.relay.name = args.name.clone();
     config.relay.tls.ca_file = args.ca_file.clone();
     config.relay.tls.insecure_skip_verify = args.insecure;
+    if let Some(url) = &args.http_proxy {
+        // Checked here so the message names the flag.
+        switchboard::proxy::Proxy::new(&ProxyConfig::Url(url.clone()), "--http-proxy")?;
+        config.relay.http_proxy = ProxyConfig::Url(url.clone());
+    }
     // Each relay gets its share of --timeout (at most the library's 10 s per
     // attempt), so a relay that accepts and never answers cannot use up the
     // whole registration budget before the next --relay is tried.

@@ -33,6 +33,10 @@ pub enum TunnelError {
     /// One side speaks TLS and the other does not.
     #[error("{0}")]
     Tls(#[from] TlsMismatch),
+    /// Reaching the relay directly or through the HTTP proxy failed (the
+    /// proxy's refusal names its status).
+    #[error("{0}")]
+    Proxy(#[from] crate::proxy::ProxyError),
     /// The relay's certificate failed the agent's verification (untrusted
     /// issuer, wrong name, expired, …): the agent's `--tls-ca-file` or
     /// `--tls-server-name`, or the relay's certificate, must change.

@@ -57,6 +57,29 @@ impl LogLines {
         );
     }
 
+    /// Waits (bounded like [`LogLines::wait_line`]) until `count` lines
+    /// containing `needle` have been seen; returns the last.
+    pub fn wait_count(&mut self, needle: &str, count: usize) -> String {
+        let deadline = Instant::now() + self.wait;
+        loop {
+            let matching: Vec<&String> = self.seen.iter().filter(|l| l.contains(needle)).collect();
+            if matching.len() >= count {
+                return matching[count - 1].clone();
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "fewer than {count} log lines containing {needle:?}; saw:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
     /// Every line seen so far.
     pub fn seen(&self) -> &[String] {
         &self.seen

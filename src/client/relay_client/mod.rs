@@ -68,6 +68,7 @@ pub use crate::protocol::PeerConnection;
 pub use actor::RelayClient;
 
 use crate::defaults::RELAY_CONNECT_TIMEOUT_MS;
+pub use crate::proxy::ProxyConfig;
 
 /// How to reach and register with a relay.
 #[derive(Clone, Debug)]
@@ -93,6 +94,11 @@ pub struct RelayClientConfig {
     pub connect_timeout: Duration,
     /// Reconnect timing.
     pub backoff: BackoffConfig,
+    /// How relays are reached: by default through `HTTPS_PROXY` (else
+    /// `ALL_PROXY`) unless `NO_PROXY` exempts the relay's host, with
+    /// `CONNECT` ([`crate::proxy`]); a bad proxy URL is
+    /// [`RelayClientError::InvalidProxy`].
+    pub http_proxy: ProxyConfig,
 }
 
 impl RelayClientConfig {
@@ -118,6 +124,7 @@ impl RelayClientConfig {
             tls: ClientTls::default(),
             connect_timeout: Duration::from_millis(RELAY_CONNECT_TIMEOUT_MS),
             backoff: BackoffConfig::default(),
+            http_proxy: ProxyConfig::Env,
         }
     }
 }
@@ -141,6 +148,10 @@ pub enum RelayClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The HTTP proxy URL (`http_proxy`, or `HTTPS_PROXY` / `ALL_PROXY`)
+    /// cannot be used.
+    #[error("{0}")]
+    InvalidProxy(String),
     /// The TLS configuration could not be built, or the TLS handshake failed.
     #[error("TLS: {0}")]
     Tls(String),
@@ -198,6 +209,7 @@ impl RelayClientError {
                 | RelayClientError::Registration(_)
                 | RelayClientError::InvalidUrl { .. }
                 | RelayClientError::InvalidHeader { .. }
+                | RelayClientError::InvalidProxy(_)
         )
     }
 }

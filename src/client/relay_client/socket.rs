@@ -16,6 +16,7 @@ use super::{RelayClientConfig, RelayClientError};
 use crate::client::tls;
 use crate::defaults::RELAY_CLIENT_MAX_FRAME_BYTES;
 use crate::protocol::close;
+use crate::proxy::{Proxy, ProxyError};
 
 /// An open relay WebSocket.
 pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -28,6 +29,9 @@ pub(super) struct Endpoint {
     uri: Uri,
     headers: HeaderMap,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// `host:port` to dial (the scheme's port when the URL has none).
+    target: String,
+    proxy: Proxy,
 }
 
 impl Endpoint {
@@ -57,9 +61,13 @@ impl Endpoint {
             Some(_) => return Err(invalid("the scheme must be ws:// or wss://")),
             None => return Err(invalid("missing scheme (ws:// or wss://)")),
         };
-        if uri.host().is_none_or(str::is_empty) {
+        let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
             return Err(invalid("missing host"));
-        }
+        };
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let target = format!("{host}:{port}");
+        let proxy = Proxy::new(&config.http_proxy, "http_proxy")
+            .map_err(|e| RelayClientError::InvalidProxy(e.to_string()))?;
         let tls = if secure {
             Some(
                 tls::client_config(&config.tls)
@@ -73,11 +81,15 @@ impl Endpoint {
             uri,
             headers: headers(&config.headers)?,
             tls,
+            target,
+            proxy,
         })
     }
 
-    /// Opens the WebSocket (TCP, TLS, upgrade with the extra headers) within `timeout`.
+    /// Opens the WebSocket (TCP, directly or through the HTTP proxy; TLS;
+    /// upgrade with the extra headers) within `timeout`.
     pub(super) async fn connect(self, timeout: Duration) -> Result<Ws, RelayClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut request = self
             .uri
             .into_client_request()
@@ -85,6 +97,12 @@ impl Endpoint {
         for (name, value) in &self.headers {
             request.headers_mut().append(name, value.clone());
         }
+        let tcp = match self.proxy.connect(&self.target, timeout).await {
+            Ok(tcp) => tcp,
+            Err(ProxyError::Timeout { .. }) => return Err(RelayClientError::Timeout),
+            Err(error) => return Err(RelayClientError::Connect(error.to_string())),
+        };
+        let _ = tcp.set_nodelay(true);
         let connector = match self.tls {
             Some(config) => Connector::Rustls(config),
             None => Connector::Plain,
@@ -92,13 +110,13 @@ impl Endpoint {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(RELAY_CLIENT_MAX_FRAME_BYTES))
             .max_frame_size(Some(RELAY_CLIENT_MAX_FRAME_BYTES));
-        let handshake = tokio_tungstenite::connect_async_tls_with_config(
+        let handshake = tokio_tungstenite::client_async_tls_with_config(
             request,
+            tcp,
             Some(ws_config),
-            true,
             Some(connector),
         );
-        match tokio::time::timeout(timeout, handshake).await {
+        match tokio::time::timeout_at(deadline, handshake).await {
             Err(_) => Err(RelayClientError::Timeout),
             Ok(Err(error)) => Err(classify(error)),
             Ok(Ok((ws, _response))) => Ok(ws),

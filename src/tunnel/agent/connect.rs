@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
 use super::settings::AgentSettings;
@@ -57,9 +56,7 @@ pub(super) async fn connect(
     session: u64,
 ) -> Result<(AgentConn, FrameReader, u64), TunnelError> {
     let limit = settings.handshake_timeout;
-    let tcp = tokio::time::timeout(limit, TcpStream::connect(&settings.relay))
-        .await
-        .map_err(|_| TunnelError::Timeout("connecting to the relay"))??;
+    let tcp = settings.proxy.connect(&settings.relay, limit).await?;
     let _ = tcp.set_nodelay(true);
     if let Err(e) = tune_agent_socket(&tcp) {
         log::debug!("tunnel agent: keepalive not set: {e}");

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::settings::{AgentSettings, LocalService};
 use crate::config::{read_token_file, ConfigError, Secret};
 use crate::defaults;
+use crate::proxy::{Proxy, ProxyConfig, ProxyError};
 use crate::tunnel::tls::AgentTls;
 
 /// Every key of the agent's settings file; all optional so flags can fill them in.
@@ -63,6 +64,10 @@ pub struct HostConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// Name to check the relay's certificate against (default: the host part of `relay`).
     pub tls_server_name: Option<String>,
+    /// HTTP proxy to reach the relay through with `CONNECT`,
+    /// `http://[user:password@]host[:port]` (default: `HTTPS_PROXY`, else
+    /// `ALL_PROXY`; `NO_PROXY` exempts relays either way).
+    pub http_proxy: Option<String>,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -120,6 +125,7 @@ impl HostConfig {
             tls: flags.tls.or(self.tls),
             tls_ca_file: flags.tls_ca_file.or(self.tls_ca_file),
             tls_server_name: flags.tls_server_name.or(self.tls_server_name),
+            http_proxy: flags.http_proxy.or(self.http_proxy),
         }
     }
 
@@ -171,8 +177,17 @@ impl HostConfig {
         } else {
             None
         };
+        let proxy = match self.http_proxy {
+            Some(url) => Proxy::new(&ProxyConfig::Url(url), "http_proxy"),
+            None => Proxy::new(&ProxyConfig::Env, "http_proxy"),
+        }
+        .map_err(|e| match e {
+            ProxyError::InvalidUrl { origin, reason } => invalid(&origin, reason),
+            other => invalid("http_proxy", other.to_string()),
+        })?;
         let mut settings = AgentSettings::new(relay, service, token, local);
         settings.tls = tls;
+        settings.proxy = proxy;
         settings.pool = self.pool.unwrap_or(defaults::AGENT_POOL);
         settings.splice = self.splice.unwrap_or(defaults::TUNNEL_SPLICE);
         settings.proxy_protocol = self.proxy_protocol.unwrap_or(false);

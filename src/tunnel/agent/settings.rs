@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::Secret;
 use crate::defaults;
+use crate::proxy::Proxy;
 use crate::tunnel::tls::AgentTls;
 
 /// What the agent serves.
@@ -53,6 +54,10 @@ pub struct AgentSettings {
     pub proxy_protocol: bool,
     /// Connect to the relay over TLS.
     pub tls: Option<AgentTls>,
+    /// How the relay is reached: directly ([`Proxy::direct`], the default
+    /// here) or through an HTTP proxy; `switchboard host` resolves
+    /// `--http-proxy` / `http_proxy`, else `HTTPS_PROXY` and `NO_PROXY`.
+    pub proxy: Proxy,
 }
 
 impl AgentSettings {
@@ -81,6 +86,7 @@ impl AgentSettings {
             splice: defaults::TUNNEL_SPLICE,
             proxy_protocol: false,
             tls: None,
+            proxy: Proxy::direct(),
         }
     }
 }
