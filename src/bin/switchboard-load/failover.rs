@@ -87,6 +87,8 @@ struct Tally {
     /// Registered (on any URL) since the phase started, by client.
     registered: HashMap<usize, (Instant, String)>,
     disconnects: usize,
+    /// When the first and the last `Disconnected` arrived.
+    disconnected: Option<(Instant, Instant)>,
     failed: usize,
 }
 
@@ -98,7 +100,11 @@ impl Tally {
                     .entry(seen.client)
                     .or_insert((seen.at, relay));
             }
-            RelayEvent::Disconnected { .. } => self.disconnects += 1,
+            RelayEvent::Disconnected { .. } => {
+                self.disconnects += 1;
+                let (first, _) = self.disconnected.unwrap_or((seen.at, seen.at));
+                self.disconnected = Some((first, seen.at));
+            }
             RelayEvent::Failed(error) => {
                 self.failed += 1;
                 if self.failed <= 5 {
@@ -271,6 +277,7 @@ async fn kill_and_measure(
     if !status.success() {
         bail!("kill -KILL {} failed: {status}", args.kill_pid);
     }
+    let kill_s = killed_at.elapsed().as_secs_f64();
     let mut tally = Tally::default();
     let moved = |t: &Tally| t.registered.values().filter(|(_, r)| r != url).count();
     collect(rx, &mut tally, killed_at + max, |t| moved(t) >= n).await;
@@ -288,13 +295,17 @@ async fn kill_and_measure(
     let moved_count = moved(&tally);
     let secs = |us: u64| us as f64 / 1e6;
     let last = times.last().copied().unwrap_or(0);
+    let (lost_first, lost_last) = tally.disconnected.map_or((0.0, 0.0), |(a, b)| {
+        let s = |t: Instant| t.duration_since(killed_at).as_secs_f64();
+        (s(a), s(b))
+    });
     println!(
-        "  after SIGKILL: {moved_count} of {n} registered elsewhere; first {:.3} s, p50 {:.3} s, p99 {:.3} s, last {:.3} s; {} disconnect events, {} failed; by URL {per_url:?}",
+        "  after SIGKILL (the kill command took {kill_s:.3} s): {} disconnect events from {lost_first:.3} s to {lost_last:.3} s; {moved_count} of {n} registered elsewhere: first {:.3} s, p50 {:.3} s, p99 {:.3} s, last {:.3} s; {} failed; by URL {per_url:?}",
+        tally.disconnects,
         secs(times.first().copied().unwrap_or(0)),
         secs(percentile(&times, 50.0)),
         secs(percentile(&times, 99.0)),
         secs(last),
-        tally.disconnects,
         tally.failed
     );
     let (listed_after, listed_after_s) = match &args.admin_url {
@@ -302,7 +313,7 @@ async fn kill_and_measure(
         None => (0, 0.0),
     };
     let report = format!(
-        "clients={n} reregistered={moved_count} seconds={:.3} first_s={:.3} p50_s={:.3} p99_s={:.3} disconnects={} failed={} errors={}",
+        "clients={n} reregistered={moved_count} seconds={:.3} first_s={:.3} p50_s={:.3} p99_s={:.3} lost_first_s={lost_first:.3} lost_last_s={lost_last:.3} kill_s={kill_s:.3} disconnects={} failed={} errors={}",
         if moved_count == n { secs(last) } else { max.as_secs_f64() },
         secs(times.first().copied().unwrap_or(0)),
         secs(percentile(&times, 50.0)),
