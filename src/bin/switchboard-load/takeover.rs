@@ -83,7 +83,7 @@ async fn one_takeover(
 ) -> anyhow::Result<(Duration, Duration)> {
     let uuid = Uuid::new_v4();
     let config = ws_config(false);
-    let (ws_a, ws_b) = tokio::try_join!(
+    let (mut ws_a, mut ws_b) = tokio::try_join!(
         connect_registered(
             target,
             None,
@@ -98,7 +98,6 @@ async fn one_takeover(
                 .map_err(|_| anyhow!("connecting B took longer than {:?}", args.connect_timeout))?
         },
     )?;
-    let (mut ws_a, mut ws_b) = (ws_a, ws_b);
     let frame = encode_registration(&RelayRegistration {
         name: "takeover-b".to_owned(),
         uuid,
