@@ -8,16 +8,21 @@
 //! machine-readable line starting with `RESULT`. `scripts/bench relay` runs
 //! all three against both relays. `soak` (relay) and `tunnel-soak` check that
 //! nothing is lost under load and print a `CHECK … PASS|FAIL` line per check;
-//! `scripts/soak` runs both.
+//! `scripts/soak` runs both. For a cluster, `takeover` times a UUID taken
+//! over from one node by another (the old socket's 4004) and `failover` times
+//! N reconnecting clients moving off a node killed with SIGKILL;
+//! `scripts/bench cluster` runs them.
 
 mod checks;
 mod client;
 mod connrate;
+mod failover;
 mod flood;
 mod idle;
 mod latency;
 mod soak;
 mod soak_plan;
+mod takeover;
 mod tunnel_soak;
 mod watch;
 
@@ -131,6 +136,28 @@ enum Command {
         #[arg(long, value_enum, default_value_t = idle::Stage::Registered)]
         stage: idle::Stage,
     },
+    /// Takeover of a fresh UUID, N times: registered on --url, then on
+    /// --peer-url; reports the time from B's registration to A's 4004.
+    Takeover {
+        /// Measured takeovers.
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        /// Unmeasured takeovers done first.
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        /// Longest wait for one takeover, in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        takeover_timeout: f64,
+        /// Longest whole run, in seconds.
+        #[arg(long, default_value_t = 60.0)]
+        max_seconds: f64,
+        /// Relay URL of the second registration (B); default: --url (same-node).
+        #[arg(long)]
+        peer_url: Option<String>,
+    },
+    /// N reconnecting RelayClients on --url; SIGKILL its node; reports the
+    /// time until all registered again on the fallback URLs.
+    Failover(failover::FailoverCli),
     /// N registered clients, F forwards each to K random peers; checks that
     /// none is lost, duplicated or reordered and that the relay's RSS comes back.
     Soak(soak::SoakCli),
@@ -165,6 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return connrate::run(addr, count, warmup, timeout).await;
         }
         Command::EchoServer { listen } => return connrate::echo_server(listen).await,
+        Command::Failover(_) => return bail_failover(),
         Command::TunnelSoak(args) => return tunnel_soak::run(&args).await,
         _ => {}
     }
@@ -229,12 +257,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             idle::run(&target, &args).await
         }
-        Command::Connrate { .. } | Command::EchoServer { .. } | Command::TunnelSoak(_) => Ok(()),
+        Command::Takeover {
+            count,
+            warmup,
+            takeover_timeout,
+            max_seconds,
+            peer_url,
+        } => {
+            let peer = peer_target(&target, peer_url.as_deref()).await?;
+            let args = takeover::TakeoverArgs {
+                count,
+                warmup,
+                takeover_timeout: seconds("--takeover-timeout", takeover_timeout)?,
+                max_duration: seconds("--max-seconds", max_seconds)?,
+                connect_timeout,
+            };
+            takeover::run(&target, &peer, &args).await
+        }
+        Command::Connrate { .. }
+        | Command::EchoServer { .. }
+        | Command::TunnelSoak(_)
+        | Command::Failover(_) => Ok(()),
+    }
+}
+
+/// `failover` runs on an actix system of its own, never inside `run`.
+fn bail_failover() -> anyhow::Result<()> {
+    anyhow::bail!("internal error: failover must not run on the tokio runtime")
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("switchboard-load: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Failover(args) = &cli.command {
+        return report(failover::run(&cli.url, args));
+    }
     let runtime = match cli.threads {
         0 => {
             eprintln!("switchboard-load: --threads must be at least 1");
@@ -258,11 +324,5 @@ fn main() -> ExitCode {
     let result = runtime.block_on(run(cli));
     // Do not wait for tasks stuck on a dead relay.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("switchboard-load: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report(result)
 }
