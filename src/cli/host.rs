@@ -12,7 +12,8 @@ use switchboard::tunnel::agent::host_config::HostConfig;
 /// Arguments of `switchboard host` (each overrides the same key of `--config`).
 #[derive(Args, Debug)]
 pub struct HostArgs {
-    /// TOML settings file (see config/host/agent.toml).
+    /// TOML settings file (see config/host/agent.toml; several services as
+    /// [[services]] tables, config/host/services.toml).
     #[arg(long, short = 'c', value_name = "PATH")]
     config: Option<PathBuf>,
     /// The relay's agents listener (its `tunnel.host`:`tunnel.port`); repeat
@@ -100,9 +101,10 @@ pub fn run(args: HostArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        // One agent per relay node; a fatal refusal from any of them (a bad
-        // token, a TLS mismatch: the same settings go to every node) stops
-        // them all. A node that is down is only retried by its agent.
+        // One agent per service and relay node. A fatal refusal (a bad
+        // token, an unknown service, a TLS mismatch) ends that agent only:
+        // the others keep serving, and the process exits 1 with the first
+        // reason once none is left. A node that is down is only retried.
         let cancel = tokio_util::sync::CancellationToken::new();
         let mut agents = tokio::task::JoinSet::new();
         for one in settings {
@@ -116,11 +118,29 @@ pub fn run(args: HostArgs) -> ExitCode {
                 Err(panicked) => Some(format!("an agent task failed: {panicked}")),
             };
         let mut first_error = None;
-        tokio::select! {
-            Some(ended) = agents.join_next() => first_error = failure(ended),
-            signal = wait_signal() => {
-                if let Ok(signal) = signal {
-                    log::info!("received {signal}; stopping the agent");
+        let signal = wait_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                ended = agents.join_next() => match ended {
+                    Some(ended) => {
+                        if let Some(error) = failure(ended) {
+                            if !agents.is_empty() {
+                                log::error!(
+                                    "switchboard host: {error}; {} other agent(s) keep serving",
+                                    agents.len()
+                                );
+                            }
+                            first_error.get_or_insert(error);
+                        }
+                    }
+                    None => break,
+                },
+                signal = &mut signal => {
+                    if let Ok(signal) = signal {
+                        log::info!("received {signal}; stopping the agent");
+                    }
+                    break;
                 }
             }
         }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::services::{self, ServiceConfig};
 use super::settings::{AgentSettings, LocalService};
 use crate::config::{read_token_file, ConfigError, Secret};
 use crate::defaults;
@@ -68,6 +69,9 @@ pub struct HostConfig {
     /// `http://[user:password@]host[:port]` (default: `HTTPS_PROXY`, else
     /// `ALL_PROXY`; `NO_PROXY` exempts relays either way).
     pub http_proxy: Option<String>,
+    /// Several services (`[[services]]`, see [`super::services`]) instead of
+    /// `service` and its keys.
+    pub services: Option<Vec<ServiceConfig>>,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -126,29 +130,39 @@ impl HostConfig {
             tls_ca_file: flags.tls_ca_file.or(self.tls_ca_file),
             tls_server_name: flags.tls_server_name.or(self.tls_server_name),
             http_proxy: flags.http_proxy.or(self.http_proxy),
+            services: flags.services.or(self.services),
         }
     }
 
-    /// Validates and fills in defaults: one agent per relay node (`relay`,
-    /// then `more_relays`; a node named twice is refused), all serving the
-    /// same service.
+    /// Validates and fills in defaults: one agent per service (the
+    /// one-service keys, or each `[[services]]` entry) and relay node
+    /// (`relay`, then `more_relays`; a node named twice is refused), in that
+    /// order: every relay of the first service, then of the next.
     pub fn into_agents(self) -> Result<Vec<AgentSettings>, ConfigError> {
         let mut relays: Vec<String> = self.relay.iter().cloned().collect();
         relays.extend(self.more_relays.iter().flatten().cloned());
         if relays.is_empty() {
             return Err(invalid("relay", "is required"));
         }
-        let mut agents = Vec::with_capacity(relays.len());
         for (index, relay) in relays.iter().enumerate() {
             if relays[..index].contains(relay) {
                 return Err(invalid("relay", format!("{relay} is given twice")));
             }
-            let one = HostConfig {
-                relay: Some(relay.clone()),
-                more_relays: None,
-                ..self.clone()
-            };
-            agents.push(one.into_settings()?);
+        }
+        let services = expand(self)?;
+        let mut agents = Vec::with_capacity(relays.len() * services.len());
+        for (entry, service) in services {
+            for relay in &relays {
+                let one = HostConfig {
+                    relay: Some(relay.clone()),
+                    more_relays: None,
+                    ..service.clone()
+                };
+                agents.push(
+                    one.into_settings()
+                        .map_err(|e| services::in_entry(entry, e))?,
+                );
+            }
         }
         Ok(agents)
     }
@@ -224,6 +238,52 @@ impl HostConfig {
     }
 }
 
+/// The one-service configurations `config` stands for: itself without
+/// `[[services]]`, else one per entry (its index kept for messages), the
+/// shared keys copied in. A per-service key at the top level beside
+/// `[[services]]` is refused, naming it.
+fn expand(config: HostConfig) -> Result<Vec<(Option<usize>, HostConfig)>, ConfigError> {
+    let Some(entries) = config.services.clone() else {
+        return Ok(vec![(None, config)]);
+    };
+    let top_level = [
+        config.service.is_some(),
+        config.token.is_some(),
+        config.token_file.is_some(),
+        config.local.is_some(),
+        config.echo.is_some(),
+        config.pool.is_some(),
+        config.proxy_protocol.is_some(),
+    ];
+    if let Some(index) = top_level.iter().position(|set| *set) {
+        return Err(invalid(
+            services::PER_SERVICE[index],
+            "belongs in each [[services]] entry when [[services]] is given \
+             (the --service, --token-file, --local, --echo, --pool and --proxy-protocol \
+             flags are for the one-service form)",
+        ));
+    }
+    services::check(&entries)?;
+    Ok(entries
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let one = HostConfig {
+                services: None,
+                service: entry.name,
+                token: entry.token,
+                token_file: entry.token_file,
+                local: entry.local,
+                echo: entry.echo,
+                pool: entry.pool,
+                proxy_protocol: entry.proxy_protocol,
+                ..config.clone()
+            };
+            (Some(index), one)
+        })
+        .collect())
+}
+
 /// The token: exactly one of an inline token and a token file.
 fn token(token: Option<Secret>, file: Option<PathBuf>) -> Result<Secret, ConfigError> {
     match (token, file) {
@@ -266,183 +326,5 @@ fn toml_deserializer(text: &str) -> Result<config::Config, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn valid() -> HostConfig {
-        HostConfig {
-            relay: Some("127.0.0.1:7000".into()),
-            service: Some("web".into()),
-            token: Some(Secret::new("t0ken")),
-            local: Some("127.0.0.1:8080".into()),
-            ..HostConfig::default()
-        }
-    }
-
-    fn refused(config: HostConfig) -> String {
-        match config.into_settings() {
-            Err(ConfigError::Invalid { key, .. }) => key,
-            other => panic!("expected an invalid key, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn an_array_index_key_is_refused_before_any_array_grows() {
-        // The config crate would grow an array `relay` to 10^12 values.
-        let text = "\"relay[999999999999]\" = 1\n";
-        match HostConfig::parse(text) {
-            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "relay[999999999999]"),
-            other => panic!("expected the key named, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn one_agent_per_relay_node_and_flags_replace_the_files_nodes() {
-        let text =
-            "relay = \"10.0.0.1:7000\"\nmore_relays = [\"10.0.0.2:7000\", \"10.0.0.3:7000\"]\n\
-                    service = \"web\"\ntoken = \"t0ken\"\nlocal = \"127.0.0.1:8080\"\n";
-        let file = HostConfig::parse(text).unwrap();
-        let relays = |agents: Vec<AgentSettings>| -> Vec<String> {
-            agents.into_iter().map(|a| a.relay).collect()
-        };
-        assert_eq!(
-            relays(file.clone().into_agents().unwrap()),
-            ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]
-        );
-        let flags = HostConfig {
-            relay: Some("10.0.0.9:7000".into()),
-            ..HostConfig::default()
-        };
-        assert_eq!(
-            relays(file.merge(flags).into_agents().unwrap()),
-            ["10.0.0.9:7000"]
-        );
-        let twice = HostConfig {
-            more_relays: Some(vec!["127.0.0.1:7000".into()]),
-            ..valid()
-        };
-        assert!(matches!(
-            twice.into_agents(),
-            Err(ConfigError::Invalid { key, .. }) if key == "relay"
-        ));
-    }
-
-    #[test]
-    fn a_complete_config_fills_in_defaults() {
-        let s = valid().into_settings().unwrap();
-        assert_eq!(s.pool, defaults::AGENT_POOL);
-        assert_eq!(s.local, LocalService::Addr("127.0.0.1:8080".into()));
-        assert!(s.tls.is_none() && !s.proxy_protocol);
-    }
-
-    #[test]
-    fn each_bad_key_is_named() {
-        let cases: Vec<(&str, HostConfig)> = vec![
-            (
-                "relay",
-                HostConfig {
-                    relay: None,
-                    ..valid()
-                },
-            ),
-            (
-                "service",
-                HostConfig {
-                    service: Some("a b".into()),
-                    ..valid()
-                },
-            ),
-            (
-                "token",
-                HostConfig {
-                    token_file: Some("/x".into()),
-                    ..valid()
-                },
-            ),
-            (
-                "token_file",
-                HostConfig {
-                    token: None,
-                    ..valid()
-                },
-            ),
-            (
-                "token_file",
-                HostConfig {
-                    token: Some(Secret::new("")),
-                    ..valid()
-                },
-            ),
-            (
-                "local",
-                HostConfig {
-                    local: Some("nowhere".into()),
-                    ..valid()
-                },
-            ),
-            (
-                "local",
-                HostConfig {
-                    echo: Some(true),
-                    ..valid()
-                },
-            ),
-            (
-                "local",
-                HostConfig {
-                    local: None,
-                    ..valid()
-                },
-            ),
-            (
-                "pool",
-                HostConfig {
-                    pool: Some(0),
-                    ..valid()
-                },
-            ),
-            (
-                "proxy_protocol",
-                HostConfig {
-                    local: None,
-                    echo: Some(true),
-                    proxy_protocol: Some(true),
-                    ..valid()
-                },
-            ),
-            (
-                "heartbeat_timeout_ms",
-                HostConfig {
-                    heartbeat_interval_ms: Some(100),
-                    heartbeat_timeout_ms: Some(100),
-                    ..valid()
-                },
-            ),
-            (
-                "backoff_max_ms",
-                HostConfig {
-                    backoff_min_ms: Some(0),
-                    ..valid()
-                },
-            ),
-            (
-                "backoff_max_ms",
-                HostConfig {
-                    backoff_min_ms: Some(50),
-                    backoff_max_ms: Some(10),
-                    ..valid()
-                },
-            ),
-            (
-                "tls_ca_file",
-                HostConfig {
-                    tls_ca_file: Some("/no/such/ca.pem".into()),
-                    ..valid()
-                },
-            ),
-        ];
-        for (key, config) in cases {
-            assert_eq!(refused(config.clone()), key, "{config:?}");
-        }
-    }
-}
+#[path = "host_config_tests.rs"]
+mod tests;

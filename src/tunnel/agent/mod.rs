@@ -22,12 +22,15 @@
 //! - `connect`: one connection's handshake with the relay, and the backoff.
 //! - `settings`: [`AgentSettings`], [`LocalService`], [`AgentStats`].
 //! - [`host_config`]: the agent's settings file, merged with command-line flags.
+//! - [`services`]: its `[[services]]` tables, one agent per service and relay
+//!   (`switchboard host` runs them all in one process).
 //!
 //! Imports run one way: this file → `pool` → `connect` → `settings`.
 
 mod connect;
 pub mod host_config;
 mod pool;
+pub mod services;
 mod settings;
 
 pub use connect::Backoff;
@@ -134,21 +137,34 @@ pub async fn run(
                 return Err(AgentError::Rejected { code, reason });
             }
             Err(TunnelError::Tls(mismatch)) => {
-                log::error!("tunnel agent: relay {}: {mismatch}", settings.relay);
+                log::error!(
+                    "tunnel agent {:?}: relay {}: {mismatch}",
+                    settings.service,
+                    settings.relay
+                );
                 return Err(AgentError::TlsMismatch(mismatch));
             }
             Err(e @ TunnelError::UntrustedRelay(_)) => {
-                log::error!("tunnel agent: relay {}: {e}", settings.relay);
+                log::error!(
+                    "tunnel agent {:?}: relay {}: {e}",
+                    settings.service,
+                    settings.relay
+                );
                 return Err(AgentError::UntrustedRelay(e));
             }
-            Err(e) => log::warn!("tunnel agent: relay {}: {e}", settings.relay),
+            Err(e) => log::warn!(
+                "tunnel agent {:?}: relay {}: {e}",
+                settings.service,
+                settings.relay
+            ),
         }
         if began.elapsed() >= settings.backoff_reset {
             backoff.reset();
         }
         let delay = backoff.next_delay();
         log::info!(
-            "tunnel agent: reconnecting to {} in {delay:?}",
+            "tunnel agent {:?}: reconnecting to {} in {delay:?}",
+            settings.service,
             settings.relay
         );
         tokio::select! {
