@@ -240,5 +240,20 @@ fn open_client(settings: &ClusterSettings) -> Result<redis::Client, ClusterError
     }
     let tcp = info.tcp_settings().clone().set_nodelay(true);
     info = info.set_tcp_settings(tcp);
-    redis::Client::open(info).map_err(|e| config(format!("Redis client: {e}")))
+    let tls = settings.load_tls().map_err(|e| config(e.to_string()))?;
+    let client = match tls {
+        // `rediss://` with its own CA or a client certificate.
+        Some(tls) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: tls.client.map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert,
+                    client_key: key.expose().as_bytes().to_vec(),
+                }),
+                root_cert: tls.ca,
+            },
+        ),
+        None => redis::Client::open(info),
+    };
+    client.map_err(|e| config(format!("Redis client: {e}")))
 }

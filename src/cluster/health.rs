@@ -62,9 +62,12 @@ pub(crate) struct Health {
     node: String,
 }
 
+/// The reason of the state a node starts in, until its first heartbeat.
+const CONNECTING: &str = "connecting to Redis";
+
 impl Health {
     pub fn new(node: &str, metrics: Arc<ClusterMetrics>) -> Self {
-        let reason = "connecting to Redis".to_owned();
+        let reason = CONNECTING.to_owned();
         metrics.set_degraded(true);
         Health {
             parts: Mutex::new(Parts {
@@ -189,7 +192,13 @@ impl Health {
                 if *old == reason {
                     return false;
                 }
-                log::info!("cluster node {}: still degraded: {reason}", self.node);
+                if old == CONNECTING {
+                    // The first attempt failed: say why at once (a wrong
+                    // address, password or CA shows here).
+                    log::warn!("cluster node {}: cannot reach Redis: {reason}", self.node);
+                } else {
+                    log::info!("cluster node {}: still degraded: {reason}", self.node);
+                }
                 *state = ClusterState::Degraded {
                     since: *since,
                     reason,
