@@ -10,14 +10,14 @@ use redis::IntoConnectionInfo;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::envelope::{encode, envelope_limit, Envelope};
+use super::envelope::{encode, encode_unaddressed, envelope_limit, Envelope};
 use super::health::{ClusterState, Health};
 use super::heartbeat::{self, Reasserted};
 use super::metrics::ClusterMetrics;
-use super::publisher::{self, Outgoing};
+use super::publisher::{self, Outgoing, Target};
 use super::scripts::{Keys, Scripts};
 use super::shared::{millis, Shared, Timing};
-use super::{subscriber, ClusterError, Inbox, RegistrationSource};
+use super::{subscriber, ClusterError, Inbox, RegistrationSource, Routed};
 use crate::config::{valid_key_prefix, valid_node_id, ClusterSettings};
 use crate::defaults;
 
@@ -173,37 +173,69 @@ impl Cluster {
         node: &str,
         envelope: &Envelope,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send + 'static {
-        let queued = self.enqueue(node, envelope);
+        let queued = encode(node, envelope, self.shared.limit)
+            .map_err(ClusterError::from)
+            .and_then(|payload| self.enqueue(Target::Node(node.to_owned(), payload)));
+        let outcome = self.outcome(queued);
+        async move { outcome.await.map(|_| ()) }
+    }
+
+    /// Sends a forward (an [`Envelope::Forward`]) to the node holding its
+    /// target, in one round trip: one script finds the target's record,
+    /// checks that its node is alive and that it belongs to the envelope's
+    /// user, and publishes there. Queued at the call, in order with
+    /// [`Cluster::forward`]s, like them.
+    ///
+    /// `Ok` says what the script found ([`Routed::Sent`] only if the
+    /// node's subscription received it); errors as for [`Cluster::forward`].
+    pub fn route(
+        &self,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Result<Routed, ClusterError>> + Send + 'static {
+        let queued = match envelope {
+            Envelope::Forward { to, user, .. } => encode_unaddressed(envelope, self.shared.limit)
+                .map_err(ClusterError::from)
+                .and_then(|unaddressed| {
+                    self.enqueue(Target::Peer {
+                        peer: *to,
+                        user: user.clone(),
+                        envelope: unaddressed,
+                    })
+                }),
+            _ => Err(ClusterError::BadData("only a forward is routed".into())),
+        };
+        self.outcome(queued)
+    }
+
+    /// The outcome of a queued envelope, counted.
+    fn outcome(
+        &self,
+        queued: Result<oneshot::Receiver<Result<Routed, ClusterError>>, ClusterError>,
+    ) -> impl Future<Output = Result<Routed, ClusterError>> + Send + 'static {
         let metrics = self.shared.metrics.clone();
         async move {
             let result = match queued {
                 Ok(done) => done.await.unwrap_or(Err(ClusterError::Stopped)),
                 Err(e) => Err(e),
             };
-            let counter = match result {
-                Ok(()) => &metrics.forwards_out,
-                Err(_) => &metrics.forwards_out_failed,
-            };
-            ClusterMetrics::inc(counter);
+            match &result {
+                Ok(Routed::Sent { .. }) => ClusterMetrics::inc(&metrics.forwards_out),
+                Ok(_) => {}
+                Err(_) => ClusterMetrics::inc(&metrics.forwards_out_failed),
+            }
             result
         }
     }
 
     fn enqueue(
         &self,
-        node: &str,
-        envelope: &Envelope,
-    ) -> Result<oneshot::Receiver<Result<(), ClusterError>>, ClusterError> {
+        target: Target,
+    ) -> Result<oneshot::Receiver<Result<Routed, ClusterError>>, ClusterError> {
         if !self.shared.health.link_up() {
             return Err(ClusterError::Unavailable);
         }
-        let payload = encode(node, envelope, self.shared.limit)?;
         let (done, outcome) = oneshot::channel();
-        let outgoing = Outgoing {
-            node: node.to_owned(),
-            payload,
-            done,
-        };
+        let outgoing = Outgoing { target, done };
         self.outgoing.try_send(outgoing).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ClusterError::Busy,
             mpsc::error::TrySendError::Closed(_) => ClusterError::Stopped,

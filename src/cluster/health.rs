@@ -10,7 +10,7 @@
 //! The node is [`ClusterState::Up`] when all three are, else degraded with
 //! the first reason.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -57,6 +57,9 @@ impl Parts {
 pub(crate) struct Health {
     parts: Mutex<Parts>,
     link_up: AtomicBool,
+    /// Link failures so far: a change means the connection (and perhaps
+    /// Redis, with its script cache) may be new.
+    link_failures: AtomicU64,
     tx: watch::Sender<ClusterState>,
     metrics: Arc<ClusterMetrics>,
     node: String,
@@ -77,6 +80,7 @@ impl Health {
                 reassert_done: 0,
             }),
             link_up: AtomicBool::new(false),
+            link_failures: AtomicU64::new(0),
             tx: watch::Sender::new(ClusterState::Degraded {
                 since: Instant::now(),
                 reason,
@@ -109,6 +113,11 @@ impl Health {
         self.lock().reassert_wanted
     }
 
+    /// How many times the link failed so far.
+    pub fn link_failures(&self) -> u64 {
+        self.link_failures.load(Ordering::Acquire)
+    }
+
     pub fn link_ok(&self) {
         self.link_up.store(true, Ordering::Release);
         self.update(|p| p.link = None);
@@ -117,6 +126,7 @@ impl Health {
     /// A command failed for want of a connection: registrations written
     /// meanwhile may be missing, so they are re-asserted once it is back.
     pub fn link_failed(&self, reason: String) {
+        self.link_failures.fetch_add(1, Ordering::AcqRel);
         self.link_up.store(false, Ordering::Release);
         self.update(|p| {
             if p.link.is_none() {

@@ -86,6 +86,23 @@ if redis.call('EXISTS', ARGV[1] .. 'node:' .. r[1] .. ':alive') == 0 then return
 return {r[1], r[2] or '', r[3] or ''}
 ";
 
+/// Forward: KEYS[1] the target's record; ARGV prefix, this node, the
+/// sender's user, the envelope's head and tail (the holder's node goes in
+/// between). Returns `{outcome, node}`: `unknown` (no record, or this
+/// node's), `dead`, `other_user`, `not_delivered` (nobody subscribed) or `sent`.
+const FORWARD: &str = r"
+local prefix = ARGV[1]
+local r = redis.call('HMGET', KEYS[1], 'node', 'user')
+local node = r[1]
+if not node or node == ARGV[2] then return {'unknown', ''} end
+if redis.call('EXISTS', prefix .. 'node:' .. node .. ':alive') == 0 then return {'dead', node} end
+if r[2] ~= ARGV[3] then return {'other_user', node} end
+if redis.call('PUBLISH', prefix .. 'node:' .. node, ARGV[4] .. node .. ARGV[5]) == 0 then
+  return {'not_delivered', node}
+end
+return {'sent', node}
+";
+
 /// Alive nodes: KEYS[1] the nodes set; ARGV prefix.
 const ALIVE_NODES: &str = r"
 local alive = {}
@@ -171,6 +188,7 @@ pub(crate) struct Scripts {
     pub register: Script,
     pub unregister: Script,
     pub lookup: Script,
+    pub forward: Script,
     pub alive_nodes: Script,
     pub reap: Script,
     pub reassert: Script,
@@ -183,6 +201,7 @@ impl Scripts {
             register: Script::new(REGISTER),
             unregister: Script::new(UNREGISTER),
             lookup: Script::new(LOOKUP),
+            forward: Script::new(FORWARD),
             alive_nodes: Script::new(ALIVE_NODES),
             reap: Script::new(REAP),
             reassert: Script::new(REASSERT),
