@@ -137,25 +137,30 @@ impl Cluster {
         self.shared.metrics.clone()
     }
 
-    /// Stops the engine's tasks and deletes this node's liveness key, so
-    /// the others stop finding its registrations at once (and clean them up).
+    /// Stops the engine's tasks and leaves the cluster in one script: the
+    /// node's liveness key, the records still naming it, its set of
+    /// clients and its id in `{p}nodes` are deleted, so the others stop
+    /// finding its registrations at once and nothing is left to reap.
     pub async fn shutdown(&self) {
         self.shared.cancel.cancel();
-        let mut conn = self.shared.conn.clone();
-        let alive = self.shared.keys.alive(&self.shared.keys.node);
-        let deleted = self
-            .shared
-            .command(
-                "shutdown",
-                redis::cmd("DEL").arg(&alive).exec_async(&mut conn),
-            )
+        let s = &self.shared;
+        let mut invocation = s.scripts.leave.key(s.keys.nodes());
+        invocation.arg(&s.keys.prefix).arg(&s.keys.node);
+        let mut conn = s.conn.clone();
+        let left = s
+            .command("shutdown", invocation.invoke_async::<u64>(&mut conn))
             .await;
-        if let Err(e) = deleted {
-            log::warn!(
-                "cluster node {}: liveness key not deleted at shutdown ({e}); it lapses in {} ms",
-                self.shared.keys.node,
-                millis(self.shared.timing.node_ttl)
-            );
+        match left {
+            Ok(0) => log::info!("cluster node {}: left the cluster", s.keys.node),
+            Ok(n) => log::info!(
+                "cluster node {}: left the cluster, deleting {n} registrations still held",
+                s.keys.node
+            ),
+            Err(e) => log::warn!(
+                "cluster node {}: could not leave the cluster ({e}); its liveness key lapses in {} ms and the others clean up",
+                s.keys.node,
+                millis(s.timing.node_ttl)
+            ),
         }
     }
 

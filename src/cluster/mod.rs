@@ -18,9 +18,10 @@
 //! - `{p}node:{id}:clients`: a set of the UUIDs registered on that node
 //!   (for listing the cluster's clients and for cleaning up after it).
 //! - `{p}nodes`: a set of node ids, alive or not, so nodes can be listed
-//!   without scanning the keyspace; a node whose liveness lapsed is removed
-//!   by the others (with its records, a batch per heartbeat) once its set
-//!   is empty.
+//!   without scanning the keyspace; a node that stops removes itself (with
+//!   what is left of its records); one whose liveness lapsed is removed by
+//!   the others (with its records, a batch per heartbeat) once its set is
+//!   empty.
 //! - channel `{p}node:{id}`: messages to that node, in [`envelope`]s.
 //!
 //! # Operations

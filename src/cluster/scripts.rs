@@ -103,6 +103,26 @@ end
 return {'sent', node}
 ";
 
+/// Leave: KEYS[1] the nodes set; ARGV prefix, node. A node that stops:
+/// deletes its liveness key, the records that still name it, its set, and
+/// its id from the nodes set. Returns the records deleted.
+const LEAVE: &str = r"
+local prefix, node = ARGV[1], ARGV[2]
+local set = prefix .. 'node:' .. node .. ':clients'
+local deleted = 0
+redis.call('DEL', prefix .. 'node:' .. node .. ':alive')
+for _, u in ipairs(redis.call('SMEMBERS', set)) do
+  local reg = prefix .. 'reg:' .. u
+  if redis.call('HGET', reg, 'node') == node then
+    redis.call('DEL', reg)
+    deleted = deleted + 1
+  end
+end
+redis.call('DEL', set)
+redis.call('SREM', KEYS[1], node)
+return deleted
+";
+
 /// Alive nodes: KEYS[1] the nodes set; ARGV prefix.
 const ALIVE_NODES: &str = r"
 local alive = {}
@@ -189,6 +209,7 @@ pub(crate) struct Scripts {
     pub unregister: Script,
     pub lookup: Script,
     pub forward: Script,
+    pub leave: Script,
     pub alive_nodes: Script,
     pub reap: Script,
     pub reassert: Script,
@@ -202,6 +223,7 @@ impl Scripts {
             unregister: Script::new(UNREGISTER),
             lookup: Script::new(LOOKUP),
             forward: Script::new(FORWARD),
+            leave: Script::new(LEAVE),
             alive_nodes: Script::new(ALIVE_NODES),
             reap: Script::new(REAP),
             reassert: Script::new(REASSERT),
