@@ -31,7 +31,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::messages::{ClusterDelivery, LocalRegistrations, ToSession, User};
+use super::messages::{ClusterDelivery, Counts, LocalRegistrations, ToSession, User};
 use super::state::ServerState;
 use crate::admin::metrics::Metrics;
 use crate::cluster::{Cluster, Envelope, Holder, Inbox, RegistrationSource, Routed};
@@ -128,12 +128,30 @@ pub fn attach(state: &Arc<ServerState>, cluster: Cluster, inbox: Inbox) -> bool 
     }
     tokio::spawn(run_remote(cluster.clone(), state.metrics.clone(), rx));
     tokio::spawn(pump_inbox(Arc::downgrade(state), inbox));
-    tokio::spawn(async move {
-        if let Err(e) = cluster.reassert().await {
-            log::warn!("cluster: registrations made before the engine started not re-asserted yet ({e}); the engine retries");
-        }
-    });
+    tokio::spawn(reassert_at_attach(Arc::downgrade(state), cluster));
     true
+}
+
+/// Re-asserts the registrations made before the engine was attached; when
+/// Redis cannot be reached, says so only if there are some (the engine
+/// re-asserts them by itself once Redis answers: nothing is lost, so not a
+/// warning; Redis being away is logged by the engine).
+async fn reassert_at_attach(state: Weak<ServerState>, cluster: Cluster) {
+    let Err(e) = cluster.reassert().await else {
+        return;
+    };
+    let registry = state.upgrade().and_then(|s| s.registry.get());
+    let held = match registry {
+        Some(registry) => registry.send(Counts).await.map_or(0, |c| c.registered),
+        None => 0,
+    };
+    if held > 0 {
+        log::info!(
+            "cluster: {held} registrations made before the engine started are re-asserted once Redis answers ({e})"
+        );
+    } else {
+        log::debug!("cluster: nothing to re-assert at start ({e})");
+    }
 }
 
 /// Hands every delivery from other nodes to the registry, in order.
