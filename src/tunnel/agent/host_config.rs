@@ -124,8 +124,8 @@ impl HostConfig {
     }
 
     /// Validates and fills in defaults: one agent per relay node (`relay`,
-    /// then `more_relays`; a node named twice is refused), all serving the
-    /// same service.
+    /// then `more_relays`; each `HOST:PORT`, and a node named twice, in any
+    /// spelling of the same address, is refused), all serving the same service.
     pub fn into_agents(self) -> Result<Vec<AgentSettings>, ConfigError> {
         let mut relays: Vec<String> = self.relay.iter().cloned().collect();
         relays.extend(self.more_relays.iter().flatten().cloned());
@@ -133,10 +133,16 @@ impl HostConfig {
             return Err(invalid("relay", "is required"));
         }
         let mut agents = Vec::with_capacity(relays.len());
-        for (index, relay) in relays.iter().enumerate() {
-            if relays[..index].contains(relay) {
-                return Err(invalid("relay", format!("{relay} is given twice")));
+        let mut seen = Vec::with_capacity(relays.len());
+        for relay in &relays {
+            let node = relay_node(relay).map_err(|m| invalid("relay", m))?;
+            if let Some(i) = seen.iter().position(|n| *n == node) {
+                return Err(invalid(
+                    "relay",
+                    format!("{relay} is given twice (as {})", relays[i]),
+                ));
             }
+            seen.push(node);
             let one = HostConfig {
                 relay: Some(relay.clone()),
                 more_relays: None,
@@ -241,6 +247,40 @@ fn tls(
     AgentTls::new(ca_file, name).map_err(|m| invalid("tls_ca_file", m))
 }
 
+/// A relay address as a node: `(host, port)` from `HOST:PORT` or
+/// `[IPv6]:PORT` (the forms a TCP connect takes), with the host lowercased
+/// (and without a final `.`) or an IP address in its canonical form, and
+/// the port as a number; so `Relay.example:07000` and `relay.example:7000`,
+/// or `[::1]:7000` and `[0:0::1]:7000`, are one node. Different names of
+/// one machine (`localhost`, `127.0.0.1`) stay different: nothing is resolved.
+fn relay_node(relay: &str) -> Result<(String, u16), String> {
+    let form = || format!("{relay:?} is not HOST:PORT or [IPv6]:PORT");
+    let (host, port) = match relay.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, port) = rest.split_once("]:").ok_or_else(form)?;
+            let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| form())?;
+            (ip.to_string(), port)
+        }
+        None => {
+            let (host, port) = relay.rsplit_once(':').ok_or_else(form)?;
+            let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
+            if host.is_empty() || !host.bytes().all(valid) {
+                return Err(form());
+            }
+            let host = match host.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => host.trim_end_matches('.').to_ascii_lowercase(),
+            };
+            (host, port)
+        }
+    };
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    match port.parse::<u16>() {
+        Ok(port) if digits && port > 0 => Ok((host, port)),
+        _ => Err(format!("{relay:?} has no port in 1-65535")),
+    }
+}
+
 fn toml_deserializer(text: &str) -> Result<config::Config, ConfigError> {
     let file = config::File::from_str(text, config::FileFormat::Toml);
     crate::config::check_keys(&file)?;
@@ -310,6 +350,58 @@ mod tests {
             twice.into_agents(),
             Err(ConfigError::Invalid { key, .. }) if key == "relay"
         ));
+    }
+
+    #[test]
+    fn one_node_in_two_spellings_is_given_twice() {
+        let agents = |first: &str, second: &str| HostConfig {
+            relay: Some(first.into()),
+            more_relays: Some(vec![second.into()]),
+            ..valid()
+        };
+        for (first, second) in [
+            ("relay.example:7000", "RELAY.Example:7000"),
+            ("relay.example:7000", "relay.example.:7000"),
+            ("127.0.0.1:7000", "127.0.0.1:07000"),
+            ("[::1]:7000", "[0:0:0:0:0:0:0:1]:7000"),
+            ("[2001:db8::1]:7000", "[2001:DB8:0::1]:7000"),
+        ] {
+            match agents(first, second).into_agents() {
+                Err(ConfigError::Invalid { key, message }) => {
+                    assert_eq!(key, "relay");
+                    assert!(message.contains("twice"), "{message}");
+                }
+                other => panic!("{first} and {second} both accepted: {other:?}"),
+            }
+        }
+        // Different addresses, or names not resolved, stay two nodes.
+        for (first, second) in [
+            ("127.0.0.1:7000", "localhost:7000"),
+            ("127.0.0.1:7000", "127.0.0.1:7001"),
+            ("[::1]:7000", "127.0.0.1:7000"),
+        ] {
+            assert_eq!(agents(first, second).into_agents().unwrap().len(), 2);
+        }
+        // What a TCP connect would not take is refused now, naming the key.
+        for bad in [
+            "127.0.0.1:7000/",
+            "127.0.0.1",
+            "relay.example:0",
+            "relay.example:70000",
+            "::1:7000",
+            "tcp://relay.example:7000",
+            ":7000",
+            "relay.example:+7000",
+        ] {
+            let one = HostConfig {
+                relay: Some(bad.into()),
+                ..valid()
+            };
+            assert!(
+                matches!(one.into_agents(), Err(ConfigError::Invalid { key, .. }) if key == "relay"),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[test]
