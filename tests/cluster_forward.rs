@@ -1,4 +1,4 @@
-//! Proves a forward to a peer on another node is one round trip to Redis, and that the receiving node applies the one-node user rule itself: the engine's forward script reports sent / unknown / dead node / other user as the relay needs for its echo, a node's cross-node forward issues exactly one command to Redis (seen with `MONITOR`), and an envelope published on a node's channel that names another user than the target peer's is not delivered while one naming the right user is.
+//! Proves a forward to a peer on another node is one round trip to Redis, and that the receiving node applies the one-node user rule itself: the engine's forward script reports sent / unknown / dead node / other user as the relay needs for its echo, a node's cross-node forward issues exactly one command to Redis (seen with `MONITOR`), a node whose script Redis forgot loads it again after one failed forward, and an envelope published on a node's channel that names another user than the target peer's is not delivered while one naming the right user is.
 //!
 //! Real redis-server on a free 127.0.0.1 port (tests/cluster_common);
 //! without it the tests fail saying so, unless SWITCHBOARD_SKIP_REDIS=1.
@@ -177,6 +177,19 @@ async fn a_cross_node_forward_is_one_command_to_redis() {
         .collect();
     assert_eq!(sent.len(), 1, "{sent:#?}");
     assert!(sent[0].contains("\"EVALSHA\""), "{}", sent[0]);
+    // Redis forgets its scripts (as after a restart the node did not see):
+    // the next forward fails (the error echo) and loads the script again;
+    // the one after is delivered.
+    assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+    send(&mut a, frame.clone()).await;
+    let unknown = format!(
+        "Cannot forward peer connection message to peer {UUID_B} because this peer is not registered this relay server."
+    );
+    let echoed = recv_text(&mut a).await;
+    assert!(echoed.contains(&unknown), "{echoed}");
+    let again = offer(UUID_A, UUID_B, "answer");
+    send(&mut a, again.clone()).await;
+    assert_eq!(recv_text(&mut b).await, again);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
