@@ -4,8 +4,9 @@
 //! The task takes what is queued (up to [`defaults::CLUSTER_PUBLISH_BATCH`]
 //! envelopes or [`defaults::CLUSTER_PUBLISH_BATCH_BYTES`]) and sends it as
 //! one pipeline: a `PUBLISH` for an envelope to a known node, the forward
-//! script (look up, check, publish: see [`super::scripts`]) for one to a
-//! peer wherever it is. While Redis answers one batch the next gathers, so
+//! script (look up, check, publish: see [`super::scripts`]) for forwards
+//! to a peer wherever it is, one call per run of consecutive forwards to
+//! the same peer. While Redis answers one batch the next gathers, so
 //! a flood costs one round trip per batch, not per message. The script is
 //! sent with `EVALSHA`; the first batch, and the first after a failed
 //! batch or a failed link (a restarted Redis has forgotten it), loads it
@@ -92,36 +93,20 @@ async fn publish(shared: &Shared, batch: &mut Vec<Outgoing>, loaded: Option<u64>
     if load {
         pipe.load_script(&shared.scripts.forward).ignore();
     }
-    for outgoing in batch.iter() {
-        match &outgoing.target {
-            Target::Node(node, payload) => {
-                pipe.cmd("PUBLISH")
-                    .arg(shared.keys.channel(node))
-                    .arg(payload);
-            }
-            Target::Peer {
-                peer,
-                user,
-                envelope,
-            } => {
-                let mut invocation = shared.scripts.forward.key(shared.keys.reg(peer));
-                invocation
-                    .arg(&shared.keys.prefix)
-                    .arg(&shared.keys.node)
-                    .arg(user)
-                    .arg(envelope.head)
-                    .arg(&envelope.tail);
-                pipe.invoke_script(&invocation);
-            }
-        }
-    }
+    let groups = commands(shared, batch, &mut pipe);
     let mut conn = shared.conn.clone();
     let result: Result<Vec<Value>, ClusterError> =
         shared.command("publish", pipe.query_async(&mut conn)).await;
     match result {
-        Ok(answers) if answers.len() == batch.len() => {
-            for (outgoing, answer) in batch.drain(..).zip(answers) {
-                let _ = outgoing.done.send(outcome(&outgoing.target, answer));
+        Ok(answers) if answers.len() == groups.len() => {
+            let mut items = batch.drain(..);
+            for (size, answer) in groups.into_iter().zip(answers) {
+                let group: Vec<Outgoing> = items.by_ref().take(size).collect();
+                let mut outcomes = outcomes(&group[0].target, size, &answer).into_iter();
+                for outgoing in group {
+                    let outcome = outcomes.next().unwrap_or_else(|| Err(bad(&answer)));
+                    let _ = outgoing.done.send(outcome);
+                }
             }
             if load {
                 Some(failures)
@@ -130,7 +115,7 @@ async fn publish(shared: &Shared, batch: &mut Vec<Outgoing>, loaded: Option<u64>
             }
         }
         Ok(answers) => {
-            let text = format!("{} answers to {} publishes", answers.len(), batch.len());
+            let text = format!("{} answers to {} commands", answers.len(), groups.len());
             for outgoing in batch.drain(..) {
                 let _ = outgoing.done.send(Err(ClusterError::BadData(text.clone())));
             }
@@ -153,27 +138,94 @@ async fn publish(shared: &Shared, batch: &mut Vec<Outgoing>, loaded: Option<u64>
     }
 }
 
-/// What Redis's answer to one command of the pipeline means.
-fn outcome(target: &Target, answer: Value) -> Result<Routed, ClusterError> {
-    let bad = |answer: &Value| ClusterError::BadData(format!("publish answered {answer:?}"));
-    match target {
-        Target::Node(node, _) => match answer {
-            Value::Int(n) if n > 0 => Ok(Routed::Sent { node: node.clone() }),
-            Value::Int(_) => Err(ClusterError::NotDelivered(node.clone())),
-            other => Err(bad(&other)),
-        },
-        Target::Peer { .. } => {
-            let (what, node): (String, String) =
-                redis::from_redis_value_ref(&answer).map_err(|_| bad(&answer))?;
-            match what.as_str() {
-                "sent" => Ok(Routed::Sent { node }),
-                "unknown" => Ok(Routed::Unknown),
-                "dead" => Ok(Routed::DeadNode { node }),
-                "other_user" => Ok(Routed::OtherUser { node }),
-                "not_delivered" => Err(ClusterError::NotDelivered(node)),
-                _ => Err(bad(&answer)),
+/// Adds `batch` to `pipe`: a `PUBLISH` per envelope to a known node, one
+/// script call per run of consecutive forwards to the same peer from the
+/// same user (under a flood, one per batch). Returns how many envelopes
+/// each command carries, in order.
+fn commands(shared: &Shared, batch: &[Outgoing], pipe: &mut redis::Pipeline) -> Vec<usize> {
+    let mut groups = Vec::new();
+    let mut i = 0;
+    while i < batch.len() {
+        match &batch[i].target {
+            Target::Node(node, payload) => {
+                pipe.cmd("PUBLISH")
+                    .arg(shared.keys.channel(node))
+                    .arg(payload);
+                groups.push(1);
+                i += 1;
+            }
+            Target::Peer {
+                peer,
+                user,
+                envelope,
+            } => {
+                let mut invocation = shared.scripts.forward.key(shared.keys.reg(peer));
+                invocation
+                    .arg(&shared.keys.prefix)
+                    .arg(&shared.keys.node)
+                    .arg(user)
+                    .arg(envelope.head);
+                let mut size = 0;
+                while let Some(Target::Peer {
+                    peer: next,
+                    user: next_user,
+                    envelope,
+                }) = batch.get(i + size).map(|o| &o.target)
+                {
+                    if next != peer || next_user != user {
+                        break;
+                    }
+                    invocation.arg(&envelope.tail);
+                    size += 1;
+                }
+                pipe.invoke_script(&invocation);
+                groups.push(size);
+                i += size;
             }
         }
+    }
+    groups
+}
+
+fn bad(answer: &Value) -> ClusterError {
+    ClusterError::BadData(format!("publish answered {answer:?}"))
+}
+
+/// What Redis's answer to one command carrying `size` envelopes means,
+/// for each of them.
+fn outcomes(target: &Target, size: usize, answer: &Value) -> Vec<Result<Routed, ClusterError>> {
+    let received = |node: &str, n: i64| {
+        if n > 0 {
+            Ok(Routed::Sent {
+                node: node.to_owned(),
+            })
+        } else {
+            Err(ClusterError::NotDelivered(node.to_owned()))
+        }
+    };
+    match (target, answer) {
+        (Target::Node(node, _), Value::Int(n)) => vec![received(node, *n)],
+        (Target::Peer { .. }, Value::Array(items)) if items.len() >= 2 => {
+            let text = |v: &Value| redis::from_redis_value_ref::<String>(v).ok();
+            let (Some(what), Some(node)) = (text(&items[0]), text(&items[1])) else {
+                return vec![Err(bad(answer))];
+            };
+            let same = |outcome: Routed| (0..size).map(|_| Ok(outcome.clone())).collect();
+            match what.as_str() {
+                "sent" if items.len() == size + 2 => items[2..]
+                    .iter()
+                    .map(|n| match n {
+                        Value::Int(n) => received(&node, *n),
+                        other => Err(bad(other)),
+                    })
+                    .collect(),
+                "unknown" => same(Routed::Unknown),
+                "dead" => same(Routed::DeadNode { node }),
+                "other_user" => same(Routed::OtherUser { node }),
+                _ => vec![Err(bad(answer))],
+            }
+        }
+        _ => vec![Err(bad(answer))],
     }
 }
 

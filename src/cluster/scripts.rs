@@ -87,9 +87,11 @@ return {r[1], r[2] or '', r[3] or ''}
 ";
 
 /// Forward: KEYS[1] the target's record; ARGV prefix, this node, the
-/// sender's user, the envelope's head and tail (the holder's node goes in
-/// between). Returns `{outcome, node}`: `unknown` (no record, or this
-/// node's), `dead`, `other_user`, `not_delivered` (nobody subscribed) or `sent`.
+/// sender's user, the envelopes' common head, then each envelope's tail
+/// (the holder's node goes between head and tail), in order. Returns
+/// `{outcome, node}`: `unknown` (no record, or this node's), `dead` or
+/// `other_user` (nothing published), or `sent` followed by each PUBLISH's
+/// count of receivers.
 const FORWARD: &str = r"
 local prefix = ARGV[1]
 local r = redis.call('HMGET', KEYS[1], 'node', 'user')
@@ -97,10 +99,12 @@ local node = r[1]
 if not node or node == ARGV[2] then return {'unknown', ''} end
 if redis.call('EXISTS', prefix .. 'node:' .. node .. ':alive') == 0 then return {'dead', node} end
 if r[2] ~= ARGV[3] then return {'other_user', node} end
-if redis.call('PUBLISH', prefix .. 'node:' .. node, ARGV[4] .. node .. ARGV[5]) == 0 then
-  return {'not_delivered', node}
+local channel, head = prefix .. 'node:' .. node, ARGV[4] .. node
+local out = {'sent', node}
+for i = 5, #ARGV do
+  out[#out + 1] = redis.call('PUBLISH', channel, head .. ARGV[i])
 end
-return {'sent', node}
+return out
 ";
 
 /// Leave: KEYS[1] the nodes set; ARGV prefix, node. A node that stops:
