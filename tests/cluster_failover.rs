@@ -4,7 +4,9 @@
 //! under the same UUID and is reached there, and a host agent with a pool on
 //! both nodes keeps serving the tunnel through the survivor. And forged,
 //! oversized or malformed payloads published on a node's Redis channel are
-//! counted and dropped: the node keeps forwarding across nodes.
+//! counted and dropped: the node keeps forwarding across nodes. A node
+//! started while Redis refuses connections logs that once, and nothing
+//! about re-asserting when it holds no registration.
 //!
 //! Both nodes are `switchboard` processes on one real redis-server (free
 //! loopback ports); without redis-server the test fails saying so, unless
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use cluster_common::{redis_available, Redis};
 use common::peers::{manager, peer_config, recv};
 use common::procs::{after, http_get, write_temp, Proc, RelayProc};
+use common::refusing::Refusing;
 use common::{client, offer, recv_text, send, UUID_A, UUID_B};
 use switchboard::client::peer_manager::Send;
 use switchboard::protocol::chunk::Payload;
@@ -202,4 +205,21 @@ async fn forged_payloads_on_a_nodes_channel_are_dropped_and_counted() {
     assert_eq!(recv_text(&mut on_b).await, frame);
     assert!(b.proc.terminate().success());
     assert!(a.proc.terminate().success());
+}
+
+#[actix_rt::test]
+async fn redis_away_at_start_with_nothing_registered_warns_only_once() {
+    // Redis refuses connections: the node starts degraded and says so once;
+    // with no registration yet there is nothing to re-assert to warn about.
+    let refusing = Refusing::new();
+    let url = format!("redis://{}", refusing.addr());
+    let mut node = RelayProc::start(&node_config(&url, "node-a"));
+    node.proc.wait_line("cannot reach Redis");
+    node.proc.wait_line("cluster node node-a started");
+    let url_a = ws_url(&mut node);
+    let _peer = client(&url_a, "peer-A", UUID_A).await;
+    node.proc.wait_line("registered on this node only");
+    let seen = node.proc.log.seen().join("\n");
+    assert!(!seen.contains("made before the engine started"), "{seen}");
+    assert!(node.proc.terminate().success());
 }

@@ -10,14 +10,14 @@ use redis::IntoConnectionInfo;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::envelope::{encode, envelope_limit, Envelope};
+use super::envelope::{encode, encode_unaddressed, envelope_limit, Envelope};
 use super::health::{ClusterState, Health};
 use super::heartbeat::{self, Reasserted};
 use super::metrics::ClusterMetrics;
-use super::publisher::{self, Outgoing};
+use super::publisher::{self, Outgoing, Target};
 use super::scripts::{Keys, Scripts};
 use super::shared::{millis, Shared, Timing};
-use super::{subscriber, ClusterError, Inbox, RegistrationSource};
+use super::{subscriber, ClusterError, Inbox, RegistrationSource, Routed};
 use crate::config::{valid_key_prefix, valid_node_id, ClusterSettings};
 use crate::defaults;
 
@@ -137,25 +137,30 @@ impl Cluster {
         self.shared.metrics.clone()
     }
 
-    /// Stops the engine's tasks and deletes this node's liveness key, so
-    /// the others stop finding its registrations at once (and clean them up).
+    /// Stops the engine's tasks and leaves the cluster in one script: the
+    /// node's liveness key, the records still naming it, its set of
+    /// clients and its id in `{p}nodes` are deleted, so the others stop
+    /// finding its registrations at once and nothing is left to reap.
     pub async fn shutdown(&self) {
         self.shared.cancel.cancel();
-        let mut conn = self.shared.conn.clone();
-        let alive = self.shared.keys.alive(&self.shared.keys.node);
-        let deleted = self
-            .shared
-            .command(
-                "shutdown",
-                redis::cmd("DEL").arg(&alive).exec_async(&mut conn),
-            )
+        let s = &self.shared;
+        let mut invocation = s.scripts.leave.key(s.keys.nodes());
+        invocation.arg(&s.keys.prefix).arg(&s.keys.node);
+        let mut conn = s.conn.clone();
+        let left = s
+            .command("shutdown", invocation.invoke_async::<u64>(&mut conn))
             .await;
-        if let Err(e) = deleted {
-            log::warn!(
-                "cluster node {}: liveness key not deleted at shutdown ({e}); it lapses in {} ms",
-                self.shared.keys.node,
-                millis(self.shared.timing.node_ttl)
-            );
+        match left {
+            Ok(0) => log::info!("cluster node {}: left the cluster", s.keys.node),
+            Ok(n) => log::info!(
+                "cluster node {}: left the cluster, deleting {n} registrations still held",
+                s.keys.node
+            ),
+            Err(e) => log::warn!(
+                "cluster node {}: could not leave the cluster ({e}); its liveness key lapses in {} ms and the others clean up",
+                s.keys.node,
+                millis(s.timing.node_ttl)
+            ),
         }
     }
 
@@ -173,37 +178,69 @@ impl Cluster {
         node: &str,
         envelope: &Envelope,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send + 'static {
-        let queued = self.enqueue(node, envelope);
+        let queued = encode(node, envelope, self.shared.limit)
+            .map_err(ClusterError::from)
+            .and_then(|payload| self.enqueue(Target::Node(node.to_owned(), payload)));
+        let outcome = self.outcome(queued);
+        async move { outcome.await.map(|_| ()) }
+    }
+
+    /// Sends a forward (an [`Envelope::Forward`]) to the node holding its
+    /// target, in one round trip: one script finds the target's record,
+    /// checks that its node is alive and that it belongs to the envelope's
+    /// user, and publishes there. Queued at the call, in order with
+    /// [`Cluster::forward`]s, like them.
+    ///
+    /// `Ok` says what the script found ([`Routed::Sent`] only if the
+    /// node's subscription received it); errors as for [`Cluster::forward`].
+    pub fn route(
+        &self,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Result<Routed, ClusterError>> + Send + 'static {
+        let queued = match envelope {
+            Envelope::Forward { to, user, .. } => encode_unaddressed(envelope, self.shared.limit)
+                .map_err(ClusterError::from)
+                .and_then(|unaddressed| {
+                    self.enqueue(Target::Peer {
+                        peer: *to,
+                        user: user.clone(),
+                        envelope: unaddressed,
+                    })
+                }),
+            _ => Err(ClusterError::BadData("only a forward is routed".into())),
+        };
+        self.outcome(queued)
+    }
+
+    /// The outcome of a queued envelope, counted.
+    fn outcome(
+        &self,
+        queued: Result<oneshot::Receiver<Result<Routed, ClusterError>>, ClusterError>,
+    ) -> impl Future<Output = Result<Routed, ClusterError>> + Send + 'static {
         let metrics = self.shared.metrics.clone();
         async move {
             let result = match queued {
                 Ok(done) => done.await.unwrap_or(Err(ClusterError::Stopped)),
                 Err(e) => Err(e),
             };
-            let counter = match result {
-                Ok(()) => &metrics.forwards_out,
-                Err(_) => &metrics.forwards_out_failed,
-            };
-            ClusterMetrics::inc(counter);
+            match &result {
+                Ok(Routed::Sent { .. }) => ClusterMetrics::inc(&metrics.forwards_out),
+                Ok(_) => {}
+                Err(_) => ClusterMetrics::inc(&metrics.forwards_out_failed),
+            }
             result
         }
     }
 
     fn enqueue(
         &self,
-        node: &str,
-        envelope: &Envelope,
-    ) -> Result<oneshot::Receiver<Result<(), ClusterError>>, ClusterError> {
+        target: Target,
+    ) -> Result<oneshot::Receiver<Result<Routed, ClusterError>>, ClusterError> {
         if !self.shared.health.link_up() {
             return Err(ClusterError::Unavailable);
         }
-        let payload = encode(node, envelope, self.shared.limit)?;
         let (done, outcome) = oneshot::channel();
-        let outgoing = Outgoing {
-            node: node.to_owned(),
-            payload,
-            done,
-        };
+        let outgoing = Outgoing { target, done };
         self.outgoing.try_send(outgoing).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ClusterError::Busy,
             mpsc::error::TrySendError::Closed(_) => ClusterError::Stopped,
@@ -240,5 +277,20 @@ fn open_client(settings: &ClusterSettings) -> Result<redis::Client, ClusterError
     }
     let tcp = info.tcp_settings().clone().set_nodelay(true);
     info = info.set_tcp_settings(tcp);
-    redis::Client::open(info).map_err(|e| config(format!("Redis client: {e}")))
+    let tls = settings.load_tls().map_err(|e| config(e.to_string()))?;
+    let client = match tls {
+        // `rediss://` with its own CA or a client certificate.
+        Some(tls) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: tls.client.map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert,
+                    client_key: key.expose().as_bytes().to_vec(),
+                }),
+                root_cert: tls.ca,
+            },
+        ),
+        None => redis::Client::open(info),
+    };
+    client.map_err(|e| config(format!("Redis client: {e}")))
 }

@@ -4,7 +4,7 @@
 //! and the relay message's text as it is:
 //!
 //! ```text
-//! {"v":1,"node":"<target node>","kind":"forward","from":"<uuid>","to":"<uuid>"}\n<text>
+//! {"v":1,"node":"<target node>","kind":"forward","from":"<uuid>","to":"<uuid>","user":"<user>"}\n<text>
 //! {"v":1,"node":"<target node>","kind":"takeover","uuid":"<uuid>","session":12}
 //! {"v":1,"node":"<target node>","kind":"ping","sender":"<node>","nonce":7}
 //! ```
@@ -20,6 +20,10 @@
 //! reading it), a header that is not the JSON above (unknown or missing
 //! fields, fields of another kind), another version, another target node,
 //! and a forward's text that is not UTF-8.
+//!
+//! A forward names the sending peer's user (`""` for the anonymous user of
+//! `auth.method = "none"`): the receiving node delivers it only to a peer of
+//! that user, as one node does.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -38,6 +42,8 @@ pub enum Envelope {
         from: Uuid,
         /// The peer it is for, registered on the target node.
         to: Uuid,
+        /// The sending peer's user (`""`: the anonymous user).
+        user: String,
         /// The relay message, a WebSocket text frame.
         text: String,
     },
@@ -112,6 +118,8 @@ struct Header {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     to: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     uuid: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     session: Option<u64>,
@@ -143,14 +151,49 @@ pub(crate) const TAKEOVER_PARTS: [&str; 4] = [
     "}",
 ];
 
-/// Writes `envelope` for `node`'s channel; refused when over `limit` bytes.
+/// Writes `envelope` for `node`'s channel; refused when over `limit` bytes
+/// (or when its header is over [`defaults::CLUSTER_ENVELOPE_HEADER_MAX`]).
 pub fn encode(node: &str, envelope: &Envelope, limit: usize) -> Result<Vec<u8>, EncodeError> {
+    encode_reserving(node, envelope, limit, 0)
+}
+
+/// An envelope whose target node is filled in later, by a script in Redis
+/// that finds it: the payload is `head`, the node, then `tail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unaddressed {
+    /// Up to the node's id.
+    pub head: &'static str,
+    /// After it, the body included.
+    pub tail: Vec<u8>,
+}
+
+/// The start of every header, up to the target node's id.
+const HEAD: &str = "{\"v\":1,\"node\":\"";
+
+/// Writes `envelope` for a node not known yet (any valid node id: at most
+/// [`defaults::CLUSTER_NODE_ID_MAX`] characters of `[A-Za-z0-9._-]`, which
+/// JSON does not escape); the size checks count the longest id.
+pub fn encode_unaddressed(envelope: &Envelope, limit: usize) -> Result<Unaddressed, EncodeError> {
+    let mut bytes = encode_reserving("", envelope, limit, defaults::CLUSTER_NODE_ID_MAX)?;
+    debug_assert!(bytes.starts_with(HEAD.as_bytes()));
+    let tail = bytes.split_off(HEAD.len().min(bytes.len()));
+    Ok(Unaddressed { head: HEAD, tail })
+}
+
+/// [`encode`], counting `reserve` more bytes in the header and in the whole.
+fn encode_reserving(
+    node: &str,
+    envelope: &Envelope,
+    limit: usize,
+    reserve: usize,
+) -> Result<Vec<u8>, EncodeError> {
     let mut header = Header {
         v: u64::from(ENVELOPE_VERSION),
         node: node.to_owned(),
         kind: Kind::Ping,
         from: None,
         to: None,
+        user: None,
         uuid: None,
         session: None,
         sender: None,
@@ -158,10 +201,16 @@ pub fn encode(node: &str, envelope: &Envelope, limit: usize) -> Result<Vec<u8>, 
     };
     let mut body = None;
     match envelope {
-        Envelope::Forward { from, to, text } => {
+        Envelope::Forward {
+            from,
+            to,
+            user,
+            text,
+        } => {
             header.kind = Kind::Forward;
             header.from = Some(*from);
             header.to = Some(*to);
+            header.user = Some(user.clone());
             body = Some(text.as_bytes());
         }
         Envelope::Takeover { uuid, session } => {
@@ -179,14 +228,21 @@ pub fn encode(node: &str, envelope: &Envelope, limit: usize) -> Result<Vec<u8>, 
     }
     // A header of strings, UUIDs and numbers always serializes.
     let mut out = serde_json::to_vec(&header).unwrap_or_default();
+    let header_max = defaults::CLUSTER_ENVELOPE_HEADER_MAX;
+    if out.len() + reserve > header_max {
+        return Err(EncodeError::TooLarge {
+            len: out.len() + reserve,
+            limit: header_max,
+        });
+    }
     if let Some(body) = body {
         out.reserve(body.len() + 1);
         out.push(b'\n');
         out.extend_from_slice(body);
     }
-    if out.len() > limit {
+    if out.len() + reserve > limit {
         return Err(EncodeError::TooLarge {
-            len: out.len(),
+            len: out.len() + reserve,
             limit,
         });
     }
@@ -219,20 +275,21 @@ pub fn decode(payload: &[u8], node: &str, limit: usize) -> Result<Envelope, Deco
     if h.node != node {
         return Err(DecodeError::WrongNode(h.node));
     }
-    let fields = (h.from, h.to, h.uuid, h.session, h.sender, h.nonce);
+    let fields = (h.from, h.to, h.user, h.uuid, h.session, h.sender, h.nonce);
     match (h.kind, fields, body) {
-        (Kind::Forward, (Some(from), Some(to), None, None, None, None), Some(body)) => {
+        (Kind::Forward, (Some(from), Some(to), Some(user), None, None, None, None), Some(body)) => {
             let text = std::str::from_utf8(body).map_err(|_| malformed("text is not UTF-8"))?;
             Ok(Envelope::Forward {
                 from,
                 to,
+                user,
                 text: text.to_owned(),
             })
         }
-        (Kind::Takeover, (None, None, Some(uuid), Some(session), None, None), None) => {
+        (Kind::Takeover, (None, None, None, Some(uuid), Some(session), None, None), None) => {
             Ok(Envelope::Takeover { uuid, session })
         }
-        (Kind::Ping, (None, None, None, None, Some(sender), Some(nonce)), None) => {
+        (Kind::Ping, (None, None, None, None, None, Some(sender), Some(nonce)), None) => {
             Ok(Envelope::Ping {
                 node: sender,
                 nonce,
@@ -258,11 +315,13 @@ mod tests {
             Envelope::Forward {
                 from,
                 to,
+                user: "alice \"quoted\"".into(),
                 text: "{\"a\": \"line\\nbreak\"}\nraw newline too".into(),
             },
             Envelope::Forward {
                 from,
                 to,
+                user: String::new(),
                 text: String::new(),
             },
             Envelope::Takeover {
@@ -316,7 +375,9 @@ mod tests {
             br#"{"v":1,"node":"n1","kind":"ping","sender":"n1","nonce":1}
 body"#,
             br#"{"v":1,"node":"n1","kind":"forward","from":"00000000-0000-0000-0000-000000000000","to":"00000000-0000-0000-0000-000000000000"}"#,
-            b"{\"v\":1,\"node\":\"n1\",\"kind\":\"forward\",\"from\":\"00000000-0000-0000-0000-000000000000\",\"to\":\"00000000-0000-0000-0000-000000000000\"}\n\xff\xfe",
+            b"{\"v\":1,\"node\":\"n1\",\"kind\":\"forward\",\"from\":\"00000000-0000-0000-0000-000000000000\",\"to\":\"00000000-0000-0000-0000-000000000000\",\"user\":\"\"}\n\xff\xfe",
+            // A forward that does not name the sender's user.
+            b"{\"v\":1,\"node\":\"n1\",\"kind\":\"forward\",\"from\":\"00000000-0000-0000-0000-000000000000\",\"to\":\"00000000-0000-0000-0000-000000000000\"}\nhi",
         ] {
             assert!(
                 decode(bad, "n1", LIMIT).is_err(),
@@ -331,15 +392,50 @@ body"#,
         let limit = envelope_limit(1000);
         let text = "x".repeat(1000);
         let to = Uuid::new_v4();
-        let forward = Envelope::Forward { from: to, to, text };
+        let forward = Envelope::Forward {
+            from: to,
+            to,
+            user: "alice".into(),
+            text,
+        };
         let node = "n".repeat(64);
         let bytes = encode(&node, &forward, limit).unwrap();
         assert!(decode(&bytes, &node, limit).is_ok());
         let over = Envelope::Forward {
             from: to,
             to,
+            user: "alice".into(),
             text: "x".repeat(limit),
         };
         assert!(encode(&node, &over, limit).is_err());
+    }
+
+    #[test]
+    fn an_unaddressed_envelope_is_the_encoding_with_the_node_in_between() {
+        let forward = Envelope::Forward {
+            from: Uuid::new_v4(),
+            to: Uuid::new_v4(),
+            user: "bob".into(),
+            text: "{\"x\":1}\nsecond line".into(),
+        };
+        let parts = encode_unaddressed(&forward, LIMIT).unwrap();
+        let node = "node-7";
+        let mut joined = parts.head.as_bytes().to_vec();
+        joined.extend_from_slice(node.as_bytes());
+        joined.extend_from_slice(&parts.tail);
+        assert_eq!(joined, encode(node, &forward, LIMIT).unwrap());
+        assert_eq!(decode(&joined, node, LIMIT), Ok(forward));
+        // The size checks count the longest node id.
+        let text = "x".repeat(1000);
+        let long = Envelope::Forward {
+            from: Uuid::new_v4(),
+            to: Uuid::new_v4(),
+            user: "u".repeat(400),
+            text,
+        };
+        assert!(
+            encode_unaddressed(&long, LIMIT).is_err(),
+            "header over the maximum"
+        );
     }
 }

@@ -10,7 +10,7 @@
 //! The node is [`ClusterState::Up`] when all three are, else degraded with
 //! the first reason.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -57,14 +57,20 @@ impl Parts {
 pub(crate) struct Health {
     parts: Mutex<Parts>,
     link_up: AtomicBool,
+    /// Link failures so far: a change means the connection (and perhaps
+    /// Redis, with its script cache) may be new.
+    link_failures: AtomicU64,
     tx: watch::Sender<ClusterState>,
     metrics: Arc<ClusterMetrics>,
     node: String,
 }
 
+/// The reason of the state a node starts in, until its first heartbeat.
+const CONNECTING: &str = "connecting to Redis";
+
 impl Health {
     pub fn new(node: &str, metrics: Arc<ClusterMetrics>) -> Self {
-        let reason = "connecting to Redis".to_owned();
+        let reason = CONNECTING.to_owned();
         metrics.set_degraded(true);
         Health {
             parts: Mutex::new(Parts {
@@ -74,6 +80,7 @@ impl Health {
                 reassert_done: 0,
             }),
             link_up: AtomicBool::new(false),
+            link_failures: AtomicU64::new(0),
             tx: watch::Sender::new(ClusterState::Degraded {
                 since: Instant::now(),
                 reason,
@@ -106,6 +113,11 @@ impl Health {
         self.lock().reassert_wanted
     }
 
+    /// How many times the link failed so far.
+    pub fn link_failures(&self) -> u64 {
+        self.link_failures.load(Ordering::Acquire)
+    }
+
     pub fn link_ok(&self) {
         self.link_up.store(true, Ordering::Release);
         self.update(|p| p.link = None);
@@ -114,6 +126,7 @@ impl Health {
     /// A command failed for want of a connection: registrations written
     /// meanwhile may be missing, so they are re-asserted once it is back.
     pub fn link_failed(&self, reason: String) {
+        self.link_failures.fetch_add(1, Ordering::AcqRel);
         self.link_up.store(false, Ordering::Release);
         self.update(|p| {
             if p.link.is_none() {
@@ -189,7 +202,13 @@ impl Health {
                 if *old == reason {
                     return false;
                 }
-                log::info!("cluster node {}: still degraded: {reason}", self.node);
+                if old == CONNECTING {
+                    // The first attempt failed: say why at once (a wrong
+                    // address, password or CA shows here).
+                    log::warn!("cluster node {}: cannot reach Redis: {reason}", self.node);
+                } else {
+                    log::info!("cluster node {}: still degraded: {reason}", self.node);
+                }
                 *state = ClusterState::Degraded {
                     since: *since,
                     reason,

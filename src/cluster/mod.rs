@@ -18,9 +18,10 @@
 //! - `{p}node:{id}:clients`: a set of the UUIDs registered on that node
 //!   (for listing the cluster's clients and for cleaning up after it).
 //! - `{p}nodes`: a set of node ids, alive or not, so nodes can be listed
-//!   without scanning the keyspace; a node whose liveness lapsed is removed
-//!   by the others (with its records, a batch per heartbeat) once its set
-//!   is empty.
+//!   without scanning the keyspace; a node that stops removes itself (with
+//!   what is left of its records); one whose liveness lapsed is removed by
+//!   the others (with its records, a batch per heartbeat) once its set is
+//!   empty.
 //! - channel `{p}node:{id}`: messages to that node, in [`envelope`]s.
 //!
 //! # Operations
@@ -34,9 +35,16 @@
 //! - Unregister compares and deletes: only the record of that node and
 //!   session goes, so a late close never erases a newer holder.
 //! - Lookup is one script: the holder if its node is alive.
-//! - Forward publishes on the target's channel. All forwards of a node go
-//!   through one queue and one connection, in the order `forward` was
-//!   called, pipelined: a node's messages to another keep their order.
+//! - A forward to a peer not on this node ([`Cluster::route`]) is one
+//!   script, one round trip: it reads the peer's record, checks that its
+//!   node is alive and that its user is the sender's, and publishes the
+//!   envelope on that node's channel ([`Routed`] says which happened).
+//!   [`Cluster::forward`] publishes to a known node. All of a node's
+//!   forwards go through one queue and one connection, in call order,
+//!   pipelined: a node's messages to another keep their order.
+//! - The receiving node delivers a forward only if the target is still
+//!   registered there and belongs to the user the envelope names (the rule
+//!   of one node); anything else is dropped and logged.
 //!
 //! # Failures
 //!
@@ -121,6 +129,28 @@ pub enum RegisterOutcome {
     },
 }
 
+/// What became of a forward to a peer on another node ([`Cluster::route`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed {
+    /// Published to the node holding the peer, and its subscription received it.
+    Sent {
+        /// That node.
+        node: String,
+    },
+    /// No record of the peer, or one naming this node (which does not hold it).
+    Unknown,
+    /// The peer's node is not alive.
+    DeadNode {
+        /// That node.
+        node: String,
+    },
+    /// The peer belongs to another user: not published.
+    OtherUser {
+        /// The node holding it.
+        node: String,
+    },
+}
+
 /// One registration of the cluster (for `/clients`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterClient {
@@ -143,6 +173,9 @@ pub enum Delivery {
         from: Uuid,
         /// The peer it is for.
         to: Uuid,
+        /// The sending peer's user as the sending node saw it (`""`: the
+        /// anonymous user); deliver only to a peer of that user.
+        user: String,
         /// The relay message (a WebSocket text frame).
         text: String,
     },

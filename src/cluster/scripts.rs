@@ -86,6 +86,47 @@ if redis.call('EXISTS', ARGV[1] .. 'node:' .. r[1] .. ':alive') == 0 then return
 return {r[1], r[2] or '', r[3] or ''}
 ";
 
+/// Forward: KEYS[1] the target's record; ARGV prefix, this node, the
+/// sender's user, the envelopes' common head, then each envelope's tail
+/// (the holder's node goes between head and tail), in order. Returns
+/// `{outcome, node}`: `unknown` (no record, or this node's), `dead` or
+/// `other_user` (nothing published), or `sent` followed by each PUBLISH's
+/// count of receivers.
+const FORWARD: &str = r"
+local prefix = ARGV[1]
+local r = redis.call('HMGET', KEYS[1], 'node', 'user')
+local node = r[1]
+if not node or node == ARGV[2] then return {'unknown', ''} end
+if redis.call('EXISTS', prefix .. 'node:' .. node .. ':alive') == 0 then return {'dead', node} end
+if r[2] ~= ARGV[3] then return {'other_user', node} end
+local channel, head = prefix .. 'node:' .. node, ARGV[4] .. node
+local out = {'sent', node}
+for i = 5, #ARGV do
+  out[#out + 1] = redis.call('PUBLISH', channel, head .. ARGV[i])
+end
+return out
+";
+
+/// Leave: KEYS[1] the nodes set; ARGV prefix, node. A node that stops:
+/// deletes its liveness key, the records that still name it, its set, and
+/// its id from the nodes set. Returns the records deleted.
+const LEAVE: &str = r"
+local prefix, node = ARGV[1], ARGV[2]
+local set = prefix .. 'node:' .. node .. ':clients'
+local deleted = 0
+redis.call('DEL', prefix .. 'node:' .. node .. ':alive')
+for _, u in ipairs(redis.call('SMEMBERS', set)) do
+  local reg = prefix .. 'reg:' .. u
+  if redis.call('HGET', reg, 'node') == node then
+    redis.call('DEL', reg)
+    deleted = deleted + 1
+  end
+end
+redis.call('DEL', set)
+redis.call('SREM', KEYS[1], node)
+return deleted
+";
+
 /// Alive nodes: KEYS[1] the nodes set; ARGV prefix.
 const ALIVE_NODES: &str = r"
 local alive = {}
@@ -171,6 +212,8 @@ pub(crate) struct Scripts {
     pub register: Script,
     pub unregister: Script,
     pub lookup: Script,
+    pub forward: Script,
+    pub leave: Script,
     pub alive_nodes: Script,
     pub reap: Script,
     pub reassert: Script,
@@ -183,6 +226,8 @@ impl Scripts {
             register: Script::new(REGISTER),
             unregister: Script::new(UNREGISTER),
             lookup: Script::new(LOOKUP),
+            forward: Script::new(FORWARD),
+            leave: Script::new(LEAVE),
             alive_nodes: Script::new(ALIVE_NODES),
             reap: Script::new(REAP),
             reassert: Script::new(REASSERT),

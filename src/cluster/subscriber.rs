@@ -169,8 +169,18 @@ fn receive(shared: &Shared, payload: &[u8]) -> Option<u64> {
             log::debug!("cluster node {node}: ignored a ping of node {sender}");
             None
         }
-        Envelope::Forward { from, to, text } => {
-            if shared.hand_over(Delivery::Forward { from, to, text }) {
+        Envelope::Forward {
+            from,
+            to,
+            user,
+            text,
+        } => {
+            if shared.hand_over(Delivery::Forward {
+                from,
+                to,
+                user,
+                text,
+            }) {
                 ClusterMetrics::inc(&shared.metrics.forwards_in);
             }
             None

@@ -28,6 +28,14 @@ pub struct ClusterSettings {
     pub password_env: Option<String>,
     /// A file whose first line is the Redis password.
     pub password_file: Option<PathBuf>,
+    /// With `rediss://`: PEM file of the CA certificate(s) to trust for
+    /// Redis's certificate, instead of the Web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    /// With `rediss://`: PEM file of this node's client certificate chain,
+    /// for a Redis that asks for one (`tls-auth-clients yes`); with `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// With `rediss://`: PEM file of the private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
     /// This node's id in Redis; empty means a fresh UUID at every start.
     pub node_id: String,
     /// Prefix of every key and channel: 1-64 characters of `[A-Za-z0-9:_-]`.
@@ -51,6 +59,9 @@ impl Default for ClusterSettings {
             redis_url: RedisUrl(defaults::CLUSTER_REDIS_URL.into()),
             password_env: None,
             password_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             node_id: String::new(),
             key_prefix: defaults::CLUSTER_KEY_PREFIX.into(),
             heartbeat_ms: defaults::CLUSTER_HEARTBEAT_MS,
@@ -107,6 +118,55 @@ impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.masked())
     }
+}
+
+/// What a `rediss://` connection trusts and shows, as PEM.
+#[derive(Clone)]
+pub struct RedisTls {
+    /// The CA certificate(s) to trust (`cluster.ca_file`); `None`: the Web PKI roots.
+    pub ca: Option<Vec<u8>>,
+    /// The client certificate chain and its key, for mutual TLS.
+    pub client: Option<(Vec<u8>, Secret)>,
+}
+
+impl fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.as_ref().map(|_| "PEM"))
+            .field("client", &self.client.as_ref().map(|_| "PEM, key MASKED"))
+            .finish()
+    }
+}
+
+/// What a PEM file must hold.
+#[derive(Clone, Copy)]
+enum Pem {
+    Certificates,
+    PrivateKey,
+}
+
+/// Reads the PEM file of `key` and checks that it holds `what`.
+fn read_pem(path: &std::path::Path, key: &str, what: Pem) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let mut reader = &bytes[..];
+    let found = match what {
+        Pem::Certificates => {
+            let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut reader).collect();
+            match certs {
+                Ok(certs) if !certs.is_empty() => Ok(()),
+                Ok(_) => Err("holds no PEM certificate".to_owned()),
+                Err(e) => Err(format!("is not valid PEM: {e}")),
+            }
+        }
+        Pem::PrivateKey => match rustls_pemfile::private_key(&mut reader) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("holds no PEM private key".to_owned()),
+            Err(e) => Err(format!("is not valid PEM: {e}")),
+        },
+    };
+    found.map_err(|m| invalid(key, format!("{} {m}", path.display())))?;
+    Ok(bytes)
 }
 
 /// Whether `id` can name a node: 1-64 characters of `[A-Za-z0-9._-]` (it is
@@ -203,10 +263,65 @@ impl ClusterSettings {
                 "must be more than twice cluster.heartbeat_ms",
             ));
         }
+        self.validate_tls_keys()?;
         if self.enabled {
             self.load_password()?;
+            self.load_tls()?;
         }
         Ok(())
+    }
+
+    /// The TLS files go with `rediss://`, the certificate with its key.
+    fn validate_tls_keys(&self) -> Result<(), ConfigError> {
+        let tls = self.redis_url.expose().starts_with("rediss://");
+        for (key, value) in [
+            ("cluster.ca_file", &self.ca_file),
+            ("cluster.client_cert_file", &self.client_cert_file),
+            ("cluster.client_key_file", &self.client_key_file),
+        ] {
+            if value.is_some() && !tls {
+                return Err(invalid(
+                    key,
+                    "is only used with a rediss:// cluster.redis_url (TLS)",
+                ));
+            }
+        }
+        match (&self.client_cert_file, &self.client_key_file) {
+            (Some(_), None) => Err(invalid(
+                "cluster.client_key_file",
+                "must be given with cluster.client_cert_file",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "cluster.client_cert_file",
+                "must be given with cluster.client_key_file",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The TLS material of `ca_file`, `client_cert_file` and
+    /// `client_key_file`, read and checked (PEM that parses, at least one
+    /// certificate, one private key); `None` when none is set.
+    pub fn load_tls(&self) -> Result<Option<RedisTls>, ConfigError> {
+        let ca = match &self.ca_file {
+            Some(path) => Some(read_pem(path, "cluster.ca_file", Pem::Certificates)?),
+            None => None,
+        };
+        let client = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => Some((
+                read_pem(cert, "cluster.client_cert_file", Pem::Certificates)?,
+                Secret::new(String::from_utf8_lossy(&read_pem(
+                    key,
+                    "cluster.client_key_file",
+                    Pem::PrivateKey,
+                )?)),
+            )),
+            _ => None,
+        };
+        if ca.is_none() && client.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(RedisTls { ca, client }))
     }
 
     fn validate_url(&self) -> Result<(), ConfigError> {

@@ -115,8 +115,8 @@ impl Node {
     ///
     /// With the cluster on, each closed session's registrations are
     /// unregistered in Redis as it closes (compare and delete); the engine
-    /// then deletes the node's liveness key, so whatever is left is no
-    /// longer found by any node at once and is reaped by the others.
+    /// then leaves the cluster (its liveness key, what is left of its
+    /// records, and its id in the nodes set are deleted).
     pub async fn shutdown(mut self) {
         self.relay.refuse_new();
         if let Some(tunnel) = self.tunnel.take() {

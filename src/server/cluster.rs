@@ -10,20 +10,19 @@
 //! - a closed session's registrations are unregistered (compare and
 //!   delete: a newer holder elsewhere stays);
 //! - a forward whose target is not registered here goes to the `Remote`
-//!   queue: ONE task looks its target up and publishes it to the owning
-//!   node, in the order the registry queued them (lookups of a batch run
-//!   together on the multiplexed connection, the publishes are queued in
-//!   order), so one sender's messages keep their order across nodes;
-//!   an unknown target, another user's, a dead node's or a failed publish
+//!   queue: ONE task hands each to the engine's forward script (look up,
+//!   check, publish: one round trip), in the order the registry queued
+//!   them, so one sender's messages keep their order across nodes; an
+//!   unknown target, another user's, a dead node's or a failed publish
 //!   gets the same error echo as on one node;
 //! - what other nodes send (the engine's [`Inbox`]) is handed to the
-//!   registry in arrival order: forwards to deliver, takeovers to close
-//!   with 4004.
+//!   registry in arrival order: forwards to deliver (only to a target still
+//!   registered here and of the user the envelope names), takeovers to
+//!   close with 4004.
 //!
 //! The anonymous user (`auth.method = "none"`) is stored as an empty user
 //! name in Redis.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 
 use actix::prelude::*;
@@ -32,10 +31,10 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::messages::{ClusterDelivery, LocalRegistrations, ToSession, User};
+use super::messages::{ClusterDelivery, Counts, LocalRegistrations, ToSession, User};
 use super::state::ServerState;
 use crate::admin::metrics::Metrics;
-use crate::cluster::{Cluster, ClusterError, Envelope, Holder, Inbox, Owner, RegistrationSource};
+use crate::cluster::{Cluster, Envelope, Holder, Inbox, RegistrationSource, Routed};
 use crate::defaults;
 use crate::protocol::relay::encode_peer_connection;
 use crate::protocol::PeerConnection;
@@ -129,12 +128,30 @@ pub fn attach(state: &Arc<ServerState>, cluster: Cluster, inbox: Inbox) -> bool 
     }
     tokio::spawn(run_remote(cluster.clone(), state.metrics.clone(), rx));
     tokio::spawn(pump_inbox(Arc::downgrade(state), inbox));
-    tokio::spawn(async move {
-        if let Err(e) = cluster.reassert().await {
-            log::warn!("cluster: registrations made before the engine started not re-asserted yet ({e}); the engine retries");
-        }
-    });
+    tokio::spawn(reassert_at_attach(Arc::downgrade(state), cluster));
     true
+}
+
+/// Re-asserts the registrations made before the engine was attached; when
+/// Redis cannot be reached, says so only if there are some (the engine
+/// re-asserts them by itself once Redis answers: nothing is lost, so not a
+/// warning; Redis being away is logged by the engine).
+async fn reassert_at_attach(state: Weak<ServerState>, cluster: Cluster) {
+    let Err(e) = cluster.reassert().await else {
+        return;
+    };
+    let registry = state.upgrade().and_then(|s| s.registry.get());
+    let held = match registry {
+        Some(registry) => registry.send(Counts).await.map_or(0, |c| c.registered),
+        None => 0,
+    };
+    if held > 0 {
+        log::info!(
+            "cluster: {held} registrations made before the engine started are re-asserted once Redis answers ({e})"
+        );
+    } else {
+        log::debug!("cluster: nothing to re-assert at start ({e})");
+    }
 }
 
 /// Hands every delivery from other nodes to the registry, in order.
@@ -164,21 +181,22 @@ async fn pump_inbox(state: Weak<ServerState>, mut inbox: Inbox) {
 /// Forwards handed to the engine and not yet answered, at most.
 const MAX_IN_FLIGHT: usize = defaults::CLUSTER_PUBLISH_QUEUE - defaults::CLUSTER_PUBLISH_BATCH;
 
-/// Forwards waiting for the engine's publish outcome.
-type Pending =
-    FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = Option<Remote>> + Send>>>;
+/// Forwards waiting for the engine's outcome: those that failed come back
+/// with the error to echo.
+type Pending = FuturesUnordered<
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<(Remote, String)>> + Send>>,
+>;
 
-/// The one ordered path of cross-node forwards: batches from the queue,
-/// their targets looked up together, then published in queue order.
+/// The one ordered path of cross-node forwards: each is handed to the
+/// engine (one script: look up, check, publish) in queue order.
 async fn run_remote(cluster: Cluster, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Remote>) {
     let mut batch = Vec::with_capacity(defaults::CLUSTER_PUBLISH_BATCH);
     let mut pending: Pending = FuturesUnordered::new();
     loop {
         tokio::select! {
             Some(failed) = pending.next(), if !pending.is_empty() => {
-                if let Some(remote) = failed {
-                    let peer = remote.request.peer_uuid;
-                    echo(&metrics, remote, unknown_peer(peer));
+                if let Some((remote, error)) = failed {
+                    echo(&metrics, remote, error);
                 }
             }
             // At most a queue's worth in flight: the engine's publish
@@ -189,65 +207,54 @@ async fn run_remote(cluster: Cluster, metrics: Arc<Metrics>, mut rx: mpsc::Recei
                 if n == 0 {
                     return;
                 }
-                publish_batch(&cluster, &metrics, &mut batch, &mut pending).await;
+                for remote in batch.drain(..) {
+                    pending.push(Box::pin(route(&cluster, remote)));
+                }
             }
         }
     }
 }
 
-async fn publish_batch(
+/// Hands `remote` to the engine now (so forwards keep queue order) and
+/// returns the future of its outcome: `None` once published, else the
+/// forward with the error echo it gets (the echoes of one node).
+fn route(
     cluster: &Cluster,
-    metrics: &Arc<Metrics>,
-    batch: &mut Vec<Remote>,
-    pending: &mut Pending,
-) {
-    let mut targets: Vec<Uuid> = batch.iter().map(|r| r.request.peer_uuid).collect();
-    targets.sort_unstable();
-    targets.dedup();
-    let lookups = targets.iter().map(|t| cluster.lookup(*t));
-    let found: HashMap<Uuid, Result<Option<Owner>, ClusterError>> = targets
-        .iter()
-        .copied()
-        .zip(futures_util::future::join_all(lookups).await)
-        .collect();
-    for remote in batch.drain(..) {
-        let source = remote.request.source_uuid;
-        let peer = remote.request.peer_uuid;
-        let owner = match found.get(&peer) {
-            Some(Ok(Some(owner))) if owner.node != cluster.node_id() => owner,
-            Some(Err(e)) => {
-                log::warn!("[{source}] cannot forward to peer {peer}: cluster lookup failed ({e})");
-                echo(metrics, remote, unknown_peer(peer));
-                continue;
+    remote: Remote,
+) -> impl std::future::Future<Output = Option<(Remote, String)>> + Send + 'static {
+    let source = remote.request.source_uuid;
+    let peer = remote.request.peer_uuid;
+    let envelope = Envelope::Forward {
+        from: source,
+        to: peer,
+        user: user_name(&remote.user),
+        text: remote.text.to_string(),
+    };
+    let routed = cluster.route(&envelope);
+    async move {
+        let error = match routed.await {
+            Ok(Routed::Sent { node }) => {
+                log::debug!("[{source}] forwarded to {peer} on node {node}");
+                return None;
             }
-            _ => {
+            Ok(Routed::Unknown) => {
                 log::warn!("[{source}] cannot forward to unknown peer {peer}");
-                echo(metrics, remote, unknown_peer(peer));
-                continue;
+                unknown_peer(peer)
+            }
+            Ok(Routed::DeadNode { node }) => {
+                log::warn!("[{source}] cannot forward to peer {peer}: its node {node} is gone");
+                unknown_peer(peer)
+            }
+            Ok(Routed::OtherUser { .. }) => {
+                log::warn!("[{source}] refused forward to peer {peer} owned by another user");
+                other_user(peer)
+            }
+            Err(e) => {
+                log::warn!("[{source}] forward to {peer} on another node failed: {e}");
+                unknown_peer(peer)
             }
         };
-        if owner.user != user_name(&remote.user) {
-            log::warn!("[{source}] refused forward to peer {peer} owned by another user");
-            echo(metrics, remote, other_user(peer));
-            continue;
-        }
-        let envelope = Envelope::Forward {
-            from: source,
-            to: peer,
-            text: remote.text.to_string(),
-        };
-        let node = owner.node.clone();
-        let published = cluster.forward(&node, &envelope);
-        log::debug!("[{source}] forwarding to {peer} on node {node}");
-        pending.push(Box::pin(async move {
-            match published.await {
-                Ok(()) => None,
-                Err(e) => {
-                    log::warn!("[{source}] forward to {peer} on node {node} failed: {e}");
-                    Some(remote)
-                }
-            }
-        }));
+        Some((remote, error))
     }
 }
 

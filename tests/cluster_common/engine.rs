@@ -105,6 +105,7 @@ pub fn forward(from: Uuid, to: Uuid, text: &str) -> Envelope {
     Envelope::Forward {
         from,
         to,
+        user: "alice".into(),
         text: text.into(),
     }
 }
@@ -121,6 +122,7 @@ pub async fn forward_arrives(a: &Node, b: &mut Node, from: Uuid, to: Uuid, text:
         Delivery::Forward {
             from,
             to,
+            user: "alice".into(),
             text: text.into()
         }
     );

@@ -7,7 +7,7 @@ pub mod engine;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,7 +57,7 @@ impl Redis {
         let dir = tempfile::tempdir().expect("temporary directory");
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            if let Some(child) = spawn(port, &dir.path().to_path_buf()) {
+            if let Some(child) = spawn(port, dir.path()) {
                 return Redis {
                     child: Some(child),
                     port,
@@ -66,6 +66,40 @@ impl Redis {
             }
         }
         panic!("redis-server did not start on any of {PORT_ATTEMPTS} free ports");
+    }
+
+    /// Starts one that speaks TLS only (`--port 0 --tls-port`), with the
+    /// PEM files `cert` and `key`, trusting `ca` and asking clients for no
+    /// certificate; ready once it accepts TCP connections.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Redis {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string().into(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ];
+            for (flag, path) in [
+                ("--tls-cert-file", cert),
+                ("--tls-key-file", key),
+                ("--tls-ca-cert-file", ca),
+            ] {
+                args.push(flag.into());
+                args.push(path.into());
+            }
+            if let Some(child) = spawn_with(&args, dir.path(), || accepts(port)) {
+                return Redis {
+                    child: Some(child),
+                    port,
+                    dir,
+                };
+            }
+        }
+        panic!("redis-server (TLS) did not start on any of {PORT_ATTEMPTS} free ports");
     }
 
     /// `redis://127.0.0.1:{port}`.
@@ -86,7 +120,7 @@ impl Redis {
         self.kill();
         let deadline = Instant::now() + START_LIMIT;
         while Instant::now() < deadline {
-            if let Some(child) = spawn(self.port, &self.dir.path().to_path_buf()) {
+            if let Some(child) = spawn(self.port, self.dir.path()) {
                 self.child = Some(child);
                 return;
             }
@@ -127,9 +161,17 @@ fn free_port() -> u16 {
 
 /// Starts `redis-server` on `port` and waits for PING; `None` if it exited
 /// (the port was taken) or never answered.
-fn spawn(port: u16, dir: &PathBuf) -> Option<Child> {
+fn spawn(port: u16, dir: &Path) -> Option<Child> {
+    let args: Vec<std::ffi::OsString> = vec!["--port".into(), port.to_string().into()];
+    spawn_with(&args, dir, || ping(port))
+}
+
+/// Starts `redis-server` with `args` (on 127.0.0.1, no persistence, in
+/// `dir`) and waits until `ready`; `None` if it exited or never was.
+fn spawn_with(args: &[std::ffi::OsString], dir: &Path, ready: impl Fn() -> bool) -> Option<Child> {
     let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(args)
+        .args(["--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
         .arg("--dir")
         .arg(dir)
@@ -142,7 +184,7 @@ fn spawn(port: u16, dir: &PathBuf) -> Option<Child> {
         if let Ok(Some(_)) = child.try_wait() {
             return None;
         }
-        if ping(port) {
+        if ready() {
             return Some(child);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -150,6 +192,11 @@ fn spawn(port: u16, dir: &PathBuf) -> Option<Child> {
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// Whether something accepts TCP connections on `port`.
+fn accepts(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 fn ping(port: u16) -> bool {

@@ -124,14 +124,27 @@ impl Handler<ClusterDelivery> for Registry {
 
     fn handle(&mut self, msg: ClusterDelivery, _: &mut Self::Context) {
         match msg.0 {
-            Delivery::Forward { from, to, text } => {
-                let Some(target) = self.registrations.get(&to).map(|r| r.session) else {
+            Delivery::Forward {
+                from,
+                to,
+                user,
+                text,
+            } => {
+                let Some(target) = self.registrations.get(&to) else {
                     log::debug!(
                         "[{from}] forward from another node to {to} dropped: not here any more"
                     );
                     return;
                 };
-                self.tell(target, ToSession::Deliver(ByteString::from(text)));
+                // The rule of one node: a peer is reached by its own user only.
+                if cluster::user_name(&target.user) != user {
+                    log::warn!(
+                        "[{from}] forward from another node to {to} refused: it names user {user:?}, not the peer's"
+                    );
+                    return;
+                }
+                let session = target.session;
+                self.tell(session, ToSession::Deliver(ByteString::from(text)));
                 self.metrics.forwarded.inc();
             }
             Delivery::Takeover { uuid, session } => self.taken_over(uuid, session),

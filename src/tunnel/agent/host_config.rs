@@ -136,7 +136,8 @@ impl HostConfig {
 
     /// Validates and fills in defaults: one agent per service (the
     /// one-service keys, or each `[[services]]` entry) and relay node
-    /// (`relay`, then `more_relays`; a node named twice is refused), in that
+    /// (`relay`, then `more_relays`; each `HOST:PORT`, and a node named
+    /// twice, in any spelling of the same address, is refused), in that
     /// order: every relay of the first service, then of the next.
     pub fn into_agents(self) -> Result<Vec<AgentSettings>, ConfigError> {
         let mut relays: Vec<String> = self.relay.iter().cloned().collect();
@@ -144,10 +145,16 @@ impl HostConfig {
         if relays.is_empty() {
             return Err(invalid("relay", "is required"));
         }
-        for (index, relay) in relays.iter().enumerate() {
-            if relays[..index].contains(relay) {
-                return Err(invalid("relay", format!("{relay} is given twice")));
+        let mut seen = Vec::with_capacity(relays.len());
+        for relay in &relays {
+            let node = relay_node(relay).map_err(|m| invalid("relay", m))?;
+            if let Some(i) = seen.iter().position(|n| *n == node) {
+                return Err(invalid(
+                    "relay",
+                    format!("{relay} is given twice (as {})", relays[i]),
+                ));
             }
+            seen.push(node);
         }
         let services = expand(self)?;
         let mut agents = Vec::with_capacity(relays.len() * services.len());
@@ -314,6 +321,40 @@ fn tls(
     let host = relay.rsplit_once(':').map_or(relay, |(h, _)| h);
     let name = server_name.unwrap_or(host.trim_matches(['[', ']']));
     AgentTls::new(ca_file, name).map_err(|m| invalid("tls_ca_file", m))
+}
+
+/// A relay address as a node: `(host, port)` from `HOST:PORT` or
+/// `[IPv6]:PORT` (the forms a TCP connect takes), with the host lowercased
+/// (and without a final `.`) or an IP address in its canonical form, and
+/// the port as a number; so `Relay.example:07000` and `relay.example:7000`,
+/// or `[::1]:7000` and `[0:0::1]:7000`, are one node. Different names of
+/// one machine (`localhost`, `127.0.0.1`) stay different: nothing is resolved.
+fn relay_node(relay: &str) -> Result<(String, u16), String> {
+    let form = || format!("{relay:?} is not HOST:PORT or [IPv6]:PORT");
+    let (host, port) = match relay.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, port) = rest.split_once("]:").ok_or_else(form)?;
+            let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| form())?;
+            (ip.to_string(), port)
+        }
+        None => {
+            let (host, port) = relay.rsplit_once(':').ok_or_else(form)?;
+            let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
+            if host.is_empty() || !host.bytes().all(valid) {
+                return Err(form());
+            }
+            let host = match host.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => host.trim_end_matches('.').to_ascii_lowercase(),
+            };
+            (host, port)
+        }
+    };
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    match port.parse::<u16>() {
+        Ok(port) if digits && port > 0 => Ok((host, port)),
+        _ => Err(format!("{relay:?} has no port in 1-65535")),
+    }
 }
 
 fn toml_deserializer(text: &str) -> Result<config::Config, ConfigError> {

@@ -265,3 +265,55 @@ fn bad_entries_are_named() {
         other => panic!("expected services[0].relay named, got {other:?}"),
     }
 }
+
+#[test]
+fn one_node_in_two_spellings_is_given_twice() {
+    let agents = |first: &str, second: &str| HostConfig {
+        relay: Some(first.into()),
+        more_relays: Some(vec![second.into()]),
+        ..valid()
+    };
+    for (first, second) in [
+        ("relay.example:7000", "RELAY.Example:7000"),
+        ("relay.example:7000", "relay.example.:7000"),
+        ("127.0.0.1:7000", "127.0.0.1:07000"),
+        ("[::1]:7000", "[0:0:0:0:0:0:0:1]:7000"),
+        ("[2001:db8::1]:7000", "[2001:DB8:0::1]:7000"),
+    ] {
+        match agents(first, second).into_agents() {
+            Err(ConfigError::Invalid { key, message }) => {
+                assert_eq!(key, "relay");
+                assert!(message.contains("twice"), "{message}");
+            }
+            other => panic!("{first} and {second} both accepted: {other:?}"),
+        }
+    }
+    // Different addresses, or names not resolved, stay two nodes.
+    for (first, second) in [
+        ("127.0.0.1:7000", "localhost:7000"),
+        ("127.0.0.1:7000", "127.0.0.1:7001"),
+        ("[::1]:7000", "127.0.0.1:7000"),
+    ] {
+        assert_eq!(agents(first, second).into_agents().unwrap().len(), 2);
+    }
+    // What a TCP connect would not take is refused now, naming the key.
+    for bad in [
+        "127.0.0.1:7000/",
+        "127.0.0.1",
+        "relay.example:0",
+        "relay.example:70000",
+        "::1:7000",
+        "tcp://relay.example:7000",
+        ":7000",
+        "relay.example:+7000",
+    ] {
+        let one = HostConfig {
+            relay: Some(bad.into()),
+            ..valid()
+        };
+        assert!(
+            matches!(one.into_agents(), Err(ConfigError::Invalid { key, .. }) if key == "relay"),
+            "{bad} accepted"
+        );
+    }
+}
