@@ -9,6 +9,8 @@ use switchboard::logging;
 use switchboard::tunnel::agent;
 use switchboard::tunnel::agent::host_config::HostConfig;
 
+use super::host_reload::{Agents, Triggers};
+
 /// Arguments of `switchboard host` (each overrides the same key of `--config`).
 #[derive(Args, Debug)]
 pub struct HostArgs {
@@ -60,7 +62,9 @@ pub struct HostArgs {
     log_level: Option<String>,
 }
 
-fn settings(args: &HostArgs) -> Result<Vec<agent::AgentSettings>, ConfigError> {
+/// The agents the file and flags stand for, each with its source (loaded
+/// the same way at start and at every reload).
+fn load(args: &HostArgs) -> Result<Vec<(agent::AgentSettings, HostConfig)>, ConfigError> {
     let file = match &args.config {
         Some(path) => HostConfig::load(path)?,
         None => HostConfig::default(),
@@ -80,12 +84,12 @@ fn settings(args: &HostArgs) -> Result<Vec<agent::AgentSettings>, ConfigError> {
         http_proxy: args.http_proxy.clone(),
         ..HostConfig::default()
     };
-    file.merge(flags).into_agents()
+    file.merge(flags).into_agents_with_sources()
 }
 
 /// Runs `switchboard host` until SIGTERM/SIGINT or a fatal refusal.
 pub fn run(args: HostArgs) -> ExitCode {
-    let settings = match settings(&args) {
+    let settings = match load(&args) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("switchboard host: {error}");
@@ -101,42 +105,41 @@ pub fn run(args: HostArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        // One agent per service and relay node. A fatal refusal (a bad
-        // token, an unknown service, a TLS mismatch) ends that agent only:
-        // the others keep serving, and the process exits 1 with the first
-        // reason once none is left. A node that is down is only retried.
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let mut agents = tokio::task::JoinSet::new();
-        for one in settings {
-            let stats = std::sync::Arc::new(agent::AgentStats::default());
-            agents.spawn(agent::run(one, stats, cancel.clone()));
-        }
-        let failure =
-            |ended: Result<Result<(), agent::AgentError>, tokio::task::JoinError>| match ended {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(error.to_string()),
-                Err(panicked) => Some(format!("an agent task failed: {panicked}")),
-            };
+        // A fatal refusal (a bad token, an unknown service, a TLS mismatch)
+        // ends that agent only: the others keep serving, and the process
+        // exits 1 with the first reason once none is left or when stopped.
+        // A node that is down is only retried.
+        let mut triggers = match Triggers::new(args.config.clone()) {
+            Ok(triggers) => triggers,
+            Err(error) => return Err(format!("cannot watch for SIGHUP: {error}")),
+        };
+        let mut agents = Agents::start(settings);
         let mut first_error = None;
-        let signal = wait_signal();
-        tokio::pin!(signal);
+        let stop = wait_signal();
+        tokio::pin!(stop);
         loop {
             tokio::select! {
-                ended = agents.join_next() => match ended {
-                    Some(ended) => {
-                        if let Some(error) = failure(ended) {
-                            if !agents.is_empty() {
-                                log::error!(
-                                    "switchboard host: {error}; {} other agent(s) keep serving",
-                                    agents.len()
-                                );
-                            }
-                            first_error.get_or_insert(error);
+                ended = agents.next_end() => match ended {
+                    Some(Ok(())) => {}
+                    Some(Err(error)) => {
+                        if agents.len() > 0 {
+                            log::error!(
+                                "switchboard host: {error}; {} other agent(s) keep serving",
+                                agents.len()
+                            );
                         }
+                        first_error.get_or_insert(error);
                     }
                     None => break,
                 },
-                signal = &mut signal => {
+                why = triggers.next() => {
+                    log::info!("reloading the settings ({why})");
+                    match load(&args) {
+                        Ok(loaded) => agents.apply(loaded),
+                        Err(error) => agents.refuse(&error),
+                    }
+                }
+                signal = &mut stop => {
                     if let Ok(signal) = signal {
                         log::info!("received {signal}; stopping the agent");
                     }
@@ -144,12 +147,7 @@ pub fn run(args: HostArgs) -> ExitCode {
                 }
             }
         }
-        cancel.cancel();
-        while let Some(ended) = agents.join_next().await {
-            if first_error.is_none() {
-                first_error = failure(ended);
-            }
-        }
+        agents.stop().await;
         first_error.map_or(Ok(()), Err)
     });
     match result {

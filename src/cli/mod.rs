@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 mod host;
+mod host_reload;
 mod peer;
 
 /// A subcommand; without one the binary runs the relay server.

@@ -140,6 +140,16 @@ impl HostConfig {
     /// twice, in any spelling of the same address, is refused), in that
     /// order: every relay of the first service, then of the next.
     pub fn into_agents(self) -> Result<Vec<AgentSettings>, ConfigError> {
+        Ok(self
+            .into_agents_with_sources()?
+            .into_iter()
+            .map(|(settings, _)| settings)
+            .collect())
+    }
+
+    /// [`into_agents`](Self::into_agents), each agent with the one-service,
+    /// one-relay configuration it was made from (what a reload compares).
+    pub fn into_agents_with_sources(self) -> Result<Vec<(AgentSettings, HostConfig)>, ConfigError> {
         let mut relays: Vec<String> = self.relay.iter().cloned().collect();
         relays.extend(self.more_relays.iter().flatten().cloned());
         if relays.is_empty() {
@@ -165,10 +175,11 @@ impl HostConfig {
                     more_relays: None,
                     ..service.clone()
                 };
-                agents.push(
-                    one.into_settings()
-                        .map_err(|e| services::in_entry(entry, e))?,
-                );
+                let settings = one
+                    .clone()
+                    .into_settings()
+                    .map_err(|e| services::in_entry(entry, e))?;
+                agents.push((settings, one));
             }
         }
         Ok(agents)
