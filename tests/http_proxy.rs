@@ -2,7 +2,8 @@
 //! (Debian's tinyproxy, started by the test on 127.0.0.1): `switchboard host
 //! --http-proxy` with proxy credentials serves a tunnelled client; `switchboard
 //! peer` registers through `--http-proxy` and through `HTTPS_PROXY`, and
-//! `NO_PROXY` sends it direct; a proxy that refuses (407 without credentials,
+//! `NO_PROXY` sends it direct; an agent's TLS to the relay runs inside the
+//! proxy's tunnel; a proxy that refuses (407 without credentials,
 //! 403 for the port) is reported with its status and retried with backoff,
 //! the agent staying up; a dead proxy is named; proxy URLs that are not
 //! http:// are refused at start (exit 2) naming the flag, key or variable.
@@ -223,6 +224,42 @@ async fn a_host_agent_serves_through_the_proxy_with_credentials() {
         !agent.log.seen().iter().any(|l| l.contains("s3cret")),
         "the proxy password was logged"
     );
+    assert!(agent.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_relay_runs_end_to_end_inside_the_proxy_tunnel() {
+    let Some(proxy) = TinyProxy::start("") else {
+        return;
+    };
+    let pem = common::fixtures::self_signed();
+    let (cert, key) = (pem.cert.path(), pem.key.path());
+    let config = echo_relay_config(TOKEN).replace(
+        "[tunnel]\n",
+        &format!("[tunnel]\ncertfile = {cert:?}\nkeyfile = {key:?}\n"),
+    );
+    let relay = RelayProc::start(&config);
+    let token = write_temp(&format!("{TOKEN}\n"));
+    let ca = cert.to_str().unwrap();
+    let tls = [
+        "--http-proxy",
+        &proxy.url(),
+        "--tls-ca-file",
+        ca,
+        "--tls-server-name",
+        "localhost",
+    ];
+    let mut agent = host(&relay.agents, &token, &tls, &[]);
+    agent.wait_line("serving \"echo\"");
+    let mut client = TcpStream::connect(relay.service("echo")).await.unwrap();
+    client.write_all(b"over TLS over CONNECT").await.unwrap();
+    let mut echoed = [0u8; 21];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut echoed))
+        .await
+        .expect("the echo came back in time")
+        .unwrap();
+    assert_eq!(&echoed, b"over TLS over CONNECT");
+    assert!(proxy.connects_to(&relay.agents) >= 2);
     assert!(agent.terminate().success());
 }
 
