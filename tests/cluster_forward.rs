@@ -1,4 +1,4 @@
-//! Proves a forward to a peer on another node is one round trip to Redis, and that the receiving node applies the one-node user rule itself: the engine's forward script reports sent / unknown / dead node / other user as the relay needs for its echo, a node's cross-node forward issues exactly one command to Redis (seen with `MONITOR`), a node whose script Redis forgot loads it again after one failed forward, and an envelope published on a node's channel that names another user than the target peer's is not delivered while one naming the right user is.
+//! Proves a forward to a peer on another node is one round trip to Redis, and that the receiving node applies the one-node user rule itself: the engine's forward script reports sent / unknown / dead node / other user as the relay needs for its echo, a node's cross-node forward issues exactly one command to Redis (seen with `MONITOR`), a node whose script Redis forgot loads it again after one failed forward, and an envelope published on a node's channel that names another user than the target peer's, or whose text is no peer_connection between the envelope's two UUIDs (not JSON, empty, 5 000 levels deep, a registration, other UUIDs), is not delivered while one naming the right user is; a forged takeover notice for a session that does not hold the UUID closes nothing and is not counted.
 //!
 //! Real redis-server on a free 127.0.0.1 port (tests/cluster_common);
 //! without it the tests fail saying so, unless SWITCHBOARD_SKIP_REDIS=1.
@@ -193,7 +193,7 @@ async fn a_cross_node_forward_is_one_command_to_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_envelope_naming_another_user_is_not_delivered() {
+async fn forged_envelopes_are_not_delivered_and_a_forged_takeover_changes_nothing() {
     if !redis_available() {
         return;
     }
@@ -205,19 +205,47 @@ async fn a_forged_envelope_naming_another_user_is_not_delivered() {
     )
     .await;
     register(&mut alice, "alice-B", UUID_B).await;
-    let publish = |user: &str, kind: &str| {
+    let publish_text = |user: &str, text: &str| {
         let envelope = format!(
-            "{{\"v\":1,\"node\":\"node-1\",\"kind\":\"forward\",\"from\":\"{UUID_A}\",\"to\":\"{UUID_B}\",\"user\":\"{user}\"}}\n{}",
-            offer(UUID_A, UUID_B, kind)
+            "{{\"v\":1,\"node\":\"node-1\",\"kind\":\"forward\",\"from\":\"{UUID_A}\",\"to\":\"{UUID_B}\",\"user\":\"{user}\"}}\n{text}"
         );
         redis.cli(&["PUBLISH", "sbtest:node:node-1", &envelope])
     };
-    // Bob's (forged) and the anonymous user's are dropped; Alice's arrives,
-    // and is the first thing her socket gets.
+    let publish = |user: &str, kind: &str| publish_text(user, &offer(UUID_A, UUID_B, kind));
+    // Bob's (forged) and the anonymous user's are dropped; so are texts that
+    // are no peer_connection from A to B (a node checks what a client's
+    // forward must be); Alice's arrives, and is the first thing her socket gets.
     assert_eq!(publish("bob", "offer"), "1");
     assert_eq!(publish("", "offer"), "1");
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let registration = format!(
+        "{{\"uuid\": \"{UUID_B}\", \"name\": \"x\", \"message_type\": \"relay_registration\"}}"
+    );
+    for text in [
+        "not json",
+        "",
+        &deep,
+        &registration,
+        &offer(UUID_A, UUID_C, "offer"),
+        &offer(UUID_C, UUID_B, "offer"),
+    ] {
+        assert_eq!(publish_text("alice", text), "1");
+    }
+    // A takeover notice for a session that does not hold B: nothing closes.
+    let takeover = format!(
+        "{{\"v\":1,\"node\":\"node-1\",\"kind\":\"takeover\",\"uuid\":\"{UUID_B}\",\"session\":999999}}"
+    );
+    assert_eq!(
+        redis.cli(&["PUBLISH", "sbtest:node:node-1", &takeover]),
+        "1"
+    );
     assert_eq!(publish("alice", "answer"), "1");
     assert_eq!(recv_text(&mut alice).await, offer(UUID_A, UUID_B, "answer"));
     let more = tokio::time::timeout(Duration::from_millis(300), alice.next()).await;
     assert!(more.is_err(), "something else arrived: {more:?}");
+    let (_, metrics) = http_get(cluster.node(1).admin, "/metrics", None).await;
+    assert!(
+        metrics.contains("switchboard_cluster_takeovers_in_total 0"),
+        "{metrics}"
+    );
 }

@@ -173,6 +173,11 @@ async fn takeover_across_nodes_closes_the_old_socket_with_4004() {
     let mut new = client(&cluster.node(1).url, "peer-A", UUID_A).await;
     let (code, _) = expect_close(&mut old).await;
     assert_eq!(code, 4004);
+    for (node, name, count) in [(0, "in", 1), (1, "out", 1), (1, "in", 0)] {
+        let (_, metrics) = http_get(cluster.node(node).admin, "/metrics", None).await;
+        let line = format!("switchboard_cluster_takeovers_{name}_total {count}\n");
+        assert!(metrics.contains(&line), "node {node}: {line} {metrics}");
+    }
     // The old socket's late close does not erase the new registration.
     let _ = old.close(None).await;
     drop(old);

@@ -67,6 +67,8 @@ pub(crate) struct Health {
 
 /// The reason of the state a node starts in, until its first heartbeat.
 const CONNECTING: &str = "connecting to Redis";
+/// The subscription's part of that reason until the first subscription.
+const NOT_SUBSCRIBED: &str = "not subscribed yet";
 
 impl Health {
     pub fn new(node: &str, metrics: Arc<ClusterMetrics>) -> Self {
@@ -75,7 +77,7 @@ impl Health {
         Health {
             parts: Mutex::new(Parts {
                 link: Some(reason.clone()),
-                subscription: Some("not subscribed yet".into()),
+                subscription: Some(NOT_SUBSCRIBED.into()),
                 reassert_wanted: 1,
                 reassert_done: 0,
             }),
@@ -202,7 +204,10 @@ impl Health {
                 if *old == reason {
                     return false;
                 }
-                if old == CONNECTING {
+                if old == CONNECTING && reason == NOT_SUBSCRIBED {
+                    // Redis answered; the subscription comes next: start-up, not a fault.
+                    log::debug!("cluster node {}: connected; subscribing", self.node);
+                } else if old == CONNECTING {
                     // The first attempt failed: say why at once (a wrong
                     // address, password or CA shows here).
                     log::warn!("cluster node {}: cannot reach Redis: {reason}", self.node);

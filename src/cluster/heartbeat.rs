@@ -210,7 +210,11 @@ async fn reassert_window(shared: &Arc<Shared>) -> Result<Reasserted, ClusterErro
     };
     tell_lost(shared, &snapshot, &lost);
     ClusterMetrics::inc(&shared.metrics.reasserts);
-    log::info!("cluster node {node}: re-asserted registrations: {report:?}");
+    if report.registrations + report.lost + report.stale > 0 {
+        log::info!("cluster node {node}: re-asserted registrations: {report:?}");
+    } else {
+        log::debug!("cluster node {node}: re-asserted registrations: none to re-assert");
+    }
     Ok(report)
 }
 
@@ -224,7 +228,7 @@ fn tell_lost(shared: &Shared, snapshot: &[(Uuid, Holder)], lost: &[String]) {
                 "[cluster {uuid}] held by another node after the outage: session {} loses it",
                 holder.session
             );
-            ClusterMetrics::inc(&shared.metrics.takeovers_in);
+            // Counted by the registry when the session still holds it.
             let takeover = Delivery::Takeover {
                 uuid: *uuid,
                 session: holder.session,

@@ -186,8 +186,9 @@ fn receive(shared: &Shared, payload: &[u8]) -> Option<u64> {
             None
         }
         Envelope::Takeover { uuid, session } => {
-            ClusterMetrics::inc(&shared.metrics.takeovers_in);
-            log::info!("[cluster {uuid}] taken over by another node (session {session} here)");
+            // Counted and logged by the registry, only when `session`
+            // still holds `uuid` there (a forged or late notice changes nothing).
+            log::debug!("[cluster {uuid}] takeover notice for session {session}");
             shared.hand_over(Delivery::Takeover { uuid, session });
             None
         }

@@ -34,10 +34,11 @@ use uuid::Uuid;
 use super::messages::{ClusterDelivery, Counts, LocalRegistrations, ToSession, User};
 use super::state::ServerState;
 use crate::admin::metrics::Metrics;
-use crate::cluster::{Cluster, Envelope, Holder, Inbox, RegistrationSource, Routed};
+use crate::cluster::{Cluster, Delivery, Envelope, Holder, Inbox, RegistrationSource, Routed};
 use crate::defaults;
 use crate::protocol::relay::encode_peer_connection;
 use crate::protocol::PeerConnection;
+use crate::protocol::RelayMessage;
 
 /// The cluster as the registry sees it: the engine and the queue of
 /// cross-node forwards. Set once per process ([`ClusterSlot`]).
@@ -157,6 +158,12 @@ async fn reassert_at_attach(state: Weak<ServerState>, cluster: Cluster) {
 /// Hands every delivery from other nodes to the registry, in order.
 async fn pump_inbox(state: Weak<ServerState>, mut inbox: Inbox) {
     while let Some(delivery) = inbox.recv().await {
+        if let Delivery::Forward { from, to, text, .. } = &delivery {
+            if let Err(why) = check_forward_text(from, to, text) {
+                log::warn!("a forward from another node refused: {why}");
+                continue;
+            }
+        }
         let Some(registry) = state.upgrade().and_then(|s| s.registry.get()) else {
             log::debug!("cluster delivery dropped: no registry");
             continue;
@@ -288,4 +295,26 @@ pub(super) fn unregister(link: &ClusterLink, session: u64, uuids: Vec<Uuid>) {
             }
         }
     });
+}
+
+/// What the sending node checked, checked again here (off the registry's
+/// thread): the text of a forward from another node is a relay
+/// `peer_connection` from `from` to `to`, as a client's forward on one node
+/// must be. A node trusts what comes through Redis no further than a client.
+fn check_forward_text(from: &Uuid, to: &Uuid, text: &str) -> Result<(), String> {
+    match crate::protocol::decode(text) {
+        Ok(RelayMessage::PeerConnection(pc)) if pc.source_uuid == *from && pc.peer_uuid == *to => {
+            Ok(())
+        }
+        Ok(RelayMessage::PeerConnection(pc)) => Err(format!(
+            "its text goes from {} to {}, the envelope from {from} to {to}",
+            pc.source_uuid, pc.peer_uuid
+        )),
+        Ok(_) => Err(format!(
+            "its text from {from} to {to} is not a peer_connection"
+        )),
+        Err(e) => Err(format!(
+            "its text from {from} to {to} is not a relay message ({e})"
+        )),
+    }
 }

@@ -108,6 +108,12 @@ impl Registry {
         }
         log::info!("[{uuid}] registered on another node; closing session {session} with 4004");
         self.metrics.takeovers.inc();
+        if let Some(link) = self.cluster.get() {
+            link.cluster
+                .metrics()
+                .takeovers_in
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.tell(
             session,
             ToSession::Close {
@@ -131,8 +137,10 @@ impl Handler<ClusterDelivery> for Registry {
                 text,
             } => {
                 let Some(target) = self.registrations.get(&to) else {
-                    log::debug!(
-                        "[{from}] forward from another node to {to} dropped: not here any more"
+                    // A peer that left or moved between the sender's lookup
+                    // and now; or a forged envelope.
+                    log::info!(
+                        "[{from}] forward from another node to {to} dropped: {to} is not registered here"
                     );
                     return;
                 };
