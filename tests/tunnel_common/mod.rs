@@ -41,7 +41,7 @@ pub fn settings(services: &[&str]) -> TunnelSettings {
             name: (*name).into(),
             bind: "127.0.0.1:0".into(),
             token: Some(Secret::new(format!("{TOKEN}-{name}"))),
-            token_file: None,
+            ..TunnelService::default()
         })
         .collect();
     s
@@ -205,6 +205,7 @@ pub async fn raw_agent(
         role,
         service: service.into(),
         session,
+        transport: switchboard::protocol::tunnel::Transport::Tcp,
     };
     write_frame(&mut stream, &hello).await.unwrap();
     let Frame::Challenge { nonce } = reader

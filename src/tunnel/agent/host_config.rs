@@ -5,7 +5,7 @@
 //! relay = "relay.example.org:8702"
 //! service = "web"
 //! token_file = "/etc/switchboard/web.token"
-//! local = "127.0.0.1:8080"   # or: echo = true
+//! local = "127.0.0.1:8080"   # or: echo = true, or: local_udp = "127.0.0.1:53"
 //! pool = 10
 //! ```
 
@@ -40,6 +40,9 @@ pub struct HostConfig {
     pub local: Option<String>,
     /// Serve the built-in echo service instead of `local`.
     pub echo: Option<bool>,
+    /// Local UDP service `host:port` (for a relay service of `type = "udp"`),
+    /// instead of `local`.
+    pub local_udp: Option<String>,
     /// Pooled data connections kept open.
     pub pool: Option<usize>,
     /// Heartbeat interval, in milliseconds.
@@ -111,6 +114,7 @@ impl HostConfig {
             token_file: flags.token_file.or(self.token_file),
             local: flags.local.or(self.local),
             echo: flags.echo.or(self.echo),
+            local_udp: flags.local_udp.or(self.local_udp),
             pool: flags.pool.or(self.pool),
             heartbeat_interval_ms: flags.heartbeat_interval_ms.or(self.heartbeat_interval_ms),
             heartbeat_timeout_ms: flags.heartbeat_timeout_ms.or(self.heartbeat_timeout_ms),
@@ -167,7 +171,17 @@ impl HostConfig {
             ));
         }
         let token = token(self.token, self.token_file)?;
-        let local = local(self.echo.unwrap_or(false), self.local)?;
+        let local = match self.local_udp {
+            Some(_) if self.local.is_some() || self.echo == Some(true) => {
+                return Err(invalid(
+                    "local_udp",
+                    "give one of local, local_udp and echo",
+                ))
+            }
+            Some(addr) if addr.rsplit_once(':').is_some() => LocalService::Udp(addr),
+            Some(addr) => return Err(invalid("local_udp", format!("{addr:?} is not host:port"))),
+            None => local(self.echo.unwrap_or(false), self.local)?,
+        };
         let tls = if self.tls.unwrap_or(false) || self.tls_ca_file.is_some() {
             Some(tls(
                 &relay,
@@ -193,6 +207,12 @@ impl HostConfig {
         settings.proxy_protocol = self.proxy_protocol.unwrap_or(false);
         if settings.proxy_protocol && settings.local == LocalService::Echo {
             return Err(invalid("proxy_protocol", "needs a local service, not echo"));
+        }
+        if settings.proxy_protocol && matches!(settings.local, LocalService::Udp(_)) {
+            return Err(invalid(
+                "proxy_protocol",
+                "is for TCP services only, not with local_udp",
+            ));
         }
         if settings.pool == 0 {
             return Err(invalid("pool", "must be at least 1"));
@@ -407,6 +427,30 @@ mod tests {
                     local: None,
                     echo: Some(true),
                     proxy_protocol: Some(true),
+                    ..valid()
+                },
+            ),
+            (
+                "proxy_protocol",
+                HostConfig {
+                    local: None,
+                    local_udp: Some("127.0.0.1:53".into()),
+                    proxy_protocol: Some(true),
+                    ..valid()
+                },
+            ),
+            (
+                "local_udp",
+                HostConfig {
+                    local_udp: Some("127.0.0.1:53".into()),
+                    ..valid()
+                },
+            ),
+            (
+                "local_udp",
+                HostConfig {
+                    local: None,
+                    local_udp: Some("nowhere".into()),
                     ..valid()
                 },
             ),
