@@ -298,13 +298,15 @@ impl TunnelService {
         ];
         for (key, value) in keys {
             match value {
-                Some(_) if !udp => return Err(invalid(
-                    key,
-                    format!(
+                Some(_) if !udp => {
+                    return Err(invalid(
+                        key,
+                        format!(
                         "applies to UDP services only (service {:?} is TCP: set type = \"udp\")",
                         self.name
                     ),
-                )),
+                    ))
+                }
                 Some(0) => return Err(invalid(key, "must be at least 1")),
                 _ => {}
             }

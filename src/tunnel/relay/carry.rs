@@ -73,7 +73,7 @@ pub(super) async fn pooled(
         liveness: liveness.clone(),
     };
     service.pool.add(entry);
-    state.pool_changed(&service);
+    state.pool_changed(service);
     let assigned = idle(state, &mut stream, &mut reader, &mut rx, &cancel, &liveness).await;
     service.pool.remove(id);
     state.pool_changed(service);
