@@ -6,7 +6,9 @@
 //! datagram opens a new one), the `max_sessions`, `queue_full` and
 //! `too_large` drops counted, queued datagrams delivered once an agent
 //! comes, a TCP agent for a UDP service and a UDP agent for a TCP service
-//! refused with a clear error, and bad UDP settings naming the key.
+//! refused with a clear error, and bad UDP settings naming the key; and,
+//! with a hand-made agent speaking raw frames, the wire format (`StartUdp`,
+//! datagram records both ways) and a silent pooled connection replaced.
 
 mod tunnel_common;
 
@@ -17,9 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use switchboard::config::{Overrides, Settings, TunnelSettings};
-use switchboard::protocol::tunnel::ErrorCode;
+use switchboard::protocol::tunnel::{self, DatagramRecords, ErrorCode, Frame, Role, Transport};
 use switchboard::tunnel::agent::host_config::HostConfig;
 use switchboard::tunnel::agent::{self, AgentError, LocalService};
+use switchboard::tunnel::framing::write_frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tunnel_common::*;
 
@@ -416,4 +420,85 @@ fn bad_udp_settings_name_the_key() {
             "{extra:?}: {error} does not name {key}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_udp_and_records_on_the_wire_and_a_silent_pooled_connection_is_replaced() {
+    let mut s = udp_settings("raw", |_| {});
+    s.handoff_timeout_ms = 200;
+    let relay = Relay::start(s);
+    let udp = Transport::Udp;
+    let (_control, _control_reader, session) =
+        raw_agent_as(&relay, "raw", Role::Control, 0, udp).await;
+    // A pooled connection whose agent never answers again.
+    let (mut silent, mut silent_reader, _) =
+        raw_agent_as(&relay, "raw", Role::Data, session, udp).await;
+    wait_until("the pooled connection", || relay.idle("raw") == 1).await;
+
+    let socket = client(relay.service("raw")).await;
+    socket.send(b"first").await.unwrap();
+    socket.send(b"").await.unwrap();
+    let ping = silent_reader.next_within(&mut silent, WAIT, "ping").await;
+    assert!(matches!(ping, Ok(Frame::Ping { .. })), "{ping:?}");
+    let start = silent_reader.next_within(&mut silent, WAIT, "start").await;
+    let Ok(Frame::StartUdp {
+        conn,
+        client,
+        server,
+    }) = start
+    else {
+        panic!("no StartUdp: {start:?}");
+    };
+    assert_eq!(client, socket.local_addr().unwrap());
+    assert_eq!(server, relay.service("raw"));
+    // Given up after tunnel.handoff_timeout_ms, before any datagram was sent to it.
+    let mut rest = silent_reader.into_leftover();
+    tokio::time::timeout(WAIT, silent.read_to_end(&mut rest))
+        .await
+        .expect("the relay gives up on the silent connection")
+        .unwrap();
+    assert!(rest.is_empty(), "no datagram before Started: {rest:?}");
+
+    // The next pooled connection gets the same session, its datagrams kept.
+    let (mut live, mut live_reader, _) =
+        raw_agent_as(&relay, "raw", Role::Data, session, udp).await;
+    let Frame::StartUdp { conn: again, .. } = next_event(&mut live, &mut live_reader).await else {
+        panic!("no StartUdp on the live connection");
+    };
+    assert_eq!(again, conn);
+    write_frame(&mut live, &Frame::Started { conn })
+        .await
+        .unwrap();
+    let mut wire = live_reader.into_leftover();
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..100 {
+        let mut records = DatagramRecords::new(&wire);
+        got = records.by_ref().map(|d| d.unwrap().to_vec()).collect();
+        if got.len() >= 2 {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(WAIT, live.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "relay closed the session");
+        wire.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, vec![b"first".to_vec(), Vec::new()]);
+    let mut answer = Vec::new();
+    tunnel::encode_datagram(&mut answer, b"one");
+    tunnel::encode_datagram(&mut answer, b"two");
+    live.write_all(&answer).await.unwrap();
+    assert_eq!(recv(&socket, WAIT).await.unwrap(), b"one");
+    assert_eq!(recv(&socket, WAIT).await.unwrap(), b"two");
+    let text = relay.metrics_text();
+    assert_eq!(
+        metric(
+            &text,
+            "switchboard_tunnel_handoff_failures_total",
+            "no_answer"
+        ),
+        1.0
+    );
 }
