@@ -8,8 +8,12 @@
 //! comes, a TCP agent for a UDP service and a UDP agent for a TCP service
 //! refused with a clear error, and bad UDP settings naming the key; and,
 //! with a hand-made agent speaking raw frames, the wire format (`StartUdp`,
-//! datagram records both ways) and a silent pooled connection replaced.
+//! datagram records both ways) and a silent pooled connection replaced; and
+//! as an operator runs it, a relay process and a `switchboard host
+//! --local-udp` process serving a UDP client, `/tunnels` and `/metrics`
+//! showing the session, `--local-udp` with `--proxy-protocol` refused.
 
+mod common;
 mod tunnel_common;
 
 use std::collections::HashMap;
@@ -18,6 +22,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::procs::{after, http_get, write_temp, Proc};
 use switchboard::config::{Overrides, Settings, TunnelSettings};
 use switchboard::protocol::tunnel::{self, DatagramRecords, ErrorCode, Frame, Role, Transport};
 use switchboard::tunnel::agent::host_config::HostConfig;
@@ -501,4 +506,67 @@ async fn start_udp_and_records_on_the_wire_and_a_silent_pooled_connection_is_rep
         ),
         1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_and_host_processes_serve_a_udp_client() {
+    let config = write_temp(
+        "[server]\nhost = \"127.0.0.1\"\nport = 0\n[admin]\nhost = \"127.0.0.1\"\nport = 0\n\
+         [log]\nlevel = \"info\"\n[tunnel]\nhost = \"127.0.0.1\"\nport = 0\n\
+         [[tunnel.services]]\nname = \"dns\"\ntype = \"udp\"\nbind = \"127.0.0.1:0\"\n\
+         token = \"udp-process-token\"\n",
+    );
+    let mut relay = Proc::start(&["--config", config.path().to_str().unwrap()]);
+    let line = relay.wait_line("tunnel: agents connect to");
+    let agents = after(&line, "agents connect to ").to_string();
+    assert!(line.contains("(udp)"), "{line}");
+    let service: SocketAddr = after(&line, "dns on ").parse().unwrap();
+    let admin: SocketAddr = after(&relay.wait_line("admin on http://"), "admin on http://")
+        .parse()
+        .unwrap();
+    let local = resolver().await.to_string();
+    let token = write_temp("udp-process-token\n");
+    let token_path = token.path().to_str().unwrap().to_string();
+    let args = [
+        "host",
+        "--relay",
+        &agents,
+        "--service",
+        "dns",
+        "--token-file",
+        &token_path,
+    ];
+    let mut refused =
+        Proc::start(&[&args[..], &["--local-udp", &local, "--proxy-protocol"]].concat());
+    assert_eq!(refused.wait_exit().code(), Some(2));
+    refused.wait_line("--proxy-protocol");
+    let mut host = Proc::start(&[&args[..], &["--local-udp", &local, "--pool", "2"]].concat());
+    host.wait_line("serving \"dns\"");
+    let socket = client(service).await;
+    let request = b"\x00\x07example.org";
+    let mut answered = None;
+    // The first datagram may come before the agent's pool is in place: retry.
+    for _ in 0..50 {
+        socket.send(request).await.unwrap();
+        answered = recv(&socket, Duration::from_millis(200)).await;
+        if answered.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        answered.expect("an answer through two processes"),
+        answer(request)
+    );
+    let body = http_get(admin, "/tunnels").await;
+    assert!(body.contains("\"type\":\"udp\""), "{body}");
+    assert!(body.contains("\"udp_sessions\":1"), "{body}");
+    let metrics = http_get(admin, "/metrics").await;
+    let sessions = metric(
+        &metrics,
+        "switchboard_tunnel_udp_sessions",
+        "service=\"dns\"",
+    );
+    assert_eq!(sessions, 1.0, "{metrics}");
+    assert!(host.terminate().success());
+    assert!(relay.terminate().success());
 }

@@ -268,7 +268,10 @@ pub fn start(
         state
             .services
             .values()
-            .map(|s| format!("{} on {}", s.name, s.addr))
+            .map(|s| match s.transport {
+                Transport::Tcp => format!("{} on {}", s.name, s.addr),
+                Transport::Udp => format!("{} on {} (udp)", s.name, s.addr),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );
