@@ -8,7 +8,8 @@
 //! comes, a TCP agent for a UDP service and a UDP agent for a TCP service
 //! refused with a clear error, and bad UDP settings naming the key; and,
 //! with a hand-made agent speaking raw frames, the wire format (`StartUdp`,
-//! datagram records both ways) and a silent pooled connection replaced; and
+//! datagram records both ways) and a silent pooled connection replaced;
+//! datagrams through TLS agent connections; and
 //! as an operator runs it, a relay process and a `switchboard host
 //! --local-udp` process serving a UDP client, `/tunnels` and `/metrics`
 //! showing the session, `--local-udp` with `--proxy-protocol` refused.
@@ -22,12 +23,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::fixtures::self_signed;
 use common::procs::{after, http_get, write_temp, Proc};
 use switchboard::config::{Overrides, Settings, TunnelSettings};
 use switchboard::protocol::tunnel::{self, DatagramRecords, ErrorCode, Frame, Role, Transport};
 use switchboard::tunnel::agent::host_config::HostConfig;
 use switchboard::tunnel::agent::{self, AgentError, LocalService};
 use switchboard::tunnel::framing::write_frame;
+use switchboard::tunnel::tls::AgentTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tunnel_common::*;
@@ -569,4 +572,26 @@ async fn relay_and_host_processes_serve_a_udp_client() {
     assert_eq!(sessions, 1.0, "{metrics}");
     assert!(host.terminate().success());
     assert!(relay.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_sessions_run_through_tls_agent_connections() {
+    let pem = self_signed();
+    let mut s = udp_settings("echo", |_| {});
+    s.certfile = Some(pem.cert.path().to_path_buf());
+    s.keyfile = Some(pem.key.path().to_path_buf());
+    let relay = Relay::start(s);
+    let local = udp_echo_server().await;
+    let mut a = agent_settings(
+        &relay.agents(),
+        "echo",
+        LocalService::Udp(local.to_string()),
+        2,
+    );
+    a.tls = Some(AgentTls::new(Some(pem.cert.path()), "localhost").unwrap());
+    let agent = agent::spawn(a);
+    wait_until("the pool to fill", || relay.idle("echo") >= 2).await;
+    let to = relay.service("echo");
+    tokio::join!(echo_session(to, 3, 500, 25), echo_session(to, 4, 500, 25));
+    agent.stop().await.unwrap();
 }
