@@ -250,6 +250,8 @@ async fn datagrams(
                 count += 1;
             }
             touch();
+            // Counted first, so a client that has its answer sees it counted.
+            udp.datagrams_in.inc_by(count);
             if let Err(e) = async {
                 to_agent.write_all(&batch).await?;
                 to_agent.flush().await
@@ -258,7 +260,6 @@ async fn datagrams(
             {
                 return format!("writing to the agent: {e}");
             }
-            udp.datagrams_in.inc_by(count);
         }
         "the relay is stopping".to_string()
     };
@@ -272,11 +273,11 @@ async fn datagrams(
                     Ok(datagram) => datagram,
                     Err(e) => return format!("the agent sent a bad record: {e}"),
                 };
+                udp.datagrams_out.inc();
                 // A client that is gone (ICMP unreachable) is no reason to stop.
                 if let Err(e) = session.socket.send_to(datagram, session.addr).await {
                     log::debug!("UDP answer to {} failed: {e}", session.addr);
                 }
-                udp.datagrams_out.inc();
             }
             let consumed = records.consumed();
             if consumed > 0 {
