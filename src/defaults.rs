@@ -257,6 +257,22 @@ pub const TUNNEL_HANDOFF_TIMEOUT_MS: u64 = 1_000;
 /// Most bytes of a client the relay forwards (and keeps, for a retry) before
 /// the agent answers `Started`; more wait in the client's socket.
 pub const TUNNEL_HANDOFF_BUFFER: usize = 16 * 1024;
+/// A UDP session (one client address of a UDP service) with no datagram
+/// either way for this long is closed, in milliseconds.
+pub const TUNNEL_UDP_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// UDP sessions one UDP service holds at once; datagrams from further client
+/// addresses are dropped (and counted).
+pub const TUNNEL_UDP_MAX_SESSIONS: usize = 1_024;
+/// Datagrams queued per UDP session while its pooled connection is being
+/// handed over or is slow; more are dropped (and counted).
+pub const TUNNEL_UDP_QUEUE: usize = 512;
+/// Largest batch of datagram records a UDP session writes at once to its
+/// pooled connection (relay and agent), in bytes.
+pub const TUNNEL_UDP_BATCH: usize = 64 * 1024;
+/// Send and receive buffer asked for on UDP service sockets (the relay's
+/// public one, the agent's local ones), in bytes: the kernel default of
+/// ~208 KiB drops bursts at Gbit/s rates.
+pub const TUNNEL_UDP_SOCKET_BUFFER: usize = 4 << 20;
 /// Most hand-offs of one client; after that many failures it is closed.
 pub const TUNNEL_HANDOFF_ATTEMPTS: u32 = 4;
 /// Idle time before TCP keepalive probes start on agent connections (both

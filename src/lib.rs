@@ -47,12 +47,13 @@
 //!   data channels, chunked messages, and the ledger of what the peer
 //!   acknowledged behind flushes), `runtime` (tokio for `webrtc` with larger
 //!   UDP buffers) and `peer_manager` (the one actor an application adds).
-//! - [`tunnel`]: the TCP tunnel, one folder per side: `tunnel::relay` (the
+//! - [`tunnel`]: the TCP (and UDP) tunnel, one folder per side: `tunnel::relay` (the
 //!   agents' and services' listeners on their own runtime; `agents`:
 //!   handshakes and control channels, `pool`, `carry`: pooled connections
-//!   carrying clients, `clients`: the public listeners, `state`) and
+//!   carrying clients, `clients`: the public listeners, `udp`: UDP
+//!   services' sockets and sessions, `state`) and
 //!   `tunnel::agent`, the host agent behind `switchboard host` (`pool`,
-//!   `connect`, `settings`, `host_config`: its settings file); beside them
+//!   `udp`, `connect`, `settings`, `host_config`: its settings file); beside them
 //!   what both share: `framing`, `pump` (copy, then `splice` on Linux),
 //!   `tls`, `net` (runtime, socket options), `error`. The wire format is
 //!   [`protocol::tunnel`], the PROXY header [`protocol::proxy_v2`].
@@ -69,7 +70,8 @@
 //!   (`listen`, `send`) and `host` (the tunnel's host agent).
 //! - `src/bin/switchboard-load/`: a load generator speaking the relay protocol
 //!   (flood, latency, idle memory) against any relay URL, plus `connrate` and
-//!   `echo-server` for the tunnel, and the checked soaks `soak` (relay: no
+//!   `echo-server` for the tunnel, `udp-rr` and `udp-echo-server` for its
+//!   UDP services, and the checked soaks `soak` (relay: no
 //!   forward lost, duplicated or reordered) and `tunnel-soak` (SHA-256 of
 //!   every echo) that `scripts/soak` runs; `src/bin/switchboard-peer-bench/`:
 //!   peer connection setup and throughput; `scripts/bench` drives both.

@@ -56,6 +56,7 @@ fn hello(role: Role, service: &str, session: u64) -> Frame {
         role,
         service: service.into(),
         session,
+        transport: switchboard::protocol::tunnel::Transport::Tcp,
     }
 }
 

@@ -173,6 +173,16 @@ pub struct Metrics {
     pub tunnel_agents: Gauge,
     /// Agent handshakes refused: bad proof, unknown service or session (incremented per refusal).
     pub tunnel_auth_failures: Counter,
+    /// UDP sessions (client addresses) of a UDP service open now (set when
+    /// one opens or closes, waiting for a pooled connection included).
+    pub tunnel_udp_sessions: Family<ServiceLabels, Gauge>,
+    /// Datagrams from UDP clients written to agents (incremented per datagram).
+    pub tunnel_udp_datagrams_in: Family<ServiceLabels, Counter>,
+    /// Datagrams from agents sent to UDP clients (incremented per datagram).
+    pub tunnel_udp_datagrams_out: Family<ServiceLabels, Counter>,
+    /// Datagrams dropped, by reason (`max_sessions`, `queue_full`,
+    /// `too_large`, `max_clients`, `session_failed`; incremented per datagram).
+    pub tunnel_udp_drops: Family<RejectLabels, Counter>,
 }
 
 impl Metrics {
@@ -214,7 +224,25 @@ impl Metrics {
             "Failed hand-offs of a tunnel client to a pooled connection, by reason",
             tunnel_handoff_failures.clone(),
         );
+        let tunnel_udp_drops = Family::<RejectLabels, Counter>::default();
+        r.register(
+            "tunnel_udp_drops",
+            "Datagrams of UDP tunnel services dropped, by reason",
+            tunnel_udp_drops.clone(),
+        );
         Metrics {
+            tunnel_udp_drops,
+            tunnel_udp_sessions: gauges(r, "tunnel_udp_sessions", "UDP tunnel sessions open"),
+            tunnel_udp_datagrams_in: family(
+                r,
+                "tunnel_udp_datagrams_in",
+                "Datagrams from UDP tunnel clients carried to host agents",
+            ),
+            tunnel_udp_datagrams_out: family(
+                r,
+                "tunnel_udp_datagrams_out",
+                "Datagrams from host agents sent to UDP tunnel clients",
+            ),
             tunnel_handoff_failures,
             tunnel_clients_served: family(
                 r,

@@ -1,4 +1,4 @@
-//! `switchboard host`: a tunnel host agent serving a local TCP service through a relay.
+//! `switchboard host`: a tunnel host agent serving a local TCP (or UDP) service through a relay.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +34,9 @@ pub struct HostArgs {
     /// Serve the built-in echo service instead of --local.
     #[arg(long)]
     echo: bool,
+    /// The local UDP service to expose (the relay's service has type = "udp").
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["echo", "local", "proxy_protocol"])]
+    local_udp: Option<String>,
     /// Connect to the relay over TLS (the relay has tunnel.certfile/keyfile).
     #[arg(long)]
     tls: bool,
@@ -76,6 +79,7 @@ fn load(args: &HostArgs) -> Result<Vec<(agent::AgentSettings, HostConfig)>, Conf
         token_file: args.token_file.clone(),
         local: args.local.clone(),
         echo: args.echo.then_some(true),
+        local_udp: args.local_udp.clone(),
         pool: args.pool,
         proxy_protocol: args.proxy_protocol.then_some(true),
         tls: args.tls.then_some(true),

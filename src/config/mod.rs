@@ -18,7 +18,7 @@ use crate::defaults;
 mod cluster;
 mod tunnel;
 pub use cluster::{valid_key_prefix, valid_node_id, ClusterSettings, RedisTls, RedisUrl};
-pub use tunnel::{read_token_file, TunnelService, TunnelSettings};
+pub use tunnel::{read_token_file, TunnelService, TunnelSettings, UdpLimits};
 
 /// Environment variable prefix: `SWITCHBOARD__SERVER__PORT=9000`.
 pub const ENV_PREFIX: &str = "SWITCHBOARD";

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::{check_host, invalid, ConfigError, Secret};
 use crate::defaults;
+use crate::protocol::tunnel::Transport;
 
 /// `[tunnel]`: the TCP tunnel's relay side. Runs when `[[tunnel.services]]` is not empty.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,13 +71,28 @@ impl Default for TunnelSettings {
 }
 
 /// One `[[tunnel.services]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelService {
     /// Service name agents announce: 1–64 characters of `[A-Za-z0-9._-]`.
     pub name: String,
-    /// Public `host:port` where TCP clients of this service connect (port 0 picks one).
+    /// Public `host:port` where clients of this service connect (port 0
+    /// picks one): a TCP listener, or a UDP socket with `type = "udp"`.
     pub bind: String,
+    /// `"tcp"` (the default) or `"udp"`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// UDP only: a session idle (no datagram either way) this long is
+    /// closed, in milliseconds.
+    #[serde(default)]
+    pub udp_idle_timeout_ms: Option<u64>,
+    /// UDP only: sessions (client addresses) open at once.
+    #[serde(default)]
+    pub udp_max_sessions: Option<usize>,
+    /// UDP only: datagrams queued per session before its pooled connection
+    /// is ready or while it is slow.
+    #[serde(default)]
+    pub udp_queue: Option<usize>,
     /// The service's shared token (agents prove they hold it; it never crosses the wire).
     #[serde(default)]
     pub token: Option<Secret>,
@@ -85,7 +101,39 @@ pub struct TunnelService {
     pub token_file: Option<PathBuf>,
 }
 
+/// A UDP service's limits, defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpLimits {
+    /// Idle time after which a session is closed, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Sessions open at once.
+    pub max_sessions: usize,
+    /// Datagrams queued per session.
+    pub queue: usize,
+}
+
 impl TunnelService {
+    /// The service's transport (`type`; TCP unless `"udp"`).
+    pub fn transport(&self) -> Transport {
+        match self.kind.as_deref() {
+            Some("udp") => Transport::Udp,
+            _ => Transport::Tcp,
+        }
+    }
+
+    /// The UDP limits, defaults filled in.
+    pub fn udp_limits(&self) -> UdpLimits {
+        UdpLimits {
+            idle_timeout_ms: self
+                .udp_idle_timeout_ms
+                .unwrap_or(defaults::TUNNEL_UDP_IDLE_TIMEOUT_MS),
+            max_sessions: self
+                .udp_max_sessions
+                .unwrap_or(defaults::TUNNEL_UDP_MAX_SESSIONS),
+            queue: self.udp_queue.unwrap_or(defaults::TUNNEL_UDP_QUEUE),
+        }
+    }
+
     /// The service's token, from `token` or the first line of `token_file`.
     pub fn load_token(&self) -> Result<Secret, ConfigError> {
         if let Some(token) = &self.token {
@@ -201,6 +249,7 @@ impl TunnelService {
                 format!("{:?} is not host:port", self.bind),
             ));
         }
+        self.validate_transport()?;
         match (&self.token, &self.token_file) {
             (Some(token), None) if token.expose().is_empty() => {
                 return Err(invalid("tunnel.services.token", "must not be empty"))
@@ -214,6 +263,52 @@ impl TunnelService {
                     "tunnel.services.token",
                     "exactly one of token and token_file is required",
                 ))
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TunnelService {
+    /// Checks `type` and the UDP keys (set only with `type = "udp"`, at least 1).
+    fn validate_transport(&self) -> Result<(), ConfigError> {
+        let udp = match self.kind.as_deref() {
+            None | Some("tcp") => false,
+            Some("udp") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "tunnel.services.type",
+                    format!("{other:?} is neither \"tcp\" nor \"udp\""),
+                ))
+            }
+        };
+        let keys = [
+            (
+                "tunnel.services.udp_idle_timeout_ms",
+                self.udp_idle_timeout_ms,
+            ),
+            (
+                "tunnel.services.udp_max_sessions",
+                self.udp_max_sessions.map(|n| n as u64),
+            ),
+            (
+                "tunnel.services.udp_queue",
+                self.udp_queue.map(|n| n as u64),
+            ),
+        ];
+        for (key, value) in keys {
+            match value {
+                Some(_) if !udp => {
+                    return Err(invalid(
+                        key,
+                        format!(
+                        "applies to UDP services only (service {:?} is TCP: set type = \"udp\")",
+                        self.name
+                    ),
+                    ))
+                }
+                Some(0) => return Err(invalid(key, "must be at least 1")),
+                _ => {}
             }
         }
         Ok(())

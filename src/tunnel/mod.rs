@@ -1,4 +1,5 @@
-//! The TCP tunnel: host agents behind NAT serve plain TCP clients through the relay.
+//! The TCP tunnel: host agents behind NAT serve plain TCP clients (and, for
+//! a service of `type = "udp"`, UDP clients) through the relay.
 //!
 //! Two sides, each in its own folder, and what both use beside them:
 //!
@@ -7,8 +8,8 @@
 //!   and one public listener per service), runs them on a runtime of its own
 //!   and returns a [`TunnelRelay`] handle (addresses, `/tunnels` state,
 //!   shutdown). Agent handshakes and control channels, the per-service pool
-//!   of idle pooled connections, and the task that carries one client over a
-//!   pooled connection live there.
+//!   of idle pooled connections, the task that carries one client over a
+//!   pooled connection, and UDP services' sockets and sessions live there.
 //! - [`agent`]: the host agent (`switchboard host`): a control channel and N
 //!   pooled data connections refilled as soon as one is taken, reconnecting
 //!   with backoff, each serving a client by dialling the local service;

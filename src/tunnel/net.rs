@@ -1,5 +1,6 @@
 //! Runtime and socket helpers both sides of the tunnel use: the tunnel's
-//! own tokio runtime, keepalive on agent connections, and passing a FIN on.
+//! own tokio runtime, keepalive on agent connections, UDP socket buffers,
+//! and passing a FIN on.
 
 use std::io;
 use std::time::Duration;
@@ -22,6 +23,27 @@ pub fn runtime(workers: usize, name: &str) -> io::Result<tokio::runtime::Runtime
                 builder.worker_threads(n);
             }
             builder.enable_all().thread_name(name).build()
+        }
+    }
+}
+
+/// Asks for [`defaults::TUNNEL_UDP_SOCKET_BUFFER`] bytes of send and
+/// receive buffer on a UDP service socket (the kernel may give less; a
+/// refusal is logged, not fatal).
+pub fn enlarge_udp_buffers(socket: &std::net::UdpSocket) {
+    let sock = socket2::SockRef::from(socket);
+    for (what, result) in [
+        (
+            "receive",
+            sock.set_recv_buffer_size(defaults::TUNNEL_UDP_SOCKET_BUFFER),
+        ),
+        (
+            "send",
+            sock.set_send_buffer_size(defaults::TUNNEL_UDP_SOCKET_BUFFER),
+        ),
+    ] {
+        if let Err(e) = result {
+            log::debug!("tunnel: UDP {what} buffer not enlarged: {e}");
         }
     }
 }

@@ -41,7 +41,7 @@ pub fn settings(services: &[&str]) -> TunnelSettings {
             name: (*name).into(),
             bind: "127.0.0.1:0".into(),
             token: Some(Secret::new(format!("{TOKEN}-{name}"))),
-            token_file: None,
+            ..TunnelService::default()
         })
         .collect();
     s
@@ -197,6 +197,17 @@ pub async fn raw_agent(
     role: Role,
     session: u64,
 ) -> (TcpStream, FrameReader, u64) {
+    raw_agent_as(relay, service, role, session, tunnel::Transport::Tcp).await
+}
+
+/// [`raw_agent`] announcing `transport` in its `Hello`.
+pub async fn raw_agent_as(
+    relay: &Relay,
+    service: &str,
+    role: Role,
+    session: u64,
+    transport: tunnel::Transport,
+) -> (TcpStream, FrameReader, u64) {
     let mut stream = TcpStream::connect(relay.tunnel.agents_addr())
         .await
         .unwrap();
@@ -205,6 +216,7 @@ pub async fn raw_agent(
         role,
         service: service.into(),
         session,
+        transport,
     };
     write_frame(&mut stream, &hello).await.unwrap();
     let Frame::Challenge { nonce } = reader

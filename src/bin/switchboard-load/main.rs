@@ -4,7 +4,8 @@
 //! and measures forwarding throughput (`flood`), one-way latency with one
 //! message in flight (`latency`), and the relay's memory per idle registered
 //! client (`idle`); for the TCP tunnel, connection setup time (`connrate`)
-//! against its own `echo-server`. Each subcommand prints human text and exactly one
+//! against its own `echo-server`, and UDP request/response round trips
+//! (`udp-rr`) against its own `udp-echo-server`. Each subcommand prints human text and exactly one
 //! machine-readable line starting with `RESULT`. `scripts/bench relay` runs
 //! all three against both relays. `soak` (relay) and `tunnel-soak` check that
 //! nothing is lost under load and print a `CHECK … PASS|FAIL` line per check;
@@ -24,6 +25,7 @@ mod soak;
 mod soak_plan;
 mod takeover;
 mod tunnel_soak;
+mod udp_rr;
 mod watch;
 
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +67,27 @@ enum Command {
     },
     /// Plain TCP echo server (what `connrate` measures against).
     EchoServer {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Plain UDP: N sequential request/response round trips; reports p50/p99.
+    UdpRr {
+        /// The UDP echo service (direct, or a UDP tunnel service's public address).
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Measured round trips.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Unmeasured round trips first.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Request size in bytes (at least 8).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Plain UDP echo server (what `udp-rr` measures against).
+    UdpEchoServer {
         /// Address to listen on.
         #[arg(long)]
         listen: SocketAddr,
@@ -192,6 +215,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return connrate::run(addr, count, warmup, timeout).await;
         }
         Command::EchoServer { listen } => return connrate::echo_server(listen).await,
+        Command::UdpRr {
+            addr,
+            count,
+            warmup,
+            size,
+        } => {
+            let timeout =
+                seconds("--connect-timeout", cli.connect_timeout)?.min(Duration::from_secs(1));
+            return udp_rr::run(addr, count, warmup, size, timeout).await;
+        }
+        Command::UdpEchoServer { listen } => return udp_rr::echo_server(listen).await,
         Command::Failover(_) => return bail_failover(),
         Command::TunnelSoak(args) => return tunnel_soak::run(&args).await,
         _ => {}
@@ -276,6 +310,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Connrate { .. }
         | Command::EchoServer { .. }
+        | Command::UdpRr { .. }
+        | Command::UdpEchoServer { .. }
         | Command::TunnelSoak(_)
         | Command::Failover(_) => Ok(()),
     }

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 
 /// First bytes of every `Hello` payload: tells a tunnel agent from garbage.
 pub const MAGIC: [u8; 4] = *b"SBTN";
-/// Protocol version carried in `Hello`.
-pub const VERSION: u8 = 2;
+/// Protocol version carried in `Hello` (3: `Hello` names the service's
+/// transport, `StartUdp`, `WrongTransport`; 2 and 3 refuse each other).
+pub const VERSION: u8 = 3;
 /// Largest frame (kind byte plus payload) either side accepts, in bytes.
 pub const MAX_FRAME_BYTES: usize = 1024;
 /// Size of the length prefix, in bytes.
@@ -18,6 +19,11 @@ pub const NONCE_BYTES: usize = 32;
 pub const MAC_BYTES: usize = 32;
 /// Longest service name, in bytes.
 pub const MAX_SERVICE_NAME: usize = 64;
+/// Largest UDP datagram a UDP session carries, in bytes (the most an IPv4
+/// UDP packet holds; larger ones are dropped and counted).
+pub const MAX_DATAGRAM: usize = 65_507;
+/// Size of a datagram record's length prefix on a started UDP session, in bytes.
+pub const DATAGRAM_LEN_BYTES: usize = 2;
 /// Longest reason text in an `Error` frame, in bytes (longer ones are cut).
 pub const MAX_REASON_BYTES: usize = 512;
 
@@ -28,6 +34,26 @@ pub enum Role {
     Control,
     /// A pooled data connection waiting for a client.
     Data,
+}
+
+/// The transport of a tunnelled service: what a pooled connection carries
+/// once started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A TCP service: raw bytes after `Started`.
+    Tcp,
+    /// A UDP service: length-framed datagrams after `Started`.
+    Udp,
+}
+
+impl Transport {
+    /// `"tcp"` or `"udp"`, as in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
 }
 
 /// Why the relay refused or ended an agent connection.
@@ -47,6 +73,8 @@ pub enum ErrorCode {
     Busy,
     /// Agent → relay on a data connection: the local service refused the client.
     LocalUnavailable,
+    /// The agent serves a TCP service and the relay's is UDP, or the reverse.
+    WrongTransport,
 }
 
 impl ErrorCode {
@@ -60,6 +88,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 5,
             ErrorCode::Busy => 6,
             ErrorCode::LocalUnavailable => 7,
+            ErrorCode::WrongTransport => 8,
         }
     }
 
@@ -73,13 +102,17 @@ impl ErrorCode {
             5 => ErrorCode::ShuttingDown,
             6 => ErrorCode::Busy,
             7 => ErrorCode::LocalUnavailable,
+            8 => ErrorCode::WrongTransport,
             other => return Err(FrameError::BadValue("error code", other)),
         })
     }
 
     /// Whether an agent should stop retrying after this error.
     pub fn is_fatal(self) -> bool {
-        matches!(self, ErrorCode::AuthFailed | ErrorCode::UnknownService)
+        matches!(
+            self,
+            ErrorCode::AuthFailed | ErrorCode::UnknownService | ErrorCode::WrongTransport
+        )
     }
 }
 
@@ -94,6 +127,8 @@ pub enum Frame {
         service: String,
         /// For data connections, the session id the control channel was given; 0 for control.
         session: u64,
+        /// The transport of the service the agent serves locally.
+        transport: Transport,
     },
     /// Relay → agent: prove you hold the token.
     Challenge {
@@ -147,6 +182,17 @@ pub enum Frame {
         client: SocketAddr,
         /// The address the client connected to (the service's public port),
         /// the destination of a PROXY v2 header.
+        server: SocketAddr,
+    },
+    /// Relay → agent, data: this pooled connection now carries a UDP
+    /// session (a client address of a UDP service); length-framed
+    /// datagrams follow `Started` both ways. A TCP agent refuses it.
+    StartUdp {
+        /// The relay's id for this UDP session.
+        conn: u64,
+        /// The client's address.
+        client: SocketAddr,
+        /// The service's public address the client sent to.
         server: SocketAddr,
     },
     /// Agent → relay, data: the local service is connected; raw bytes follow.

@@ -22,6 +22,18 @@
 //! answers `Started` once its local service is connected (in the same write
 //! as the service's first bytes if they come within a few milliseconds),
 //! and from then on the connection is raw bytes in both directions.
+//!
+//! UDP services (protocol version 3): `Hello` ends with the transport the
+//! agent serves (`u8`: 1 TCP, 2 UDP); the relay refuses an agent whose
+//! transport is not its service's with `Error { WrongTransport }`, which
+//! the agent treats as fatal. The relay starts a pooled connection for a
+//! UDP session (one client address) with `StartUdp` instead of `Start`
+//! (same fields), and an agent refuses the kind it does not serve, so TCP
+//! bytes and datagrams are never mixed up. After `Started`, each direction
+//! of a UDP session carries datagram records, `u16 length | datagram`
+//! ([`encode_datagram`], [`DatagramRecords`]), length 0 to [`MAX_DATAGRAM`],
+//! in the order they were received; the session ends when either side
+//! closes the connection (the relay does so after the session's idle timeout).
 
 mod frame;
 
@@ -73,6 +85,7 @@ mod kind {
     pub const DROP: u8 = 9;
     pub const START: u8 = 10;
     pub const STARTED: u8 = 11;
+    pub const START_UDP: u8 = 12;
 }
 
 /// Encodes `frame` with its length prefix.
@@ -86,6 +99,7 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
             role,
             service,
             session,
+            transport,
         } => {
             out.push(kind::HELLO);
             out.extend_from_slice(&MAGIC);
@@ -96,6 +110,10 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
             });
             out.extend_from_slice(&session.to_be_bytes());
             put_str(&mut out, service, MAX_SERVICE_NAME);
+            out.push(match transport {
+                Transport::Tcp => 1,
+                Transport::Udp => 2,
+            });
         }
         Frame::Challenge { nonce } => {
             out.push(kind::CHALLENGE);
@@ -124,6 +142,15 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
             server,
         } => {
             put_u64(&mut out, kind::START, *conn);
+            put_addr(&mut out, client);
+            put_addr(&mut out, server);
+        }
+        Frame::StartUdp {
+            conn,
+            client,
+            server,
+        } => {
+            put_u64(&mut out, kind::START_UDP, *conn);
             put_addr(&mut out, client);
             put_addr(&mut out, server);
         }
@@ -201,6 +228,11 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
             client: r.addr()?,
             server: r.addr()?,
         },
+        kind::START_UDP => Frame::StartUdp {
+            conn: r.u64()?,
+            client: r.addr()?,
+            server: r.addr()?,
+        },
         kind::STARTED => Frame::Started { conn: r.u64()? },
         other => return Err(FrameError::UnknownKind(other)),
     };
@@ -229,10 +261,16 @@ fn decode_hello(r: &mut Reader<'_>) -> Result<Frame, FrameError> {
     if !valid_service_name(service) {
         return Err(FrameError::BadServiceName);
     }
+    let transport = match r.u8()? {
+        1 => Transport::Tcp,
+        2 => Transport::Udp,
+        other => return Err(FrameError::BadValue("transport", other)),
+    };
     Ok(Frame::Hello {
         role,
         service: service.to_owned(),
         session,
+        transport,
     })
 }
 
@@ -270,6 +308,60 @@ impl<'a> Reader<'a> {
         };
         let port = u16::from_be_bytes(self.array()?);
         Ok(SocketAddr::new(ip, port))
+    }
+}
+
+/// Appends one datagram record (`u16 length | datagram`) to `out`; false
+/// (and nothing appended) when the datagram exceeds [`MAX_DATAGRAM`].
+pub fn encode_datagram(out: &mut Vec<u8>, datagram: &[u8]) -> bool {
+    if datagram.len() > MAX_DATAGRAM {
+        return false;
+    }
+    out.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
+    out.extend_from_slice(datagram);
+    true
+}
+
+/// A datagram record announcing more than [`MAX_DATAGRAM`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("datagram record of {0} bytes exceeds the limit of {MAX_DATAGRAM}")]
+pub struct OversizedDatagram(pub usize);
+
+/// The complete datagram records at the start of a buffer, in order.
+///
+/// Iterating yields each datagram; [`DatagramRecords::consumed`] then says
+/// how many bytes the complete records took (the rest is a partial record).
+#[derive(Debug)]
+pub struct DatagramRecords<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> DatagramRecords<'a> {
+    /// Records of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        DatagramRecords { buf, at: 0 }
+    }
+
+    /// Bytes taken by the records yielded so far.
+    pub fn consumed(&self) -> usize {
+        self.at
+    }
+}
+
+impl<'a> Iterator for DatagramRecords<'a> {
+    type Item = Result<&'a [u8], OversizedDatagram>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = &self.buf[self.at..];
+        let prefix: [u8; DATAGRAM_LEN_BYTES] = rest.get(..DATAGRAM_LEN_BYTES)?.try_into().ok()?;
+        let len = usize::from(u16::from_be_bytes(prefix));
+        if len > MAX_DATAGRAM {
+            return Some(Err(OversizedDatagram(len)));
+        }
+        let datagram = rest.get(DATAGRAM_LEN_BYTES..DATAGRAM_LEN_BYTES + len)?;
+        self.at += DATAGRAM_LEN_BYTES + len;
+        Some(Ok(datagram))
     }
 }
 

@@ -10,11 +10,13 @@ fn samples() -> Vec<Frame> {
             role: Role::Control,
             service: "web-1".into(),
             session: 0,
+            transport: Transport::Tcp,
         },
         Frame::Hello {
             role: Role::Data,
             service: "a.b_c".into(),
             session: u64::MAX,
+            transport: Transport::Udp,
         },
         Frame::Challenge { nonce: [7; 32] },
         Frame::Proof { mac: [9; 32] },
@@ -38,6 +40,15 @@ fn samples() -> Vec<Frame> {
             conn: 4,
             client: v6,
             server: v4,
+        },
+        Frame::StartUdp {
+            conn: 5,
+            client: v4,
+            server: v6,
+        },
+        Frame::Error {
+            code: ErrorCode::WrongTransport,
+            reason: "service \"dns\" is UDP".into(),
         },
         Frame::Started { conn: 4 },
     ]
@@ -151,6 +162,7 @@ fn a_plain_hello_is_recognised_by_its_first_bytes() {
         role: Role::Data,
         service: "web".into(),
         session: 7,
+        transport: Transport::Tcp,
     });
     assert!(looks_like_hello(&hello));
     assert!(looks_like_hello(&hello[..7]));
@@ -180,6 +192,7 @@ fn hello_checks_version_role_and_name() {
         role: Role::Control,
         service: "svc".into(),
         session: 0,
+        transport: Transport::Tcp,
     });
     let body = &good[LEN_BYTES..];
     let mut v = body.to_vec();
@@ -189,9 +202,13 @@ fn hello_checks_version_role_and_name() {
     r[6] = 3;
     assert_eq!(decode(&r), Err(FrameError::BadValue("role", 3)));
     let mut n = body.to_vec();
-    let last = n.len() - 1;
+    let last = n.len() - 2;
     n[last] = b' ';
     assert_eq!(decode(&n), Err(FrameError::BadServiceName));
+    let mut t = body.to_vec();
+    let last = t.len() - 1;
+    t[last] = 9;
+    assert_eq!(decode(&t), Err(FrameError::BadValue("transport", 9)));
     assert!(!valid_service_name(""));
     assert!(!valid_service_name(&"x".repeat(MAX_SERVICE_NAME + 1)));
     assert!(valid_service_name(&"x".repeat(MAX_SERVICE_NAME)));
@@ -235,4 +252,29 @@ fn fatal_error_codes() {
     assert!(ErrorCode::AuthFailed.is_fatal());
     assert!(ErrorCode::UnknownService.is_fatal());
     assert!(!ErrorCode::ShuttingDown.is_fatal());
+}
+
+#[test]
+fn datagram_records_round_trip_in_order_and_keep_partial_ones() {
+    let datagrams: Vec<Vec<u8>> = vec![vec![], b"a".to_vec(), vec![7; MAX_DATAGRAM], vec![1, 2, 3]];
+    let mut wire = Vec::new();
+    for d in &datagrams {
+        assert!(encode_datagram(&mut wire, d));
+    }
+    assert!(!encode_datagram(&mut wire, &vec![0; MAX_DATAGRAM + 1]));
+    let mut records = DatagramRecords::new(&wire);
+    let got: Vec<Vec<u8>> = records.by_ref().map(|d| d.unwrap().to_vec()).collect();
+    assert_eq!(got, datagrams);
+    assert_eq!(records.consumed(), wire.len());
+    // A cut record is left for later.
+    let cut = &wire[..wire.len() - 1];
+    let mut records = DatagramRecords::new(cut);
+    assert_eq!(records.by_ref().count(), 3);
+    assert_eq!(records.consumed(), wire.len() - 5);
+    // A length beyond the limit is an error.
+    let bad = ((MAX_DATAGRAM + 1) as u16).to_be_bytes();
+    assert_eq!(
+        DatagramRecords::new(&bad).next(),
+        Some(Err(OversizedDatagram(MAX_DATAGRAM + 1)))
+    );
 }

@@ -80,6 +80,7 @@ pub(super) async fn connect(
         role,
         service: settings.service.clone(),
         session,
+        transport: settings.local.transport(),
     };
     write_frame(&mut stream, &hello).await?;
     let nonce = match reader

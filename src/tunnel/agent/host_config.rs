@@ -5,7 +5,7 @@
 //! relay = "relay.example.org:8702"
 //! service = "web"
 //! token_file = "/etc/switchboard/web.token"
-//! local = "127.0.0.1:8080"   # or: echo = true
+//! local = "127.0.0.1:8080"   # or: echo = true, or: local_udp = "127.0.0.1:53"
 //! pool = 10
 //! ```
 
@@ -41,6 +41,9 @@ pub struct HostConfig {
     pub local: Option<String>,
     /// Serve the built-in echo service instead of `local`.
     pub echo: Option<bool>,
+    /// Local UDP service `host:port` (for a relay service of `type = "udp"`),
+    /// instead of `local`.
+    pub local_udp: Option<String>,
     /// Pooled data connections kept open.
     pub pool: Option<usize>,
     /// Heartbeat interval, in milliseconds.
@@ -115,6 +118,7 @@ impl HostConfig {
             token_file: flags.token_file.or(self.token_file),
             local: flags.local.or(self.local),
             echo: flags.echo.or(self.echo),
+            local_udp: flags.local_udp.or(self.local_udp),
             pool: flags.pool.or(self.pool),
             heartbeat_interval_ms: flags.heartbeat_interval_ms.or(self.heartbeat_interval_ms),
             heartbeat_timeout_ms: flags.heartbeat_timeout_ms.or(self.heartbeat_timeout_ms),
@@ -199,7 +203,17 @@ impl HostConfig {
             ));
         }
         let token = token(self.token, self.token_file)?;
-        let local = local(self.echo.unwrap_or(false), self.local)?;
+        let local = match self.local_udp {
+            Some(_) if self.local.is_some() || self.echo == Some(true) => {
+                return Err(invalid(
+                    "local_udp",
+                    "give one of local, local_udp and echo",
+                ))
+            }
+            Some(addr) if addr.rsplit_once(':').is_some() => LocalService::Udp(addr),
+            Some(addr) => return Err(invalid("local_udp", format!("{addr:?} is not host:port"))),
+            None => local(self.echo.unwrap_or(false), self.local)?,
+        };
         let tls = if self.tls.unwrap_or(false) || self.tls_ca_file.is_some() {
             Some(tls(
                 &relay,
@@ -225,6 +239,12 @@ impl HostConfig {
         settings.proxy_protocol = self.proxy_protocol.unwrap_or(false);
         if settings.proxy_protocol && settings.local == LocalService::Echo {
             return Err(invalid("proxy_protocol", "needs a local service, not echo"));
+        }
+        if settings.proxy_protocol && matches!(settings.local, LocalService::Udp(_)) {
+            return Err(invalid(
+                "proxy_protocol",
+                "is for TCP services only, not with local_udp",
+            ));
         }
         if settings.pool == 0 {
             return Err(invalid("pool", "must be at least 1"));
@@ -272,13 +292,14 @@ fn expand(config: HostConfig) -> Result<Vec<(Option<usize>, HostConfig)>, Config
         config.echo.is_some(),
         config.pool.is_some(),
         config.proxy_protocol.is_some(),
+        config.local_udp.is_some(),
     ];
     if let Some(index) = top_level.iter().position(|set| *set) {
         return Err(invalid(
             services::PER_SERVICE[index],
             "belongs in each [[services]] entry when [[services]] is given \
-             (the --service, --token-file, --local, --echo, --pool and --proxy-protocol \
-             flags are for the one-service form)",
+             (the --service, --token-file, --local, --local-udp, --echo, --pool and \
+             --proxy-protocol flags are for the one-service form)",
         ));
     }
     services::check(&entries)?;
@@ -295,6 +316,7 @@ fn expand(config: HostConfig) -> Result<Vec<(Option<usize>, HostConfig)>, Config
                 echo: entry.echo,
                 pool: entry.pool,
                 proxy_protocol: entry.proxy_protocol,
+                local_udp: entry.local_udp,
                 ..config.clone()
             };
             (Some(index), one)

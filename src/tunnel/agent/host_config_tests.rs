@@ -143,6 +143,30 @@ fn each_bad_key_is_named() {
             },
         ),
         (
+            "proxy_protocol",
+            HostConfig {
+                local: None,
+                local_udp: Some("127.0.0.1:53".into()),
+                proxy_protocol: Some(true),
+                ..valid()
+            },
+        ),
+        (
+            "local_udp",
+            HostConfig {
+                local_udp: Some("127.0.0.1:53".into()),
+                ..valid()
+            },
+        ),
+        (
+            "local_udp",
+            HostConfig {
+                local: None,
+                local_udp: Some("nowhere".into()),
+                ..valid()
+            },
+        ),
+        (
             "heartbeat_timeout_ms",
             HostConfig {
                 heartbeat_interval_ms: Some(100),
@@ -316,4 +340,15 @@ fn one_node_in_two_spellings_is_given_twice() {
             "{bad} accepted"
         );
     }
+}
+
+#[test]
+fn a_services_entry_may_serve_udp() {
+    let text = "relay = \"10.0.0.1:7000\"\n\
+                [[services]]\nname = \"dns\"\ntoken = \"d\"\nlocal_udp = \"127.0.0.1:53\"\n\
+                [[services]]\nname = \"bad\"\ntoken = \"d\"\nlocal_udp = \"127.0.0.1:53\"\nproxy_protocol = true\n";
+    assert_eq!(refused_text(text), "services[1].proxy_protocol");
+    let ok = text.split("[[services]]\nname = \"bad\"").next().unwrap();
+    let agents = HostConfig::parse(ok).unwrap().into_agents().unwrap();
+    assert_eq!(agents[0].local, LocalService::Udp("127.0.0.1:53".into()));
 }

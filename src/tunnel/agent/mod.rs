@@ -1,4 +1,4 @@
-//! The host agent (`switchboard host`): serves a local TCP service through the relay.
+//! The host agent (`switchboard host`): serves a local TCP (or UDP) service through the relay.
 //!
 //! [`spawn`] (or [`run`]) takes [`AgentSettings`] (the relay's agents
 //! address, the service and its token, what to serve locally, the pool
@@ -20,18 +20,21 @@
 //! - `pool`: the slots that keep one pooled data connection each, and the
 //!   service of a client once the relay starts a pooled connection.
 //! - `connect`: one connection's handshake with the relay, and the backoff.
+//! - `udp`: a UDP session ([`LocalService::Udp`]): a socket connected to
+//!   the local service, datagram records to and from the relay.
 //! - `settings`: [`AgentSettings`], [`LocalService`], [`AgentStats`].
 //! - [`host_config`]: the agent's settings file, merged with command-line flags.
 //! - [`services`]: its `[[services]]` tables, one agent per service and relay
 //!   (`switchboard host` runs them all in one process).
 //!
-//! Imports run one way: this file → `pool` → `connect` → `settings`.
+//! Imports run one way: this file → `pool` → `udp`, `connect` → `settings`.
 
 mod connect;
 pub mod host_config;
 mod pool;
 pub mod services;
 mod settings;
+mod udp;
 
 pub use connect::Backoff;
 pub use settings::{AgentSettings, AgentStats, LocalService};
@@ -113,6 +116,11 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     if settings.pool == 0 {
         return Err(AgentError::Settings("pool must be at least 1".into()));
+    }
+    if settings.proxy_protocol && matches!(settings.local, LocalService::Udp(_)) {
+        return Err(AgentError::Settings(
+            "proxy_protocol is for TCP services only, not a UDP one".into(),
+        ));
     }
     if !tunnel::valid_service_name(&settings.service) {
         return Err(AgentError::Settings(format!(

@@ -14,7 +14,7 @@ use super::connect::{connect, Backoff};
 use super::settings::{AgentSettings, AgentStats, LocalService};
 use crate::addr::canonical;
 use crate::defaults;
-use crate::protocol::tunnel::{self, ErrorCode, Frame, Role};
+use crate::protocol::tunnel::{self, ErrorCode, Frame, Role, Transport};
 use crate::tunnel::error::TunnelError;
 use crate::tunnel::framing::{refuse, write_frame, FrameReader};
 use crate::tunnel::pump::{open, pump, pump_io, Header, PumpEnd, PumpMode, Transferred};
@@ -105,6 +105,8 @@ struct Started {
     client: std::net::SocketAddr,
     /// Where the client connected on the relay (PROXY v2 destination).
     server: std::net::SocketAddr,
+    /// Started with `StartUdp`: a UDP session, datagram records follow.
+    transport: Transport,
 }
 
 /// Decrements the idle count when a pooled connection stops being idle.
@@ -134,7 +136,12 @@ async fn pooled(
                 match frame? {
                     Frame::Ping { seq } => write_frame(&mut stream, &Frame::Pong { seq }).await?,
                     Frame::Start { conn, client, server } => {
-                        return Ok(Started { stream, reader, conn, client, server })
+                        let transport = Transport::Tcp;
+                        return Ok(Started { stream, reader, conn, client, server, transport })
+                    }
+                    Frame::StartUdp { conn, client, server } => {
+                        let transport = Transport::Udp;
+                        return Ok(Started { stream, reader, conn, client, server, transport })
                     }
                     Frame::Error { code, reason } => return Err(TunnelError::Refused { code, reason }),
                     other => return Err(TunnelError::Unexpected(format!("{other:?}"))),
@@ -164,15 +171,31 @@ async fn serve(
         conn,
         client,
         server,
+        transport,
     } = started;
     // As the relay should already report them: IPv4 clients as IPv4.
     let (client, server) = (canonical(client), canonical(server));
     let leftover = reader.into_leftover();
+    if transport != settings.local.transport() {
+        return wrong_transport(&mut stream, conn, transport).await;
+    }
     let address = match &settings.local {
         LocalService::Echo => {
             stats.served.fetch_add(1, Ordering::Relaxed);
             refill.now();
             return echo(stream, leftover, conn, &cancel).await;
+        }
+        LocalService::Udp(address) => {
+            let local = match super::udp::open(address).await {
+                Ok(local) => local,
+                Err(why) => {
+                    return refuse_client(&stats, &mut stream, conn, client, address, why).await
+                }
+            };
+            stats.served.fetch_add(1, Ordering::Relaxed);
+            refill.now();
+            log::debug!("tunnel agent: conn {conn}: UDP session of {client} → {address}");
+            return super::udp::serve(stream, local, leftover, conn, &cancel).await;
         }
         LocalService::Addr(address) => address,
     };
@@ -293,6 +316,22 @@ async fn refuse_client(
         },
     )
     .await;
+}
+
+/// Refuses a start of the other transport than this agent serves (the
+/// relay checks it at the handshake; this keeps TCP bytes and datagrams
+/// apart even so).
+async fn wrong_transport(stream: &mut AgentConn, conn: u64, started: Transport) {
+    let reason = match started {
+        Transport::Udp => "this agent serves TCP; it cannot carry a UDP session",
+        Transport::Tcp => "this agent serves UDP (--local-udp); it cannot carry a TCP client",
+    };
+    log::error!("tunnel agent: conn {conn}: refused: {reason}");
+    let frame = Frame::Error {
+        code: ErrorCode::WrongTransport,
+        reason: reason.into(),
+    };
+    refuse(stream, &frame).await;
 }
 
 /// The built-in echo service on a started pooled connection.

@@ -47,10 +47,12 @@ pub struct ServiceConfig {
     pub pool: Option<usize>,
     /// Send a PROXY protocol v2 header to the local service (default false).
     pub proxy_protocol: Option<bool>,
+    /// Local UDP service `host:port`, for a relay service of `type = "udp"`.
+    pub local_udp: Option<String>,
 }
 
 /// Keys of the one-service form that belong in each `[[services]]` entry.
-pub(super) const PER_SERVICE: [&str; 7] = [
+pub(super) const PER_SERVICE: [&str; 8] = [
     "service",
     "token",
     "token_file",
@@ -58,6 +60,7 @@ pub(super) const PER_SERVICE: [&str; 7] = [
     "echo",
     "pool",
     "proxy_protocol",
+    "local_udp",
 ];
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::Secret;
 use crate::defaults;
+use crate::protocol::tunnel::Transport;
 use crate::proxy::Proxy;
 use crate::tunnel::tls::AgentTls;
 
@@ -17,6 +18,19 @@ pub enum LocalService {
     Addr(String),
     /// The built-in echo service: every byte is sent back.
     Echo,
+    /// A UDP service at `host:port`: each UDP session of the relay's UDP
+    /// service gets a socket connected to it.
+    Udp(String),
+}
+
+impl LocalService {
+    /// The transport this agent serves (announced in its `Hello`).
+    pub fn transport(&self) -> Transport {
+        match self {
+            LocalService::Udp(_) => Transport::Udp,
+            LocalService::Addr(_) | LocalService::Echo => Transport::Tcp,
+        }
+    }
 }
 
 /// Everything the agent needs; [`AgentSettings::new`] fills in the defaults.

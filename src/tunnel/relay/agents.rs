@@ -1,5 +1,6 @@
 //! Agent connections on the relay: the (optional TLS and) handshake and the
-//! control channel; pooled data connections continue in `carry.rs`.
+//! control channel; pooled data connections continue in `carry.rs` (and
+//! in `udp.rs` once handed a UDP session).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use tokio_util::either::Either;
 
-use super::carry;
+use super::pool::Handed;
 use super::state::{AgentEntry, Service, TunnelState};
+use super::{carry, udp};
 use crate::defaults;
-use crate::protocol::tunnel::{self, ErrorCode, Frame, FrameError, Role, NONCE_BYTES};
+use crate::protocol::tunnel::{self, ErrorCode, Frame, FrameError, Role, Transport, NONCE_BYTES};
 use crate::tunnel::error::{TlsMismatch, TunnelError};
 use crate::tunnel::framing::{refuse, write_frame, FrameReader};
 use crate::tunnel::net::tune_agent_socket;
@@ -105,7 +107,23 @@ async fn handle(state: Arc<TunnelState>, tcp: TcpStream, addr: SocketAddr) {
             service,
             session,
             cancel,
-        })) => carry::pooled(state, service, stream, reader, session, cancel).await,
+        })) => {
+            let Some(taken) =
+                carry::pooled(&state, &service, stream, reader, session, cancel).await
+            else {
+                return;
+            };
+            let carry::Taken {
+                stream,
+                reader,
+                handed,
+                entry,
+            } = taken;
+            match handed {
+                Handed::Tcp(a) => carry::carry(state, service, stream, reader, a, entry).await,
+                Handed::Udp(u) => udp::carry(state, service, stream, reader, u, entry).await,
+            }
+        }
     }
 }
 
@@ -131,6 +149,7 @@ async fn handshake(
         role,
         service: name,
         session,
+        transport,
     } = hello
     else {
         return Err(deny(stream, ErrorCode::Protocol, "expected a hello".into()).await);
@@ -152,6 +171,11 @@ async fn handshake(
         },
     };
     challenge(state, stream, reader, addr, &service, role, session).await?;
+    if transport != service.transport {
+        let reason = wrong_transport(&name, service.transport);
+        log::warn!("tunnel: agent {addr}: {reason}");
+        return Err(deny(stream, ErrorCode::WrongTransport, reason).await);
+    }
     match owner {
         None => Ok(Accepted::Control { service }),
         Some(cancel) => {
@@ -166,6 +190,21 @@ async fn handshake(
                 cancel,
             })
         }
+    }
+}
+
+/// Why an agent serving the other transport than `service`'s is refused.
+fn wrong_transport(name: &str, service: Transport) -> String {
+    match service {
+        Transport::Udp => format!(
+            "service {name:?} is a UDP service on the relay but this agent serves TCP: \
+             start the agent with --local-udp HOST:PORT (file key local_udp)"
+        ),
+        Transport::Tcp => format!(
+            "service {name:?} is a TCP service on the relay but this agent serves UDP \
+             (--local-udp): start the agent with --local HOST:PORT, or give the service \
+             type = \"udp\" in the relay's [[tunnel.services]]"
+        ),
     }
 }
 

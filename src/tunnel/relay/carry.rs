@@ -23,7 +23,7 @@ use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use super::clients::reassign;
-use super::pool::{Assignment, Idle, Liveness};
+use super::pool::{Assignment, Handed, Idle, Liveness};
 use super::state::{Service, TunnelState};
 use crate::admin::metrics::HandoffFailure;
 use crate::defaults;
@@ -34,26 +34,34 @@ use crate::tunnel::pump::{open, pump, pump_io, PumpEnd, PumpMode, Transferred};
 use crate::tunnel::tls::RelayConn;
 
 /// A pooled connection's identity: its pool entry and its agent's session.
-struct Entry {
-    id: u64,
-    session: u64,
+pub(super) struct Entry {
+    pub id: u64,
+    pub session: u64,
     /// Cancelled when the agent's control session ends (or the relay stops).
-    cancel: CancellationToken,
+    pub cancel: CancellationToken,
 }
 
-/// Owns one pooled data connection: keeps it alive while idle, then
-/// carries the client it is given.
+/// A pooled connection handed a client (or UDP session), ready to carry it.
+pub(super) struct Taken {
+    pub stream: RelayConn,
+    pub reader: FrameReader,
+    pub handed: Handed,
+    pub entry: Entry,
+}
+
+/// Owns one pooled data connection while it is idle: keeps it alive until
+/// it is handed a client (returned, to be carried) or dies (`None`).
 pub(super) async fn pooled(
-    state: Arc<TunnelState>,
-    service: Arc<Service>,
+    state: &Arc<TunnelState>,
+    service: &Arc<Service>,
     mut stream: RelayConn,
     mut reader: FrameReader,
     session: u64,
     cancel: CancellationToken,
-) {
+) -> Option<Taken> {
     if cancel.is_cancelled() {
         // Its agent was declared dead during the handshake.
-        return;
+        return None;
     }
     let id = state.id();
     let (tx, mut rx) = oneshot::channel();
@@ -65,25 +73,22 @@ pub(super) async fn pooled(
         liveness: liveness.clone(),
     };
     service.pool.add(entry);
-    state.pool_changed(&service);
-    let assigned = idle(
-        &state,
-        &mut stream,
-        &mut reader,
-        &mut rx,
-        &cancel,
-        &liveness,
-    )
-    .await;
+    state.pool_changed(service);
+    let assigned = idle(state, &mut stream, &mut reader, &mut rx, &cancel, &liveness).await;
     service.pool.remove(id);
-    state.pool_changed(&service);
+    state.pool_changed(service);
     let entry = Entry {
         id,
         session,
         cancel,
     };
     match assigned {
-        Ok(a) => carry(state, service, stream, reader, a, entry).await,
+        Ok(handed) => Some(Taken {
+            stream,
+            reader,
+            handed,
+            entry,
+        }),
         Err(why) => {
             log::debug!(
                 "tunnel: {}: pooled connection {id} of session {session} dropped: {why}",
@@ -93,6 +98,7 @@ pub(super) async fn pooled(
             if let Ok(a) = rx.try_recv() {
                 tokio::spawn(reassign(state.clone(), service.clone(), a));
             }
+            None
         }
     }
 }
@@ -101,10 +107,10 @@ async fn idle(
     state: &TunnelState,
     stream: &mut RelayConn,
     reader: &mut FrameReader,
-    rx: &mut oneshot::Receiver<Assignment>,
+    rx: &mut oneshot::Receiver<Handed>,
     cancel: &CancellationToken,
     liveness: &Liveness,
-) -> Result<Assignment, String> {
+) -> Result<Handed, String> {
     let interval = Duration::from_millis(state.settings.heartbeat_interval_ms);
     let timeout = Duration::from_millis(state.settings.heartbeat_timeout_ms);
     let mut tick = tokio::time::interval_at(Deadline::now() + interval, interval);
@@ -137,7 +143,7 @@ async fn idle(
 
 /// Hands the client over, then pumps until both sides end, either fails,
 /// or the agent's session ends. A failed hand-off goes back to the pool.
-async fn carry(
+pub(super) async fn carry(
     state: Arc<TunnelState>,
     service: Arc<Service>,
     mut stream: RelayConn,
@@ -151,7 +157,7 @@ async fn carry(
     if let Err(failure) = handed {
         drop(carrying);
         drop(stream);
-        return handoff_failed(state, service, a, &entry, &tag, failure).await;
+        return handoff_failed(state, service, Handed::Tcp(a), &entry, &tag, failure).await;
     }
     served(&state, &service, entry.session, &tag, &a);
     let counts = Transferred::default();
@@ -206,7 +212,7 @@ async fn carry(
 
 /// Why a hand-off failed.
 #[derive(Debug, thiserror::Error)]
-enum HandOffError {
+pub(super) enum HandOffError {
     /// The pooled connection did not answer the heartbeat sent with `Start`.
     #[error("no answer within {0:?}")]
     NoAnswer(Duration),
@@ -320,10 +326,10 @@ async fn send(
 /// After a failed hand-off: a refusal or a vanished client ends the
 /// client; anything else is logged at warn, counted, and the client goes
 /// to another pooled connection (a silent one's siblings leave the pool).
-async fn handoff_failed(
+pub(super) async fn handoff_failed(
     state: Arc<TunnelState>,
     service: Arc<Service>,
-    mut a: Assignment,
+    mut a: Handed,
     entry: &Entry,
     tag: &str,
     failure: HandOffError,
@@ -332,7 +338,7 @@ async fn handoff_failed(
         HandOffError::Refused { .. } => {
             log::warn!(
                 "{tag}: agent could not serve client {}: {failure}; closing it",
-                a.addr
+                a.addr()
             );
             return state.reject(&service, "local_refused");
         }
@@ -344,13 +350,13 @@ async fn handoff_failed(
         HandOffError::Broken(_) => HandoffFailure::Broken,
     };
     state.handoff_failed(&service, reason);
-    a.attempts += 1;
+    *a.attempts() += 1;
+    let attempts = *a.attempts();
     let (id, session) = (entry.id, entry.session);
     log::warn!(
         "{tag}: hand-off of client {} to pooled connection {id} (agent session {session}) failed \
-         ({failure}); attempt {} of {}",
-        a.addr,
-        a.attempts,
+         ({failure}); attempt {attempts} of {}",
+        a.addr(),
         defaults::TUNNEL_HANDOFF_ATTEMPTS
     );
     if reason == HandoffFailure::NoAnswer {
@@ -364,8 +370,8 @@ async fn handoff_failed(
             );
         }
     }
-    if a.attempts >= defaults::TUNNEL_HANDOFF_ATTEMPTS {
-        log::warn!("{tag}: closing client {}: every hand-off failed", a.addr);
+    if attempts >= defaults::TUNNEL_HANDOFF_ATTEMPTS {
+        log::warn!("{tag}: closing client {}: every hand-off failed", a.addr());
         return state.reject(&service, "handoff_failed");
     }
     reassign(state, service, a).await;
@@ -373,13 +379,13 @@ async fn handoff_failed(
 
 /// Counts a client as carried (`tunnel.max_clients`, `/tunnels` active and
 /// the active gauge) for as long as it lives: every path releases it.
-struct Carrying<'a> {
+pub(super) struct Carrying<'a> {
     state: &'a TunnelState,
     service: &'a Service,
 }
 
 impl<'a> Carrying<'a> {
-    fn new(state: &'a TunnelState, service: &'a Service) -> Self {
+    pub fn new(state: &'a TunnelState, service: &'a Service) -> Self {
         state.active.fetch_add(1, Ordering::AcqRel);
         service.active.fetch_add(1, Ordering::AcqRel);
         let gauge = state.metrics.tunnel_active.get_or_create(&service.labels);
@@ -440,7 +446,7 @@ fn closed(
 }
 
 /// Queues an announcement on the control channel of `session`.
-fn announce(state: &TunnelState, session: u64, tag: &str, frame: Frame) {
+pub(super) fn announce(state: &TunnelState, session: u64, tag: &str, frame: Frame) {
     if let Some(agent) = state.agents().get(&session) {
         if agent.tx.try_send(frame).is_err() {
             log::debug!("{tag}: control queue of session {session} full; announcement dropped");

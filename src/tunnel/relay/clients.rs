@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::pool::{Assignment, TakeError};
+use super::pool::{Assignment, Handed, TakeError};
 use super::state::{Service, TunnelState};
 
 pub(super) async fn accept_clients(
@@ -51,7 +51,7 @@ pub(super) async fn accept_clients(
             log::warn!("tunnel: {}: client {addr} gone at accept", service.name);
             continue;
         };
-        let assignment = Assignment {
+        let assignment = Handed::Tcp(Assignment {
             client,
             addr,
             server,
@@ -60,21 +60,25 @@ pub(super) async fn accept_clients(
             early: Vec::new(),
             early_eof: false,
             attempts: 0,
-        };
-        // Fast path: an idle pooled connection is there; hand the client over
-        // without another task in between.
-        let assignment = match service.pool.try_take() {
-            Some(idle) => {
-                state.pool_changed(&service);
-                match idle.tx.send(assignment) {
-                    Ok(()) => continue,
-                    Err(back) => back,
-                }
-            }
-            None => assignment,
-        };
-        tokio::spawn(reassign(state.clone(), service.clone(), assignment));
+        });
+        hand(&state, &service, assignment);
     }
+}
+
+/// Hands a client (or UDP session) to an idle pooled connection: at once
+/// when one is there (no other task in between), else by a task that waits.
+pub(super) fn hand(state: &Arc<TunnelState>, service: &Arc<Service>, assignment: Handed) {
+    let assignment = match service.pool.try_take() {
+        Some(idle) => {
+            state.pool_changed(service);
+            match idle.tx.send(assignment) {
+                Ok(()) => return,
+                Err(back) => back,
+            }
+        }
+        None => assignment,
+    };
+    tokio::spawn(reassign(state.clone(), service.clone(), assignment));
 }
 
 /// Hands a client to the best idle pooled connection, waiting up to
@@ -82,11 +86,11 @@ pub(super) async fn accept_clients(
 pub(super) async fn reassign(
     state: Arc<TunnelState>,
     service: Arc<Service>,
-    mut assignment: Assignment,
+    mut assignment: Handed,
 ) {
     let wait = Duration::from_millis(state.settings.pool_wait_ms);
     let deadline = tokio::time::Instant::now() + wait;
-    let addr = assignment.addr;
+    let addr = assignment.addr();
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let taken = tokio::select! {

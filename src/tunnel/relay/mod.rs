@@ -21,19 +21,23 @@
 //! - `clients`: the services' public listeners; each client takes the idle
 //!   pooled connection of its service likeliest to be alive, waiting up to
 //!   `tunnel.pool_wait_ms` when there is none.
+//! - `udp`: a UDP service's socket: each client address becomes a session
+//!   handed to a pooled connection like a TCP client, then carried as
+//!   length-framed datagrams until it is idle for `udp_idle_timeout_ms`.
 //!
-//! Imports run one way: `agents` → `carry` → `clients` → `state` → `pool`.
+//! Imports run one way: `agents` → `udp` → `carry` → `clients` → `state` → `pool`.
 
 mod agents;
 mod carry;
 mod clients;
 pub mod pool;
 mod state;
+mod udp;
 
 pub use state::{AgentStatus, Service, ServiceStatus, TunnelState, TunnelStatus};
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,8 +47,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::metrics::{Metrics, ServiceLabels};
 use crate::config::{ConfigError, TunnelSettings};
+use crate::protocol::tunnel::Transport;
 use crate::tls::TlsError;
 use pool::Pool;
+use state::UdpParts;
 
 /// Why the tunnel relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +72,38 @@ impl From<TlsError> for StartError {
     }
 }
 
+/// A service's bound public socket.
+#[derive(Debug)]
+pub enum ServiceSocket {
+    /// A TCP service's listener.
+    Tcp(TcpListener),
+    /// A UDP service's socket.
+    Udp(UdpSocket),
+}
+
+impl ServiceSocket {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            ServiceSocket::Tcp(l) => l.local_addr(),
+            ServiceSocket::Udp(s) => s.local_addr(),
+        }
+    }
+
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        match self {
+            ServiceSocket::Tcp(l) => l.set_nonblocking(true),
+            ServiceSocket::Udp(s) => s.set_nonblocking(true),
+        }
+    }
+}
+
 /// The listeners the tunnel serves: agents', then one per service.
 #[derive(Debug)]
 pub struct TunnelListeners {
     /// Where host agents connect.
     pub agents: TcpListener,
-    /// Service name → its public client listener.
-    pub services: Vec<(String, TcpListener)>,
+    /// Service name → its public socket (TCP listener or UDP socket).
+    pub services: Vec<(String, ServiceSocket)>,
 }
 
 /// Binds the listeners `settings` names (port 0 picks free ports).
@@ -88,13 +119,22 @@ pub fn bind(settings: &TunnelSettings) -> Result<TunnelListeners, StartError> {
     })?;
     let mut services = Vec::new();
     for service in &settings.services {
-        let listener = TcpListener::bind(service.bind.as_str()).map_err(|e| {
+        let bound = match service.transport() {
+            Transport::Tcp => TcpListener::bind(service.bind.as_str()).map(ServiceSocket::Tcp),
+            Transport::Udp => udp::bind(service.bind.as_str()).map(ServiceSocket::Udp),
+        };
+        let socket = bound.map_err(|e| {
             std::io::Error::new(
                 e.kind(),
-                format!("tunnel service {}: {}: {e}", service.name, service.bind),
+                format!(
+                    "tunnel service {}: {} ({}): {e}",
+                    service.name,
+                    service.bind,
+                    service.transport().as_str()
+                ),
             )
         })?;
-        services.push((service.name.clone(), listener));
+        services.push((service.name.clone(), socket));
     }
     Ok(TunnelListeners { agents, services })
 }
@@ -140,13 +180,14 @@ impl Drop for TunnelRelay {
     }
 }
 
-/// Each service with its public listener, as the accept loops take them.
-type ServiceListeners = Vec<(Arc<Service>, TcpListener)>;
+/// Each service with its public socket, as the accept (or receive) loops take them.
+type ServiceListeners = Vec<(Arc<Service>, ServiceSocket)>;
 
 /// The services of `settings` by name, and each with its bound public listener.
 fn services(
     settings: &TunnelSettings,
-    listeners: Vec<(String, TcpListener)>,
+    metrics: &Metrics,
+    listeners: Vec<(String, ServiceSocket)>,
 ) -> Result<(HashMap<String, Arc<Service>>, ServiceListeners), StartError> {
     let mut services = HashMap::new();
     let mut std_listeners = Vec::new();
@@ -159,16 +200,25 @@ fn services(
                 key: "tunnel.services".into(),
                 message: format!("a listener was given for unknown service {name:?}"),
             })?;
-        listener.set_nonblocking(true)?;
+        listener.set_nonblocking()?;
+        let labels = ServiceLabels {
+            service: name.clone(),
+        };
+        let transport = match &listener {
+            ServiceSocket::Tcp(_) => Transport::Tcp,
+            ServiceSocket::Udp(_) => Transport::Udp,
+        };
+        let udp = (transport == Transport::Udp)
+            .then(|| UdpParts::new(config.udp_limits(), metrics, &labels));
         let service = Arc::new(Service {
             name: name.clone(),
             addr: listener.local_addr()?,
             token: config.load_token()?,
             pool: Pool::default(),
             active: AtomicUsize::new(0),
-            labels: ServiceLabels {
-                service: name.clone(),
-            },
+            labels,
+            transport,
+            udp,
         });
         services.insert(name, service.clone());
         std_listeners.push((service, listener));
@@ -183,7 +233,7 @@ pub fn start(
     metrics: Arc<Metrics>,
     listeners: TunnelListeners,
 ) -> Result<TunnelRelay, StartError> {
-    let (services, std_listeners) = services(&settings, listeners.services)?;
+    let (services, std_listeners) = services(&settings, &metrics, listeners.services)?;
     listeners.agents.set_nonblocking(true)?;
     let tls = match (&settings.certfile, &settings.keyfile) {
         (Some(cert), Some(key)) => Some(crate::tunnel::tls::acceptor(cert, key)?),
@@ -218,7 +268,10 @@ pub fn start(
         state
             .services
             .values()
-            .map(|s| format!("{} on {}", s.name, s.addr))
+            .map(|s| match s.transport {
+                Transport::Tcp => format!("{} on {}", s.name, s.addr),
+                Transport::Udp => format!("{} on {} (udp)", s.name, s.addr),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -234,12 +287,25 @@ async fn serve(state: Arc<TunnelState>, agents: TcpListener, services: ServiceLi
         Err(e) => return log::error!("tunnel: agents listener: {e}"),
     };
     tokio::spawn(agents::accept_loop(state.clone(), agents));
-    for (service, listener) in services {
-        match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => {
-                tokio::spawn(clients::accept_clients(state.clone(), service, l));
-            }
-            Err(e) => log::error!("tunnel: service {} listener: {e}", service.name),
+    for (service, socket) in services {
+        let served = match socket {
+            ServiceSocket::Tcp(listener) => tokio::net::TcpListener::from_std(listener).map(|l| {
+                drop(tokio::spawn(clients::accept_clients(
+                    state.clone(),
+                    service.clone(),
+                    l,
+                )))
+            }),
+            ServiceSocket::Udp(socket) => tokio::net::UdpSocket::from_std(socket).map(|s| {
+                drop(tokio::spawn(udp::receive(
+                    state.clone(),
+                    service.clone(),
+                    s,
+                )))
+            }),
+        };
+        if let Err(e) = served {
+            log::error!("tunnel: service {} socket: {e}", service.name);
         }
     }
     state.cancel.cancelled().await;

@@ -6,15 +6,91 @@
 //!
 //! A pooled connection is represented by the sending end of a oneshot
 //! channel owned by the task that holds its socket; handing a client to it
-//! means sending the client's socket down that channel.
+//! means sending the client's socket (or a UDP session's queue) down that
+//! channel, as a [`Handed`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+
+/// What a pooled connection is handed: a TCP client or a UDP session.
+#[derive(Debug)]
+pub enum Handed {
+    /// A TCP client of a TCP service.
+    Tcp(Assignment),
+    /// A UDP session (one client address) of a UDP service.
+    Udp(UdpAssignment),
+}
+
+impl Handed {
+    /// The client's address.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Handed::Tcp(a) => a.addr,
+            Handed::Udp(u) => u.addr,
+        }
+    }
+
+    /// Hand-offs that failed so far.
+    pub fn attempts(&mut self) -> &mut u32 {
+        match self {
+            Handed::Tcp(a) => &mut a.attempts,
+            Handed::Udp(u) => &mut u.attempts,
+        }
+    }
+}
+
+/// A UDP session handed to a pooled connection: the client's queued
+/// datagrams and the service's socket to answer from.
+#[derive(Debug)]
+pub struct UdpAssignment {
+    /// Datagrams from the client, oldest first (bounded by `udp_queue`).
+    pub datagrams: mpsc::Receiver<Vec<u8>>,
+    /// The service's public socket: answers go to `addr` from it.
+    pub socket: Arc<UdpSocket>,
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The service's public address.
+    pub server: SocketAddr,
+    /// The relay's id for this session.
+    pub conn: u64,
+    /// Hand-offs of this session that failed so far.
+    pub attempts: u32,
+    /// Counts the session as open until it is dropped.
+    pub open: OpenSession,
+}
+
+/// Counts one open UDP session (a counter and a gauge) while it lives.
+#[derive(Debug)]
+pub struct OpenSession {
+    count: Arc<AtomicUsize>,
+    gauge: Gauge,
+}
+
+impl OpenSession {
+    /// Counts a session as open in `count` and `gauge`.
+    pub fn new(count: &Arc<AtomicUsize>, gauge: &Gauge) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        gauge.inc();
+        OpenSession {
+            count: count.clone(),
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.dec();
+    }
+}
 
 /// A client handed to a pooled connection.
 #[derive(Debug)]
@@ -46,7 +122,7 @@ pub struct Idle {
     /// The control session of the agent that owns it.
     pub session: u64,
     /// Hands a client to the task that owns the socket.
-    pub tx: oneshot::Sender<Assignment>,
+    pub tx: oneshot::Sender<Handed>,
     /// When it was last heard from (updated by the task that owns it).
     pub liveness: Arc<Liveness>,
 }
@@ -214,7 +290,7 @@ impl Pool {
 mod tests {
     use super::*;
 
-    fn idle(pool: &Pool, id: u64, session: u64) -> (Arc<Liveness>, oneshot::Receiver<Assignment>) {
+    fn idle(pool: &Pool, id: u64, session: u64) -> (Arc<Liveness>, oneshot::Receiver<Handed>) {
         let (tx, rx) = oneshot::channel();
         let liveness = Arc::new(Liveness::default());
         pool.add(Idle {

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::pool::Pool;
 use crate::admin::metrics::{HandoffFailure, HandoffLabels, Metrics, RejectLabels, ServiceLabels};
-use crate::config::{Secret, TunnelSettings};
-use crate::protocol::tunnel::Frame;
+use crate::config::{Secret, TunnelSettings, UdpLimits};
+use crate::protocol::tunnel::{Frame, Transport};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 
 /// One configured service at run time.
 pub struct Service {
@@ -26,9 +27,41 @@ pub struct Service {
     pub(super) token: Secret,
     /// Idle pooled connections and waiting clients.
     pub pool: Pool,
-    /// Tunnelled connections open now.
+    /// Tunnelled connections (TCP clients, UDP sessions carried) open now.
     pub active: AtomicUsize,
     pub(super) labels: ServiceLabels,
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// A UDP service's limits and counters (`None` for TCP).
+    pub(super) udp: Option<UdpParts>,
+}
+
+/// What a UDP service adds: its limits, and its metrics ready to update.
+pub(super) struct UdpParts {
+    pub limits: UdpLimits,
+    /// Sessions open now (waiting for a pooled connection included).
+    pub sessions: Arc<AtomicUsize>,
+    pub sessions_gauge: Gauge,
+    pub datagrams_in: Counter,
+    pub datagrams_out: Counter,
+}
+
+impl UdpParts {
+    pub fn new(limits: UdpLimits, metrics: &Metrics, labels: &ServiceLabels) -> Self {
+        UdpParts {
+            limits,
+            sessions: Arc::new(AtomicUsize::new(0)),
+            sessions_gauge: metrics.tunnel_udp_sessions.get_or_create(labels).clone(),
+            datagrams_in: metrics
+                .tunnel_udp_datagrams_in
+                .get_or_create(labels)
+                .clone(),
+            datagrams_out: metrics
+                .tunnel_udp_datagrams_out
+                .get_or_create(labels)
+                .clone(),
+        }
+    }
 }
 
 /// A connected host agent (its control channel).
@@ -81,6 +114,17 @@ impl TunnelState {
             .inc();
     }
 
+    /// Counts a datagram of UDP service `service` dropped for `reason`.
+    pub(super) fn udp_drop(&self, service: &Service, reason: &str) {
+        self.metrics
+            .tunnel_udp_drops
+            .get_or_create(&RejectLabels {
+                service: service.name.clone(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
     /// Counts a failed hand-off of a client of `service`.
     pub(super) fn handoff_failed(&self, service: &Service, reason: HandoffFailure) {
         self.metrics
@@ -100,6 +144,8 @@ impl TunnelState {
             .values()
             .map(|s| ServiceStatus {
                 name: s.name.clone(),
+                transport: s.transport.as_str(),
+                udp_sessions: s.udp.as_ref().map(|u| u.sessions.load(Ordering::Relaxed)),
                 bind: s.addr.to_string(),
                 pool_idle: s.pool.idle(),
                 waiting: s.pool.waiting(),
@@ -141,6 +187,12 @@ pub struct TunnelStatus {
 pub struct ServiceStatus {
     /// Service name.
     pub name: String,
+    /// `"tcp"` or `"udp"`.
+    #[serde(rename = "type")]
+    pub transport: &'static str,
+    /// UDP services: sessions (client addresses) open now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_sessions: Option<usize>,
     /// Public address.
     pub bind: String,
     /// Idle pooled connections.
