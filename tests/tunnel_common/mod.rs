@@ -2,6 +2,8 @@
 //! real agents, real local services and clients.
 #![allow(dead_code)]
 
+pub mod udp;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
