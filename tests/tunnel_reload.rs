@@ -15,21 +15,7 @@ use std::time::{Duration, Instant};
 use common::procs::{Proc, RelayProc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tunnel_common::WAIT;
-
-/// A relay with services `a`, `b` and `c`, tokens `<name>-token`.
-fn relay_config() -> String {
-    let mut config = String::from(
-        "[server]\nhost = \"127.0.0.1\"\nport = 0\n[admin]\nhost = \"127.0.0.1\"\nport = 0\n\
-         [log]\nlevel = \"info\"\n[tunnel]\nhost = \"127.0.0.1\"\nport = 0\n",
-    );
-    for name in ["a", "b", "c"] {
-        config.push_str(&format!(
-            "[[tunnel.services]]\nname = \"{name}\"\nbind = \"127.0.0.1:0\"\ntoken = \"{name}-token\"\n"
-        ));
-    }
-    config
-}
+use tunnel_common::{services_relay_config, WAIT};
 
 /// The agent file: `relay`, then one echo service per (name, pool, token key).
 fn agent_file(relay: &str, services: &[(&str, usize, &str)]) -> String {
@@ -97,7 +83,7 @@ fn replace(path: &std::path::Path, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_are_added_removed_restarted_and_kept_on_reload() {
-    let relay = RelayProc::start(&relay_config());
+    let relay = RelayProc::start(&services_relay_config(&["a", "b", "c"]));
     let dir = tempfile::tempdir().unwrap();
     let token_a = dir.path().join("a.token");
     std::fs::write(&token_a, "a-token\n").unwrap();

@@ -17,21 +17,7 @@ use switchboard::tunnel::agent::host_config::HostConfig;
 use switchboard::tunnel::agent::LocalService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tunnel_common::{exchange, WAIT};
-
-/// A relay with services `web`, `echo` and `spare`, each with its own token.
-fn relay_config() -> String {
-    let mut config = String::from(
-        "[server]\nhost = \"127.0.0.1\"\nport = 0\n[admin]\nhost = \"127.0.0.1\"\nport = 0\n\
-         [log]\nlevel = \"info\"\n[tunnel]\nhost = \"127.0.0.1\"\nport = 0\n",
-    );
-    for name in ["web", "echo", "spare"] {
-        config.push_str(&format!(
-            "[[tunnel.services]]\nname = \"{name}\"\nbind = \"127.0.0.1:0\"\ntoken = \"{name}-token\"\n"
-        ));
-    }
-    config
-}
+use tunnel_common::{exchange, services_relay_config, WAIT};
 
 /// A local service that reads a PROXY v2 header, then answers
 /// `proxied <n header bytes>` and echoes the rest.
@@ -74,7 +60,7 @@ async fn tunnels_pool(relay: &RelayProc, service: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_host_process_serves_several_services_and_a_refused_one_ends_alone() {
-    let relay = RelayProc::start(&relay_config());
+    let relay = RelayProc::start(&services_relay_config(&["web", "echo", "spare"]));
     let web_local = proxy_aware_service().await;
     let settings = format!(
         "relay = \"{}\"\nheartbeat_interval_ms = 500\n\

@@ -278,3 +278,18 @@ token = "{token}"
 "#
     )
 }
+
+/// A relay process's TOML like [`echo_relay_config`]'s, with one service per
+/// name in `names` (public port 127.0.0.1:0, token `<name>-token`).
+pub fn services_relay_config(names: &[&str]) -> String {
+    let mut config = String::from(
+        "[server]\nhost = \"127.0.0.1\"\nport = 0\n[admin]\nhost = \"127.0.0.1\"\nport = 0\n\
+         [log]\nlevel = \"info\"\n[tunnel]\nhost = \"127.0.0.1\"\nport = 0\n",
+    );
+    for name in names {
+        config.push_str(&format!(
+            "[[tunnel.services]]\nname = \"{name}\"\nbind = \"127.0.0.1:0\"\ntoken = \"{name}-token\"\n"
+        ));
+    }
+    config
+}
