@@ -1,7 +1,8 @@
 //! Proves the relay process reloads its `[[tunnel.services]]` live, with
 //! real agents, clients and sockets: a change of its `--config` file adds a
-//! service (its port serves), removes one (its open client connection and
-//! UDP session end, its port refuses), restarts a changed one (same port
+//! service (its port serves), removes one (its open client connection, a
+//! client still waiting for a pooled connection and its UDP session end,
+//! its port refuses), restarts a changed one (same port
 //! when `bind` is unchanged, a new port when it changed), and keeps an
 //! unchanged one's open client connection echoing throughout; SIGHUP reloads
 //! a changed token file; files that no longer validate (bad TOML, a name
@@ -375,6 +376,31 @@ async fn invalid_files_are_refused_with_the_key_named_and_sighup_reloads() {
             "result=\"ok\""
         ),
         2.0
+    );
+    assert_eq!(relay.proc.terminate().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_for_a_removed_service_is_closed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.toml");
+    // No agent for w: its client waits for a pooled connection (up to 30 s).
+    let waits = "[tunnel]\npool_wait_ms = 30000\n";
+    let text = relay_file("", &[&tcp("a"), &tcp("w")]).replace("[tunnel]\n", waits);
+    std::fs::write(&file, &text).unwrap();
+    let mut relay = RelayProc::start_file(&file);
+    let mut waiting = TcpStream::connect(addr(&relay, "w").await).await.unwrap();
+    wait_entry(&relay, "w", |e| e.is_some_and(|e| e["waiting"] == 1)).await;
+    let removed = relay_file("", &[&tcp("a")]).replace("[tunnel]\n", waits);
+    replace(&file, &removed);
+    relay.proc.wait_line("tunnel reload 1:");
+    let started = Instant::now();
+    let end = tunnel_common::read_until_closed(&mut waiting, WAIT).await;
+    assert_eq!(end, Some(Vec::new()), "the waiting client was not closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
     );
     assert_eq!(relay.proc.terminate().code(), Some(0));
 }
