@@ -24,8 +24,10 @@
 //!   of settings and bound listeners) binds the tunnel's, makes the one
 //!   `Metrics`, starts the relay server, the tunnel and the admin listener,
 //!   hands each what it needs (the admin listener a view of the others) and
-//!   returns a [`node::Node`] handle owning the one shutdown path. `main.rs`
-//!   and the tests' `tests/common` start the process through it.
+//!   returns a [`node::Node`] handle owning the one shutdown path;
+//!   [`node::Reloader`] applies a reloaded settings file's
+//!   `[[tunnel.services]]` to it. `main.rs` and the tests' `tests/common`
+//!   start the process through it.
 //! - [`server`]: the WebSocket relay only: `registry` (the one actor owning
 //!   registrations, started on the first HTTP worker's thread so forwards
 //!   cross at most one thread), `session` (one actor per WebSocket),

@@ -70,7 +70,11 @@ fn main() -> ExitCode {
     };
     logging::init(cli.log_level.as_deref(), &settings.log.level);
     log::debug!("settings: {settings:?}");
-    match actix_rt::System::new().block_on(run(settings)) {
+    let reloader = cli
+        .config
+        .clone()
+        .map(|file| node::Reloader::new(file, overrides));
+    match actix_rt::System::new().block_on(run(settings, cli.config, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log::error!("{error}");
@@ -85,21 +89,30 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+/// Runs the node until SIGTERM/SIGINT; on SIGHUP or a change of the
+/// `--config` file (`file`), reloads its tunnel services.
+async fn run(
+    settings: Settings,
+    file: Option<PathBuf>,
+    mut reloader: Option<node::Reloader>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let (public, admin) = node::bind(&settings)?;
-    let relay = node::start(settings, public, admin)?;
-    let signal = shutdown_signal().await?;
+    let mut relay = node::start(settings, public, admin)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut triggers = cli::Triggers::new(file)?;
+    let signal = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            why = triggers.next() => match reloader.as_mut() {
+                Some(reloader) => reloader.reload(&mut relay, why),
+                None => log::warn!("{why}: no --config file, nothing to reload"),
+            },
+        }
+    };
     log::info!("received {signal}; shutting down");
     relay.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
 }

@@ -47,19 +47,25 @@ pub(super) fn bind(addr: &str) -> std::io::Result<std::net::UdpSocket> {
 
 /// Receives a UDP service's datagrams until shutdown, each into its
 /// client address's session (opened on its first datagram).
-pub(super) async fn receive(state: Arc<TunnelState>, service: Arc<Service>, socket: UdpSocket) {
+pub(super) async fn receive(
+    state: Arc<TunnelState>,
+    service: Arc<Service>,
+    socket: Arc<UdpSocket>,
+) {
     let Some(udp) = service.udp.as_ref() else {
         return log::error!("tunnel: {}: a UDP socket for a TCP service", service.name);
     };
-    let socket = Arc::new(socket);
     let server = service.addr;
     let mut sessions: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     // One byte more than the largest datagram carried, to notice larger ones.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
+        // Ending (shutdown, or a reload stopping the service) drops every
+        // session's queue, which ends the sessions.
         let received = tokio::select! {
+            biased;
+            _ = service.cancel.cancelled() => return,
             r = socket.recv_from(&mut buf) => r,
-            _ = state.cancel.cancelled() => return,
         };
         let (n, from) = match received {
             Ok(r) => r,
