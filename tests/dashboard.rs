@@ -183,11 +183,11 @@ async fn assert_wrong_token(page: &mut Page, node: &Node) {
 }
 
 /// Where the screenshot goes: the test's directory, and the path in
-/// `SWITCHBOARD_DASHBOARD_PNG` when set.
+/// `SWITCHBOARD_DASHBOARD_PNG` when set (relative to the repository).
 fn screenshot_paths() -> Vec<PathBuf> {
     let mut paths = vec![Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png")];
     if let Some(extra) = std::env::var_os("SWITCHBOARD_DASHBOARD_PNG") {
-        paths.push(PathBuf::from(extra));
+        paths.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(extra));
     }
     paths
 }
