@@ -20,6 +20,8 @@
     denied: false,
     polls: 0,
     timer: null,
+    generation: 0,
+    busy: false,
     previous: null,
     health: null,
     clients: [],
@@ -236,11 +238,16 @@
     status.className = `status ${kind || ''}`;
   }
 
+  // One read at a time; a read started before the token changed is dropped.
   async function poll() {
+    if (state.busy) return;
+    state.busy = true;
+    const generation = state.generation;
     try {
       const [health, clients, tunnels, metrics] = await Promise.all([
         get('/health'), get('/clients'), get('/tunnels'), get('/metrics', 'text'),
       ]);
+      if (generation !== state.generation) return;
       state.denied = false;
       state.health = health;
       state.clients = clients;
@@ -253,6 +260,7 @@
       addPoint(parseMetrics(metrics), health);
       setStatus(`updated ${new Date().toLocaleTimeString()}`, 'ok');
     } catch (error) {
+      if (generation !== state.generation) return;
       if (error instanceof Denied) {
         state.denied = true;
         stop();
@@ -260,6 +268,8 @@
       } else {
         setStatus(`cannot read the relay: ${error.message}`, 'error');
       }
+    } finally {
+      if (generation === state.generation) state.busy = false;
     }
   }
 
@@ -270,6 +280,8 @@
 
   function start() {
     stop();
+    state.generation += 1;
+    state.busy = false;
     poll();
     state.timer = setInterval(poll, POLL_MS);
   }
