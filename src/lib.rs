@@ -36,8 +36,10 @@
 //!   (settings, metrics, the bound public listener) returning a handle.
 //! - [`admin`]: `/health`, `/clients`, `/metrics`, `/tunnels` on the admin
 //!   listener, reading an [`admin::View`] the node gives it (it imports
-//!   neither the relay nor the tunnel), and `admin::metrics`, the one struct
-//!   holding every metric.
+//!   neither the relay nor the tunnel), `admin::metrics`, the one struct
+//!   holding every metric, and `admin::dashboard`, the page at `/` (its
+//!   HTML, script, style and vendored chart library built into the binary)
+//!   that reads those endpoints.
 //! - [`tls`]: rustls server configuration from PEM files, for the relay's
 //!   and the tunnel's listeners.
 //! - [`proxy`]: outbound TCP through an HTTP proxy (`CONNECT`), chosen from
