@@ -24,8 +24,11 @@
 //! pumps are cancelled), every session is closed with 1001 within
 //! `server.shutdown_grace_ms`, then both HTTP listeners stop. Start errors
 //! of every component come back as one [`NodeError`]. `main.rs` calls
-//! [`bind`], [`start`] and, on SIGTERM/SIGINT, [`Node::shutdown`].
+//! [`bind`], [`start`] and, on SIGTERM/SIGINT, [`Node::shutdown`];
+//! `switchboard check-config` calls [`check`], which loads what [`start`]
+//! loads from the settings without binding or connecting.
 
+mod check;
 mod view;
 
 use std::net::{SocketAddr, TcpListener};
@@ -38,6 +41,8 @@ use crate::config::{ConfigError, Settings};
 use crate::server::{self, RelayServer, ServerError, ServerState};
 use crate::tunnel::relay::{self as tunnel, StartError, TunnelRelay};
 use view::NodeView;
+
+pub use check::check;
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
