@@ -1,4 +1,4 @@
-//! Proves the systemd units under deploy/ are valid and hardened: `systemd-analyze verify` (Debian's `systemd`, installed by scripts/test) accepts `switchboard-relay.service` and an instance of `switchboard-host@.service` pointed at the built binary without a single warning, each unit carries the hardening directives (dedicated user, no new privileges, read-only system, empty capability sets, address families, system call filter), the agent reloads with SIGHUP, and the check itself catches a unit with a warning.
+//! Proves the systemd units under deploy/ are valid and hardened: `systemd-analyze verify` (Debian's `systemd`, installed by scripts/test) accepts `switchboard-relay.service` and an instance of `switchboard-host@.service` pointed at the built binary without a single warning, each unit carries the hardening directives (dedicated user, no new privileges, read-only system, empty capability sets, address families, system call filter), both reload with SIGHUP, and the check itself catches a unit with a warning.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
