@@ -68,3 +68,29 @@ pub(crate) fn serialize_masked_url<S: serde::Serializer>(
         None => serializer.serialize_none(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_serialize_masked() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(serde_json::to_string(&secret).unwrap(), "\"***\"");
+        assert_eq!(format!("{secret:?}"), "MASKED");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn url_passwords_are_masked_and_nothing_else() {
+        for (url, shown) in [
+            ("http://u:p@h:1/x", "http://u:***@h:1/x"),
+            ("http://token@h", "http://***@h"),
+            ("http://h/a@b", "http://h/a@b"),
+            ("https://u:p:q@h?x=@", "https://u:***@h?x=@"),
+            ("no-scheme:p@h", "no-scheme:p@h"),
+        ] {
+            assert_eq!(mask_url_password(url, MASK), shown, "{url}");
+        }
+    }
+}
