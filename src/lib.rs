@@ -15,7 +15,8 @@
 //! - [`protocol`]: wire types and codecs only (no actix, no I/O): the relay
 //!   messages, close codes, Python-compatible UUID parsing and JSON escaping.
 //! - [`config`]: the settings tree, layered defaults → TOML → env → CLI, validation
-//!   (the `[tunnel]` section in `config/tunnel.rs`).
+//!   (the `[tunnel]` section in `config/tunnel.rs`; secrets and their masking
+//!   in `config/secret.rs`).
 //! - [`defaults`]: every default, timeout and limit as a named constant.
 //! - [`addr`]: the canonical form every reported peer address takes
 //!   (IPv4-mapped IPv6 addresses as IPv4).
@@ -27,7 +28,8 @@
 //!   returns a [`node::Node`] handle owning the one shutdown path;
 //!   [`node::Reloader`] applies a reloaded settings file's
 //!   `[[tunnel.services]]` to it. `main.rs` and the tests' `tests/common`
-//!   start the process through it.
+//!   start the process through it; [`node::check`] loads what a start loads
+//!   without binding (`switchboard check-config`).
 //! - [`server`]: the WebSocket relay only: `registry` (the one actor owning
 //!   registrations, started on the first HTTP worker's thread so forwards
 //!   cross at most one thread), `session` (one actor per WebSocket),
@@ -71,7 +73,9 @@
 //!   `fuzz/` (`scripts/fuzz`) and `tests/fuzz_regressions.rs`.
 //! - [`logging`]: env_logger set-up from `--log-level` / `RUST_LOG` / `log.level`.
 //! - `src/cli/`: the binary's subcommands besides the relay itself: `peer`
-//!   (`listen`, `send`) and `host` (the tunnel's host agent).
+//!   (`listen`, `send`), `host` (the tunnel's host agent), `check-config`
+//!   (the settings as a start loads them, secrets masked), `completions`
+//!   and `man` (generated from the clap definition).
 //! - `src/bin/switchboard-load/`: a load generator speaking the relay protocol
 //!   (flood, latency, idle memory) against any relay URL, plus `connrate` and
 //!   `echo-server` for the tunnel, `udp-rr` and `udp-echo-server` for its

@@ -1,6 +1,8 @@
 //! Proves ProxyStore 1.1.0's own Python `RelayClient` works unchanged against the Switchboard relay: registration, offer/answer forwarding with non-ASCII descriptions, the unknown-peer error echo, and 4004 replacement of a duplicate UUID.
 //!
-//! The relay runs in-process on 127.0.0.1:0; `tests/interop/relay_clients.py` is
+//! The relay runs in-process on 127.0.0.1:0, or, when `$SWITCHBOARD_BIN` names a
+//! `switchboard` binary (scripts/test sets it to the one `pip install` of the
+//! wheel put in a fresh venv), as that binary; `tests/interop/relay_clients.py` is
 //! run with `$SWITCHBOARD_PYTHON` (a venv with `proxystore[endpoints]==1.1.0`,
 //! created by `scripts/test`). The test fails, never skips, when it is unset.
 
@@ -17,15 +19,67 @@ use switchboard::node;
 /// Hard limit on the Python script; it is killed when it runs longer.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A relay running on its own thread inside its own actix System.
+/// A relay running on its own thread inside its own actix System, or as
+/// the process of `$SWITCHBOARD_BIN`.
 struct RunningRelay {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    process: Option<Child>,
 }
 
 impl RunningRelay {
     fn start() -> RunningRelay {
+        match std::env::var("SWITCHBOARD_BIN") {
+            Ok(bin) if !bin.trim().is_empty() => RunningRelay::start_binary(&bin),
+            _ => RunningRelay::start_in_process(),
+        }
+    }
+
+    /// Runs `bin --host 127.0.0.1 --port 0` (admin off) and reads its
+    /// address from the "relay listening on" line of its log.
+    fn start_binary(bin: &str) -> RunningRelay {
+        eprintln!("relay: {bin}");
+        let mut child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "info"])
+            .env("SWITCHBOARD__ADMIN__ENABLED", "false")
+            .env("SWITCHBOARD__SERVER__WORKERS", "2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run SWITCHBOARD_BIN={bin}: {e}"));
+        let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
+        let stderr = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = line_tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = line_rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("{bin} did not report its address"));
+            if let Some(rest) = line.split("relay listening on ws://").nth(1) {
+                let addr = rest.split(';').next().unwrap_or_default();
+                break addr.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+            }
+        };
+        RunningRelay {
+            addr,
+            stop: None,
+            thread: None,
+            process: Some(child),
+        }
+    }
+
+    fn start_in_process() -> RunningRelay {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -60,6 +114,7 @@ impl RunningRelay {
             addr,
             stop: Some(stop_tx),
             thread: Some(thread),
+            process: None,
         }
     }
 
@@ -73,6 +128,15 @@ impl RunningRelay {
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        if let Some(mut child) = self.process.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            if wait_bounded(&mut child, Duration::from_secs(10)).is_none() {
+                eprintln!("the relay process did not stop on SIGTERM and was killed");
+            }
         }
     }
 }

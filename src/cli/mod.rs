@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+mod check_config;
+mod docs;
 mod host;
 mod host_reload;
 mod peer;
@@ -19,6 +21,14 @@ pub enum Command {
     Peer(peer::PeerArgs),
     /// A TCP tunnel host agent: serve a local service through a relay.
     Host(host::HostArgs),
+    /// Check the relay's settings (file, environment, flags) as a start
+    /// would, without binding, and print them with secrets masked; exit 2
+    /// naming the key on error.
+    CheckConfig(check_config::CheckConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff), or write all pages with --out-dir.
+    Man(docs::ManArgs),
 }
 
 impl Command {
@@ -27,6 +37,9 @@ impl Command {
         match self {
             Command::Peer(args) => peer::run(args),
             Command::Host(args) => host::run(args),
+            Command::CheckConfig(args) => check_config::run(args),
+            Command::Completions(args) => docs::completions(args),
+            Command::Man(args) => docs::man(args),
         }
     }
 }

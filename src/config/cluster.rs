@@ -10,13 +10,13 @@ use std::fmt;
 use std::path::PathBuf;
 
 use redis::IntoConnectionInfo;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{invalid, read_token_file, ConfigError, Secret};
+use super::{invalid, mask_url_password, read_token_file, ConfigError, Secret, MASK};
 use crate::defaults;
 
 /// `[cluster]`: scale-out over Redis.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
     /// Whether this node joins a cluster at all.
@@ -90,21 +90,14 @@ impl RedisUrl {
     /// The URL with the password of its `user:password@` part replaced by
     /// `MASKED` (the whole part when it has no `:`).
     pub fn masked(&self) -> String {
-        let url = &self.0;
-        let Some(start) = url.find("://").map(|i| i + 3) else {
-            return url.clone();
-        };
-        let rest = &url[start..];
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let Some(at) = rest[..authority_end].rfind('@') else {
-            return url.clone();
-        };
-        let userinfo = &rest[..at];
-        let shown = match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:MASKED"),
-            None => "MASKED".to_owned(),
-        };
-        format!("{}{shown}{}", &url[..start], &rest[at..])
+        mask_url_password(&self.0, "MASKED")
+    }
+}
+
+/// Serializes with the password masked as [`MASK`] (`switchboard check-config`).
+impl Serialize for RedisUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&mask_url_password(&self.0, MASK))
     }
 }
 

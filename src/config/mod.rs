@@ -8,42 +8,23 @@
 //! (`cluster.rs`).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::defaults;
 
 mod cluster;
+mod secret;
 mod tunnel;
 pub use cluster::{valid_key_prefix, valid_node_id, ClusterSettings, RedisTls, RedisUrl};
+use secret::mask_url_password;
+pub(crate) use secret::serialize_masked_url;
+pub use secret::{Secret, MASK};
 pub use tunnel::{read_token_file, TunnelService, TunnelSettings, UdpLimits};
 
 /// Environment variable prefix: `SWITCHBOARD__SERVER__PORT=9000`.
 pub const ENV_PREFIX: &str = "SWITCHBOARD";
-
-/// A value that must never be printed (tokens, client secrets).
-#[derive(Clone, Deserialize, PartialEq, Eq, Default)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret string.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The secret itself; call only where it is used, never to log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MASKED")
-    }
-}
 
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +50,7 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
 }
 
 /// The whole settings tree.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// The public WebSocket listener and its limits.
@@ -87,7 +68,7 @@ pub struct Settings {
 }
 
 /// `[server]`: the public relay listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Address to bind.
@@ -133,7 +114,7 @@ impl Default for ServerSettings {
 }
 
 /// `[admin]`: the admin HTTP listener (`/health`, `/clients`, `/metrics`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// Whether the admin listener runs at all.
@@ -158,7 +139,7 @@ impl Default for AdminSettings {
 }
 
 /// How the relay identifies users.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMethod {
     /// Everyone is the same anonymous user (ProxyStore's default).
@@ -171,7 +152,7 @@ pub enum AuthMethod {
 }
 
 /// `[auth]`: authentication of WebSocket upgrade requests.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// `none`, `token` or `introspection`.
@@ -182,6 +163,7 @@ pub struct AuthSettings {
     /// `token`: a file of `user token` lines (`#` comments), merged with `tokens`.
     pub tokens_file: Option<PathBuf>,
     /// `introspection`: the provider's RFC 7662 endpoint (`http://` or `https://`).
+    #[serde(serialize_with = "serialize_masked_url")]
     pub introspection_url: Option<String>,
     /// `introspection`: this relay's client id at the provider.
     pub client_id: Option<String>,
@@ -212,7 +194,7 @@ impl Default for AuthSettings {
 }
 
 /// `[log]`: logging.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// An env_logger filter: a level (`info`) or a spec (`info,actix_web=warn`).

@@ -2,14 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{check_host, invalid, ConfigError, Secret};
 use crate::defaults;
 use crate::protocol::tunnel::Transport;
 
 /// `[tunnel]`: the TCP tunnel's relay side. Runs when `[[tunnel.services]]` is not empty.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TunnelSettings {
     /// Address of the listener where host agents connect (control and data).
@@ -71,7 +71,7 @@ impl Default for TunnelSettings {
 }
 
 /// One `[[tunnel.services]]` entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelService {
     /// Service name agents announce: 1–64 characters of `[A-Za-z0-9._-]`.

@@ -27,7 +27,10 @@
 //! [`bind`], [`start`] and, on SIGTERM/SIGINT, [`Node::shutdown`]; on SIGHUP
 //! or a change of the `--config` file, [`Reloader::reload`] (`reload.rs`)
 //! applies the file's `[[tunnel.services]]` to the running tunnel.
+//! `switchboard check-config` calls [`check`], which loads what [`start`]
+//! loads from the settings without binding or connecting.
 
+mod check;
 mod reload;
 mod view;
 
@@ -43,6 +46,8 @@ use crate::config::{ConfigError, Settings};
 use crate::server::{self, RelayServer, ServerError, ServerState};
 use crate::tunnel::relay::{self as tunnel, StartError, TunnelRelay};
 use view::NodeView;
+
+pub use check::check;
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::services::{self, ServiceConfig};
 use super::settings::{AgentSettings, LocalService};
@@ -22,7 +22,7 @@ use crate::proxy::{Proxy, ProxyConfig, ProxyError};
 use crate::tunnel::tls::AgentTls;
 
 /// Every key of the agent's settings file; all optional so flags can fill them in.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// The relay's agents listener, `host:port`.
@@ -71,6 +71,7 @@ pub struct HostConfig {
     /// HTTP proxy to reach the relay through with `CONNECT`,
     /// `http://[user:password@]host[:port]` (default: `HTTPS_PROXY`, else
     /// `ALL_PROXY`; `NO_PROXY` exempts relays either way).
+    #[serde(serialize_with = "crate::config::serialize_masked_url")]
     pub http_proxy: Option<String>,
     /// Several services (`[[services]]`, see [`super::services`]) instead of
     /// `service` and its keys.

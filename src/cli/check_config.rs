@@ -1,0 +1,110 @@
+//! `switchboard check-config`: loads the settings exactly as a start of the
+//! relay does (file, `SWITCHBOARD__…` environment, flags), checks what a start
+//! checks without binding a port, and prints the effective settings with
+//! every secret masked. Exit 0, or 2 with the key named on stderr.
+//!
+//! With `--agent FILE`, checks a host agent's settings file instead (what
+//! `switchboard host --config FILE` loads) and prints it, secrets masked.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use switchboard::config::{ConfigError, Overrides, Settings};
+use switchboard::node;
+use switchboard::tunnel::agent::host_config::HostConfig;
+
+/// How the effective settings are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// TOML, the settings file's own format (loadable with `--config`).
+    Toml,
+    /// JSON (unset optional keys are `null`).
+    Json,
+}
+
+/// Arguments of `switchboard check-config`: the relay's own options, then
+/// what to print.
+#[derive(Args, Debug)]
+pub struct CheckConfigArgs {
+    /// TOML settings file, as given to the relay.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Address of the public WebSocket listener (overrides server.host).
+    #[arg(long, value_name = "ADDR")]
+    host: Option<String>,
+    /// Port of the public WebSocket listener (overrides server.port).
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// Log filter (overrides log.level).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Check a host agent's settings file (`switchboard host --config`) instead.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["config", "host", "port", "log_level"])]
+    agent: Option<PathBuf>,
+    /// Output format of the effective settings.
+    #[arg(long, value_enum, default_value_t = Format::Toml)]
+    format: Format,
+}
+
+/// Why the check failed, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    /// The settings would not start: exit 2.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The settings are fine but could not be printed: exit 1.
+    #[error("cannot print the settings: {0}")]
+    Print(String),
+}
+
+/// Runs the check; prints the settings on stdout, or the error on stderr.
+pub fn run(args: CheckConfigArgs) -> ExitCode {
+    let result = match &args.agent {
+        Some(path) => check_agent(path, args.format),
+        None => check_relay(&args),
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("switchboard check-config: {error}");
+            match error {
+                CheckError::Config(_) => ExitCode::from(2),
+                CheckError::Print(_) => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// The relay's settings, loaded and checked as a start does.
+fn check_relay(args: &CheckConfigArgs) -> Result<String, CheckError> {
+    let overrides = Overrides {
+        host: args.host.clone(),
+        port: args.port,
+        log_level: args.log_level.clone(),
+    };
+    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    node::check(&settings)?;
+    render(&settings, args.format)
+}
+
+/// A host agent's file, loaded and checked as `switchboard host` does.
+fn check_agent(path: &std::path::Path, format: Format) -> Result<String, CheckError> {
+    let file = HostConfig::load(path)?;
+    file.clone().into_agents_with_sources()?;
+    render(&file, format)
+}
+
+fn render<T: Serialize>(value: &T, format: Format) -> Result<String, CheckError> {
+    let print = |e: String| CheckError::Print(e);
+    match format {
+        Format::Toml => toml::to_string(value).map_err(|e| print(e.to_string())),
+        Format::Json => serde_json::to_string_pretty(value)
+            .map(|text| text + "\n")
+            .map_err(|e| print(e.to_string())),
+    }
+}
