@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchboard::config::{Overrides, Settings};
+use switchboard::config::{Overrides, ProxyStoreCli, Settings};
 use switchboard::{logging, node};
 
 /// A ProxyStore-compatible WebRTC relay (signaling) server, peer and TCP tunnel.
@@ -40,15 +40,22 @@ struct Cli {
     /// TOML settings file (see config/prod.toml).
     #[arg(long, short = 'c', value_name = "PATH")]
     config: Option<PathBuf>,
+    /// ProxyStore's relay TOML (`proxystore-relay --config`), read as is
+    /// (README: "Coming from ProxyStore's relay").
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
+    proxystore_config: Option<PathBuf>,
     /// Address of the public WebSocket listener (overrides server.host).
     #[arg(long, value_name = "ADDR")]
     host: Option<String>,
     /// Port of the public WebSocket listener (overrides server.port).
     #[arg(long, value_name = "PORT")]
     port: Option<u16>,
-    /// Log filter: off, error, warn, info, debug, trace, or an env_logger spec (overrides RUST_LOG and log.level).
+    /// Log filter: off, error, warn, info, debug, trace, or an env_logger spec (overrides RUST_LOG and log.level); ProxyStore's DEBUG, INFO, WARNING, ERROR, CRITICAL too.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Also log to DIR/server.log, rotated weekly (overrides log.dir, ProxyStore's logging.log_dir).
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -56,19 +63,29 @@ fn main() -> ExitCode {
     if let Some(command) = cli.command {
         return command.run();
     }
-    let overrides = Overrides {
-        host: cli.host.clone(),
-        port: cli.port,
-        log_level: cli.log_level.clone(),
-    };
-    let settings = match Settings::load(cli.config.as_deref(), &overrides) {
-        Ok(settings) => settings,
+    // ProxyStore's level names mean the same in both modes.
+    let log_level =
+        cli.log_level
+            .as_deref()
+            .map(|level| match switchboard::config::proxystore_level(level) {
+                Some(ours) if level.parse::<i64>().is_err() => ours.to_owned(),
+                _ => level.to_owned(),
+            });
+    let (settings, warnings) = match load(&cli, log_level.clone()) {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("switchboard: {error}");
             return ExitCode::from(2);
         }
     };
-    logging::init(cli.log_level.as_deref(), &settings.log.level);
+    let dir = settings.log.dir.as_deref();
+    if let Err(error) = logging::init_with_dir(log_level.as_deref(), &settings.log.level, dir) {
+        eprintln!("switchboard: {error}");
+        return ExitCode::from(2);
+    }
+    for warning in &warnings {
+        log::warn!("{warning}");
+    }
     log::debug!("settings: {settings:?}");
     match actix_rt::System::new().block_on(run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,6 +100,35 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Settings from `--config` or `--proxystore-config`, the environment and
+/// the CLI, with the warnings to log once logging is up.
+fn load(
+    cli: &Cli,
+    log_level: Option<String>,
+) -> Result<(Settings, Vec<String>), switchboard::config::ConfigError> {
+    if let Some(path) = &cli.proxystore_config {
+        let ps = ProxyStoreCli {
+            host: cli.host.clone(),
+            port: cli.port,
+            log_dir: cli.log_dir.clone(),
+            log_level: cli.log_level.clone(),
+        };
+        let loaded = Settings::load_proxystore(path, &ps)?;
+        return Ok((loaded.settings, loaded.warnings));
+    }
+    let overrides = Overrides {
+        host: cli.host.clone(),
+        port: cli.port,
+        log_level,
+    };
+    let mut settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    if let Some(dir) = &cli.log_dir {
+        settings.log.dir = Some(dir.clone());
+        settings.validate()?;
+    }
+    Ok((settings, Vec::new()))
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
