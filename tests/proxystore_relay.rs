@@ -8,8 +8,8 @@
 //! 4001), as does a file taking its credentials from ProxyStore's environment
 //! variables with ProxyStore's default audience; the docs' TLS example serves
 //! `wss://` (also with the key inside the certificate file); ProxyStore's own
-//! Python `RelayClient` works through such a relay; bad values exit 2 naming
-//! ProxyStore's key.
+//! Python `RelayClient` works through such a relay, also with a Globus token
+//! in its `extra_headers`; bad values exit 2 naming ProxyStore's key.
 
 mod common;
 
@@ -195,6 +195,13 @@ async fn globus_docs_example_against_the_stand_in() {
     send(&mut anonymous, registration("x", UUID_B)).await;
     assert_eq!(expect_close(&mut anonymous).await.0, 4001);
     assert!(provider.calls.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+
+    // ProxyStore's own client, with its token in `extra_headers`.
+    let stdout = run_python("globus_client.py", &relay_url);
+    assert!(
+        stdout.contains("ok: a revoked token is refused with 4002"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
@@ -268,8 +275,9 @@ async fn docs_tls_example_serves_wss() {
     wss_registers(&url, &pem.der).await;
 }
 
-#[test]
-fn proxystore_python_client_through_a_proxystore_config_relay() {
+/// Runs `tests/interop/SCRIPT URL` with `$SWITCHBOARD_PYTHON` (bounded);
+/// asserts it exits 0 and returns its stdout.
+fn run_python(script: &str, url: &str) -> String {
     let python = match std::env::var("SWITCHBOARD_PYTHON") {
         Ok(python) if !python.trim().is_empty() => python,
         _ => panic!(
@@ -277,17 +285,12 @@ fn proxystore_python_client_through_a_proxystore_config_relay() {
              proxystore[endpoints]==1.1.0 (scripts/test creates it)"
         ),
     };
-    let config = procs::write_temp("port = 8700\n\n[logging]\ndefault_level = \"DEBUG\"\n");
-    let (mut proc, url) = relay(
-        config.path().to_str().unwrap(),
-        &["--log-level", "INFO"],
-        &[],
-        None,
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/relay_clients.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(script);
     let mut child = Command::new(python)
         .arg(&script)
-        .arg(&url)
+        .arg(url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -299,17 +302,31 @@ fn proxystore_python_client_through_a_proxystore_config_relay() {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("relay_clients.py did not finish within 60 s");
+            panic!("{} did not finish within 60 s", script.display());
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         status.success(),
-        "relay_clients.py failed:\n{stdout}\n{}",
+        "{} failed:\n{stdout}\n{}",
+        script.display(),
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+#[test]
+fn proxystore_python_client_through_a_proxystore_config_relay() {
+    let config = procs::write_temp("port = 8700\n\n[logging]\ndefault_level = \"DEBUG\"\n");
+    let (mut proc, url) = relay(
+        config.path().to_str().unwrap(),
+        &["--log-level", "INFO"],
+        &[],
+        None,
+    );
+    let stdout = run_python("relay_clients.py", &url);
     assert!(
         stdout.lines().filter(|l| l.starts_with("ok: ")).count() >= 4,
         "{stdout}"
