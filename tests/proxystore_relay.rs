@@ -9,7 +9,8 @@
 //! variables with ProxyStore's default audience; the docs' TLS example serves
 //! `wss://` (also with the key inside the certificate file); ProxyStore's own
 //! Python `RelayClient` works through such a relay, also with a Globus token
-//! in its `extra_headers`; bad values exit 2 naming ProxyStore's key.
+//! in its `extra_headers`; bad values exit 2 naming ProxyStore's key; our own
+//! format has the same log file (`--log-dir`) and clients line (`[log]`).
 
 mod common;
 
@@ -364,4 +365,26 @@ fn bad_values_exit_2_naming_proxystores_key() {
         assert_eq!(proc.wait_exit().code(), Some(2), "{all:?}: {line}");
         assert!(line.contains(key), "{all:?}: {line}");
     }
+}
+
+#[test]
+fn our_own_format_has_the_same_log_file_and_clients_line() {
+    let logs = tempfile::tempdir().unwrap();
+    let config = procs::write_temp(
+        "[server]\nhost = \"127.0.0.1\"\nport = 0\n[admin]\nport = 0\n\
+         [log]\nclients_interval_secs = 1\nclients_limit = 5\n",
+    );
+    let mut proc = spawn(
+        &[
+            "--config",
+            config.path().to_str().unwrap(),
+            "--log-dir",
+            logs.path().to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    proc.wait_line("Connected clients: 0");
+    wait_file(&logs.path().join("server.log"), "Connected clients: 0");
+    assert!(proc.terminate().success());
 }
