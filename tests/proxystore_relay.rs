@@ -10,7 +10,8 @@
 //! `wss://` (also with the key inside the certificate file); ProxyStore's own
 //! Python `RelayClient` works through such a relay, also with a Globus token
 //! in its `extra_headers`; bad values exit 2 naming ProxyStore's key; our own
-//! format has the same log file (`--log-dir`) and clients line (`[log]`).
+//! format has the same log file (`--log-dir`) and clients line (`[log]`); a
+//! `server.log` last written in an earlier week is rotated to `server.log.1`.
 
 mod common;
 
@@ -386,5 +387,31 @@ fn our_own_format_has_the_same_log_file_and_clients_line() {
     );
     proc.wait_line("Connected clients: 0");
     wait_file(&logs.path().join("server.log"), "Connected clients: 0");
+    assert!(proc.terminate().success());
+}
+
+#[test]
+fn server_log_from_an_earlier_week_is_rotated() {
+    let logs = tempfile::tempdir().unwrap();
+    let file = logs.path().join("server.log");
+    std::fs::write(&file, "a line from last week\n").unwrap();
+    let last_week = std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(last_week)
+        .unwrap();
+    let config = procs::write_temp("[logging]\ncurrent_client_interval = 1\n");
+    let (mut proc, _url) = relay(
+        config.path().to_str().unwrap(),
+        &["--log-dir", logs.path().to_str().unwrap()],
+        &[],
+        None,
+    );
+    let text = wait_file(&file, "relay listening on");
+    assert!(!text.contains("last week"), "not rotated: {text}");
+    let rotated = std::fs::read_to_string(logs.path().join("server.log.1")).unwrap();
+    assert_eq!(rotated, "a line from last week\n");
     assert!(proc.terminate().success());
 }
