@@ -403,7 +403,8 @@ fn server_log_from_an_earlier_week_is_rotated() {
         .set_modified(last_week)
         .unwrap();
     let config = procs::write_temp("[logging]\ncurrent_client_interval = 1\n");
-    let (mut proc, _url) = relay(
+    // (No SIGTERM here: right after start-up it could beat the handlers.)
+    let (_proc, _url) = relay(
         config.path().to_str().unwrap(),
         &["--log-dir", logs.path().to_str().unwrap()],
         &[],
@@ -413,5 +414,4 @@ fn server_log_from_an_earlier_week_is_rotated() {
     assert!(!text.contains("last week"), "not rotated: {text}");
     let rotated = std::fs::read_to_string(logs.path().join("server.log.1")).unwrap();
     assert_eq!(rotated, "a line from last week\n");
-    assert!(proc.terminate().success());
 }
