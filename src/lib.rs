@@ -28,8 +28,9 @@
 //!   hands each what it needs (the admin listener a view of the others) and
 //!   returns a [`node::Node`] handle owning the one shutdown path (and, with
 //!   `log.clients_interval_secs`, the periodic "Connected clients" line of
-//!   `node/clients_line.rs`). `main.rs` and the tests' `tests/common` start
-//!   the process through it.
+//!   `node/clients_line.rs`); [`node::Reloader`] applies a reloaded settings
+//!   file's `[[tunnel.services]]` to it. `main.rs` and the tests'
+//!   `tests/common` start the process through it.
 //! - [`server`]: the WebSocket relay only: `registry` (the one actor owning
 //!   registrations, started on the first HTTP worker's thread so forwards
 //!   cross at most one thread), `session` (one actor per WebSocket),
@@ -38,8 +39,10 @@
 //!   (settings, metrics, the bound public listener) returning a handle.
 //! - [`admin`]: `/health`, `/clients`, `/metrics`, `/tunnels` on the admin
 //!   listener, reading an [`admin::View`] the node gives it (it imports
-//!   neither the relay nor the tunnel), and `admin::metrics`, the one struct
-//!   holding every metric.
+//!   neither the relay nor the tunnel), `admin::metrics`, the one struct
+//!   holding every metric, and `admin::dashboard`, the page at `/` (its
+//!   HTML, script, style and vendored chart library built into the binary)
+//!   that reads those endpoints.
 //! - [`tls`]: rustls server configuration from PEM files, for the relay's
 //!   and the tunnel's listeners.
 //! - [`proxy`]: outbound TCP through an HTTP proxy (`CONNECT`), chosen from

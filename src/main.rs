@@ -71,7 +71,12 @@ fn main() -> ExitCode {
                 Some(ours) if level.parse::<i64>().is_err() => ours.to_owned(),
                 _ => level.to_owned(),
             });
-    let (settings, warnings) = match load(&cli, log_level.clone()) {
+    let overrides = Overrides {
+        host: cli.host.clone(),
+        port: cli.port,
+        log_level: log_level.clone(),
+    };
+    let (settings, warnings) = match load(&cli, &overrides) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("switchboard: {error}");
@@ -87,7 +92,11 @@ fn main() -> ExitCode {
         log::warn!("{warning}");
     }
     log::debug!("settings: {settings:?}");
-    match actix_rt::System::new().block_on(run(settings)) {
+    let reloader = cli
+        .config
+        .clone()
+        .map(|file| node::Reloader::new(file, overrides));
+    match actix_rt::System::new().block_on(run(settings, cli.config, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log::error!("{error}");
@@ -106,7 +115,7 @@ fn main() -> ExitCode {
 /// the CLI, with the warnings to log once logging is up.
 fn load(
     cli: &Cli,
-    log_level: Option<String>,
+    overrides: &Overrides,
 ) -> Result<(Settings, Vec<String>), switchboard::config::ConfigError> {
     if let Some(path) = &cli.proxystore_config {
         let ps = ProxyStoreCli {
@@ -118,12 +127,7 @@ fn load(
         let loaded = Settings::load_proxystore(path, &ps)?;
         return Ok((loaded.settings, loaded.warnings));
     }
-    let overrides = Overrides {
-        host: cli.host.clone(),
-        port: cli.port,
-        log_level,
-    };
-    let mut settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    let mut settings = Settings::load(cli.config.as_deref(), overrides)?;
     if let Some(dir) = &cli.log_dir {
         settings.log.dir = Some(dir.clone());
         settings.validate()?;
@@ -131,21 +135,30 @@ fn load(
     Ok((settings, Vec::new()))
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+/// Runs the node until SIGTERM/SIGINT; on SIGHUP or a change of the
+/// `--config` file (`file`), reloads its tunnel services.
+async fn run(
+    settings: Settings,
+    file: Option<PathBuf>,
+    mut reloader: Option<node::Reloader>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let (public, admin) = node::bind(&settings)?;
-    let relay = node::start(settings, public, admin)?;
-    let signal = shutdown_signal().await?;
+    let mut relay = node::start(settings, public, admin)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut triggers = cli::Triggers::new(file)?;
+    let signal = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            why = triggers.next() => match reloader.as_mut() {
+                Some(reloader) => reloader.reload(&mut relay, why),
+                None => log::warn!("{why}: no --config file, nothing to reload"),
+            },
+        }
+    };
     log::info!("received {signal}; shutting down");
     relay.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
 }

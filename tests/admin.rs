@@ -1,5 +1,6 @@
 //! Proves the admin listener: /health counts, /clients fields, /metrics in
-//! Prometheus text, the optional admin bearer token, and that the public
+//! Prometheus text, the optional admin bearer token, the dashboard's page and
+//! assets served without it (they hold no data), and that the public
 //! listener never serves admin endpoints.
 
 mod common;
@@ -92,4 +93,37 @@ async fn public_listener_never_serves_admin_endpoints() {
         assert!(!body.contains("switchboard_"), "{body}");
     }
     assert_still_serving(&relay.url).await;
+}
+
+#[tokio::test]
+async fn dashboard_page_and_assets_need_no_token_and_hold_no_data() {
+    let mut settings = test_settings();
+    settings.admin.token = Some(Secret::new("ops-secret"));
+    let relay = TestRelay::start(settings);
+    let _a = client(&relay.url, "peer-A", UUID_A).await;
+    let (status, html) = http_get(relay.admin, "/", None).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<title>Switchboard admin</title>"), "{html}");
+    assert!(!html.contains("peer-A") && !html.contains(UUID_A), "{html}");
+    for (asset, needle) in [
+        ("app.js", "switchboardDashboard"),
+        ("app.css", "font"),
+        ("uPlot.iife.min.js", "uPlot"),
+        ("uPlot.min.css", ".uplot"),
+    ] {
+        let (status, body) = http_get(relay.admin, &format!("/dashboard/{asset}"), None).await;
+        assert_eq!(status, 200, "{asset}");
+        assert!(body.contains(needle), "{asset}");
+    }
+    assert_eq!(
+        http_get(relay.admin, "/dashboard/nope.js", None).await.0,
+        404
+    );
+    assert_eq!(
+        http_get(relay.admin, "/dashboard/../health", None).await.0,
+        404
+    );
+    assert_eq!(http_get(relay.admin, "/clients", None).await.0, 401);
+    // The public listener serves no dashboard either.
+    assert_eq!(http_get(relay.addr, "/", None).await.0, 400);
 }

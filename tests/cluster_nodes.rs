@@ -307,6 +307,11 @@ async fn admin_shows_the_cluster() {
     assert_eq!(json["status"], "ok", "{json}");
     assert_eq!(json["cluster"], "up", "{json}");
     assert_eq!(json["cluster_nodes"], 2, "{json}");
+    assert_eq!(
+        json["cluster_node_ids"],
+        serde_json::json!(["node-0", "node-1"]),
+        "{json}"
+    );
     assert_eq!(json["registered"], 1, "{json}");
     // The whole cluster, each entry naming its node.
     let (status, body) = http_get(n0.admin, "/clients", None).await;

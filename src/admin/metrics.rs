@@ -66,6 +66,13 @@ pub struct ServiceLabels {
     pub service: String,
 }
 
+/// Label set for the outcome of an operation: `ok` or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
 /// Label set for tunnel rejections: the service and why the client was closed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
@@ -183,6 +190,9 @@ pub struct Metrics {
     /// Datagrams dropped, by reason (`max_sessions`, `queue_full`,
     /// `too_large`, `max_clients`, `session_failed`; incremented per datagram).
     pub tunnel_udp_drops: Family<RejectLabels, Counter>,
+    /// Live reloads of `[[tunnel.services]]`, by result: `ok` (applied) or
+    /// `error` (refused, nothing changed); incremented per reload.
+    pub tunnel_reloads: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -230,7 +240,14 @@ impl Metrics {
             "Datagrams of UDP tunnel services dropped, by reason",
             tunnel_udp_drops.clone(),
         );
+        let tunnel_reloads = Family::<ResultLabels, Counter>::default();
+        r.register(
+            "tunnel_reloads",
+            "Live reloads of the tunnel services, by result (ok: applied; error: refused)",
+            tunnel_reloads.clone(),
+        );
         Metrics {
+            tunnel_reloads,
             tunnel_udp_drops,
             tunnel_udp_sessions: gauges(r, "tunnel_udp_sessions", "UDP tunnel sessions open"),
             tunnel_udp_datagrams_in: family(

@@ -16,10 +16,14 @@
 //! (`?scope=local`: this node's only); `/metrics` adds the cluster engine's
 //! counters.
 //!
+//! `GET /` is the [`dashboard`], a page that reads those endpoints.
+//!
 //! It runs on its own listener (loopback by default), never on the public
-//! one. With `admin.token` set, every request needs
-//! `Authorization: Bearer <token>` or gets 401.
+//! one. With `admin.token` set, every request for data needs
+//! `Authorization: Bearer <token>` or gets 401 (the dashboard's page and
+//! assets carry no data and are served without it).
 
+pub mod dashboard;
 pub mod metrics;
 
 use std::future::Future;
@@ -48,8 +52,9 @@ pub struct Counts {
 pub struct ClusterHealth {
     /// `"up"`, `"degraded"` or `"off"` (cluster disabled).
     pub state: &'static str,
-    /// Live nodes in the cluster; `None` when off or when Redis cannot say.
-    pub nodes: Option<usize>,
+    /// The ids of the live nodes in the cluster; `None` when off or when
+    /// Redis cannot say.
+    pub nodes: Option<Vec<String>>,
 }
 
 /// Which clients `/clients` lists.
@@ -112,6 +117,7 @@ pub fn serve<V: View>(
             .route("/clients", web::get().to(clients::<V>))
             .route("/metrics", web::get().to(metrics::<V>))
             .route("/tunnels", web::get().to(tunnels::<V>))
+            .configure(dashboard::routes)
     })
     .workers(1)
     .disable_signals()
@@ -158,7 +164,8 @@ async fn health<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpRe
             "connected": c.connected,
             "registered": c.registered,
             "cluster": cluster.state,
-            "cluster_nodes": cluster.nodes,
+            "cluster_nodes": cluster.nodes.as_ref().map(Vec::len),
+            "cluster_node_ids": cluster.nodes,
         })),
         None => HttpResponse::ServiceUnavailable().json(json!({"status": "registry unavailable"})),
     }

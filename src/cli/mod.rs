@@ -8,6 +8,10 @@ mod host;
 mod host_reload;
 mod peer;
 
+/// What asks for a reload (SIGHUP, a change of the settings file): the
+/// relay server uses it too.
+pub use host_reload::Triggers;
+
 /// A subcommand; without one the binary runs the relay server.
 #[derive(Subcommand, Debug)]
 pub enum Command {

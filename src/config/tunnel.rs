@@ -71,7 +71,7 @@ impl Default for TunnelSettings {
 }
 
 /// One `[[tunnel.services]]` entry.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelService {
     /// Service name agents announce: 1–64 characters of `[A-Za-z0-9._-]`.

@@ -35,7 +35,7 @@ pub use config::{host_config, relay_config};
 pub use input::Input;
 pub use peer::peer_signal;
 pub use relay::{relay_decode, relay_encode, uuid_parse};
-pub use tunnel::{tunnel_frame, tunnel_stream};
+pub use tunnel::{tunnel_datagrams, tunnel_frame, tunnel_stream};
 pub use ws::ws_inbound;
 
 /// A fuzz target's body: returns for every input, panics on a finding.
@@ -51,6 +51,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("chunk_reassembler", chunk_reassembler),
     ("tunnel_frame", tunnel_frame),
     ("tunnel_stream", tunnel_stream),
+    ("tunnel_datagrams", tunnel_datagrams),
     ("relay_config", relay_config),
     ("host_config", host_config),
     ("peer_signal", peer_signal),

@@ -1,5 +1,5 @@
-//! Targets for the tunnel frames (`protocol::tunnel`) and the frame reader
-//! on sockets (`tunnel::framing`).
+//! Targets for the tunnel frames (`protocol::tunnel`), the frame reader
+//! on sockets and the UDP sessions' datagram record reader (`tunnel::framing`).
 
 use std::io;
 use std::pin::Pin;
@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::protocol::tunnel::{self, Frame, LEN_BYTES, MAX_REASON_BYTES};
-use crate::tunnel::framing::FrameReader;
+use crate::protocol::tunnel::{self, Frame, LEN_BYTES, MAX_DATAGRAM, MAX_REASON_BYTES};
+use crate::tunnel::framing::{FrameReader, RecordError, RecordReader};
 use crate::tunnel::TunnelError;
 
 /// One frame body (the bytes after the length prefix), as relay and agent decode it.
@@ -106,6 +106,67 @@ fn read_all(stream: &[u8], seed: u8) -> (Vec<Frame>, String) {
         }
     }
     panic!("FrameReader returned more frames than the stream can hold");
+}
+
+/// A UDP session's record stream (`u16 length | datagram`) read by
+/// [`RecordReader`] as a socket delivers it; the first byte seeds the read
+/// sizes as in [`tunnel_stream`].
+///
+/// Checks: no panic; the datagrams and the final error are the same whatever
+/// the read sizes; no datagram exceeds [`MAX_DATAGRAM`]; the datagrams
+/// re-encode to the start of the stream; the stream ends in `Closed` (the
+/// bytes left are less than one record) or `Oversized` (the bytes left start
+/// with a length over the limit), never in an I/O error.
+pub fn tunnel_datagrams(data: &[u8]) {
+    let Some((&seed, stream)) = data.split_first() else {
+        return;
+    };
+    let (whole, end) = read_records(stream, 0);
+    assert_eq!(
+        (whole.clone(), end.clone()),
+        read_records(stream, seed),
+        "read sizes changed what was read"
+    );
+    let mut encoded = Vec::new();
+    for datagram in &whole {
+        assert!(datagram.len() <= MAX_DATAGRAM, "a datagram over the limit");
+        assert!(tunnel::encode_datagram(&mut encoded, datagram));
+    }
+    assert!(stream.starts_with(&encoded), "datagrams do not re-encode");
+    let rest = &stream[encoded.len()..];
+    let announced = rest
+        .get(..2)
+        .map(|prefix| usize::from(u16::from_be_bytes([prefix[0], prefix[1]])));
+    match end.as_str() {
+        "closed" => {
+            assert!(announced.is_none_or(|len| len <= MAX_DATAGRAM && rest.len() < 2 + len))
+        }
+        _ => assert!(
+            announced.is_some_and(|len| len > MAX_DATAGRAM),
+            "ended: {end}"
+        ),
+    }
+}
+
+/// Every datagram and how reading ended (`closed` or the error's text).
+fn read_records(stream: &[u8], seed: u8) -> (Vec<Vec<u8>>, String) {
+    let mut reader = Pieces {
+        rest: stream,
+        seed,
+        turn: 0,
+    };
+    let mut records = RecordReader::new(Vec::new());
+    let mut out = Vec::new();
+    // Each batch holds a record of at least 2 bytes, or ends reading.
+    for _ in 0..=stream.len() {
+        match records.next_batch(&mut reader).now_or_never() {
+            Some(Ok(batch)) => out.extend(batch.map(<[u8]>::to_vec)),
+            Some(Err(RecordError::Closed)) => return (out, "closed".into()),
+            Some(Err(error)) => return (out, error.to_string()),
+            None => panic!("RecordReader waited on a reader that is always ready"),
+        }
+    }
+    panic!("RecordReader returned more batches than the stream can hold");
 }
 
 fn describe(error: &TunnelError) -> String {

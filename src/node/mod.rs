@@ -27,10 +27,15 @@
 //! pumps are cancelled), every session is closed with 1001 within
 //! `server.shutdown_grace_ms`, then both HTTP listeners stop. Start errors
 //! of every component come back as one [`NodeError`]. `main.rs` calls
-//! [`bind`], [`start`] and, on SIGTERM/SIGINT, [`Node::shutdown`].
+//! [`bind`], [`start`] and, on SIGTERM/SIGINT, [`Node::shutdown`]; on SIGHUP
+//! or a change of the `--config` file, [`Reloader::reload`] (`reload.rs`)
+//! applies the file's `[[tunnel.services]]` to the running tunnel.
 
 mod clients_line;
+mod reload;
 mod view;
+
+pub use reload::Reloader;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

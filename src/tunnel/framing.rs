@@ -4,13 +4,19 @@
 //! read stays in its buffer. Bytes that arrive after the last frame (raw
 //! tunnel data after `Start` / `Started`) are handed back by
 //! [`FrameReader::into_leftover`] so they can be forwarded first.
+//!
+//! [`RecordReader`] reads a UDP session's `u16 length | datagram` records
+//! (relay and agent share it), a batch of complete records at a time.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::TunnelError;
-use crate::protocol::tunnel::{self, Frame, LEN_BYTES, MAX_FRAME_BYTES};
+use crate::defaults;
+use crate::protocol::tunnel::{
+    self, DatagramRecords, Frame, OversizedDatagram, LEN_BYTES, MAX_DATAGRAM, MAX_FRAME_BYTES,
+};
 
 /// A buffered, cancel-safe reader of frames.
 #[derive(Debug, Default)]
@@ -72,6 +78,73 @@ impl FrameReader {
     /// Bytes read past the last frame.
     pub fn into_leftover(self) -> Vec<u8> {
         self.buf
+    }
+}
+
+/// Why a UDP session's record stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The other side closed the connection (end of stream).
+    #[error("closed")]
+    Closed,
+    /// Reading the connection failed.
+    #[error("reading: {0}")]
+    Io(#[from] std::io::Error),
+    /// A record announced more than [`MAX_DATAGRAM`] bytes.
+    #[error("bad record: {0}")]
+    Oversized(#[from] OversizedDatagram),
+}
+
+/// A buffered reader of datagram records (`u16 length | datagram`,
+/// [`tunnel::encode_datagram`]) from a tunnel connection.
+///
+/// Memory: the buffer holds at most one batch read plus one partial record,
+/// about [`defaults::TUNNEL_UDP_BATCH`] + [`MAX_DATAGRAM`] bytes. Not
+/// cancel-safe across a returned batch: records handed out are consumed.
+#[derive(Debug)]
+pub struct RecordReader {
+    buf: Vec<u8>,
+    /// Bytes of the last batch handed out, dropped at the next call.
+    handed: usize,
+}
+
+impl RecordReader {
+    /// A reader that starts with `leftover`, bytes already read past the
+    /// session's `Start` / `Started` frame.
+    pub fn new(leftover: Vec<u8>) -> Self {
+        let mut buf = leftover;
+        buf.reserve(defaults::TUNNEL_UDP_BATCH + MAX_DATAGRAM);
+        RecordReader { buf, handed: 0 }
+    }
+
+    /// The next batch of complete records, in order, reading from `reader`
+    /// until there is at least one.
+    ///
+    /// Errors: [`RecordError::Closed`] at end of stream (a partial record is
+    /// dropped), [`RecordError::Io`], and [`RecordError::Oversized`] once
+    /// every record before the bad one has been handed out.
+    pub async fn next_batch<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+    ) -> Result<impl Iterator<Item = &[u8]>, RecordError> {
+        self.buf.drain(..self.handed);
+        self.handed = 0;
+        loop {
+            let mut records = DatagramRecords::new(&self.buf);
+            let bad = records.by_ref().find_map(Result::err);
+            let complete = records.consumed();
+            if complete > 0 {
+                self.handed = complete;
+                let batch = DatagramRecords::new(&self.buf[..complete]);
+                return Ok(batch.map_while(Result::ok));
+            }
+            if let Some(bad) = bad {
+                return Err(bad.into());
+            }
+            if reader.read_buf(&mut self.buf).await? == 0 {
+                return Err(RecordError::Closed);
+            }
+        }
     }
 }
 

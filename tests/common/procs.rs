@@ -124,14 +124,22 @@ pub struct RelayProc {
     /// The admin listener.
     pub admin: SocketAddr,
     startup: String,
-    _config: tempfile::NamedTempFile,
+    _config: Option<tempfile::NamedTempFile>,
 }
 
 impl RelayProc {
     /// Starts `switchboard --config` with `config` and waits for its tunnel.
     pub fn start(config: &str) -> RelayProc {
         let file = write_temp(config);
-        let mut proc = Proc::start(&["--config", file.path().to_str().unwrap()]);
+        let mut relay = RelayProc::start_file(file.path());
+        relay._config = Some(file);
+        relay
+    }
+
+    /// Starts `switchboard --config path` (the caller keeps the file, e.g.
+    /// to change it) and waits for its tunnel.
+    pub fn start_file(path: &std::path::Path) -> RelayProc {
+        let mut proc = Proc::start(&["--config", path.to_str().unwrap()]);
         let startup = proc.wait_line("tunnel: agents connect to");
         let agents = after(&startup, "agents connect to ").to_string();
         let admin = after(&proc.wait_line("admin on http://"), "admin on http://")
@@ -142,7 +150,7 @@ impl RelayProc {
             agents,
             admin,
             startup,
-            _config: file,
+            _config: None,
         }
     }
 

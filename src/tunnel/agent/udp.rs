@@ -2,13 +2,13 @@
 //! service per session, datagram records from the relay sent to it, and
 //! every answer it sends back written to the relay as a record.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::defaults;
-use crate::protocol::tunnel::{self, DatagramRecords, Frame, MAX_DATAGRAM};
-use crate::tunnel::framing::write_frame;
+use crate::protocol::tunnel::{self, Frame, MAX_DATAGRAM};
+use crate::tunnel::framing::{write_frame, RecordError, RecordReader};
 use crate::tunnel::tls::AgentConn;
 
 /// A UDP socket connected to the local service at `address` (`host:port`).
@@ -47,27 +47,19 @@ pub(super) async fn serve(
     let (mut from_relay, mut to_relay) = tokio::io::split(stream);
     let (mut sent, mut answered) = (0u64, 0u64);
     let up = async {
-        let mut buf = leftover;
-        buf.reserve(defaults::TUNNEL_UDP_BATCH + MAX_DATAGRAM);
+        let mut records = RecordReader::new(leftover);
         loop {
-            let mut records = DatagramRecords::new(&buf);
-            for record in records.by_ref() {
-                let datagram = match record {
-                    Ok(datagram) => datagram,
-                    Err(e) => return format!("the relay sent a bad record: {e}"),
-                };
+            let batch = match records.next_batch(&mut from_relay).await {
+                Ok(batch) => batch,
+                Err(RecordError::Closed) => return "the relay closed the session".to_string(),
+                Err(e) => return format!("the relay's records: {e}"),
+            };
+            for datagram in batch {
                 // The service not listening (ICMP unreachable) is no reason to stop.
                 if let Err(e) = local.send(datagram).await {
                     log::debug!("tunnel agent: conn {conn}: local send failed: {e}");
                 }
                 sent += 1;
-            }
-            let consumed = records.consumed();
-            buf.drain(..consumed);
-            match from_relay.read_buf(&mut buf).await {
-                Ok(0) => return "the relay closed the session".to_string(),
-                Ok(_) => {}
-                Err(e) => return format!("reading from the relay: {e}"),
             }
         }
     };

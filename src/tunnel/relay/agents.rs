@@ -154,7 +154,7 @@ async fn handshake(
     else {
         return Err(deny(stream, ErrorCode::Protocol, "expected a hello".into()).await);
     };
-    let Some(service) = state.services.get(&name).cloned() else {
+    let Some(service) = state.service(&name) else {
         state.metrics.tunnel_auth_failures.inc();
         let reason = format!("unknown service {name:?}");
         return Err(deny(stream, ErrorCode::UnknownService, reason).await);
@@ -272,7 +272,8 @@ async fn admit_control(
 ) -> Option<(u64, mpsc::Receiver<Frame>, CancellationToken)> {
     let session = state.id();
     let (tx, rx) = mpsc::channel(defaults::TUNNEL_CONTROL_QUEUE);
-    let cancel = state.cancel.child_token();
+    // Stopping the service (a reload, or shutdown) ends this agent and all it carries.
+    let cancel = service.cancel.child_token();
     let entry = AgentEntry {
         service: service.name.clone(),
         addr,

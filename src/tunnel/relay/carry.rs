@@ -201,6 +201,9 @@ pub(super) async fn carry(
     };
     closed(&state, &service, entry.session, &tag, (a.conn, &counts));
     match end {
+        PumpEnd::Cancelled if service.cancel.is_cancelled() && !state.cancel.is_cancelled() => {
+            log::info!("{tag}: closing client {client}: its service was stopped by a reload")
+        }
         PumpEnd::Cancelled if !state.cancel.is_cancelled() => log::info!(
             "{tag}: closing client {client}: its agent (session {}) is gone",
             entry.session
@@ -343,7 +346,7 @@ pub(super) async fn handoff_failed(
             return state.reject(&service, "local_refused");
         }
         HandOffError::ClientGone(_) => return log::debug!("{tag}: {failure} before it was served"),
-        _ if state.cancel.is_cancelled() => return,
+        _ if service.cancel.is_cancelled() => return,
         HandOffError::NoAnswer(_) => HandoffFailure::NoAnswer,
         HandOffError::NotStarted(_) => HandoffFailure::NotStarted,
         HandOffError::AgentGone => HandoffFailure::AgentGone,

@@ -13,7 +13,7 @@ use super::state::{Service, TunnelState};
 pub(super) async fn accept_clients(
     state: Arc<TunnelState>,
     service: Arc<Service>,
-    listener: tokio::net::TcpListener,
+    listener: Arc<tokio::net::TcpListener>,
 ) {
     // The address clients connect to; asked per client only when the
     // listener is bound to a wildcard address.
@@ -23,8 +23,9 @@ pub(super) async fn accept_clients(
         .filter(|a| !a.ip().is_unspecified());
     loop {
         let accepted = tokio::select! {
+            biased;
+            _ = service.cancel.cancelled() => return,
             a = listener.accept() => a,
-            _ = state.cancel.cancelled() => return,
         };
         let (client, addr) = match accepted {
             Ok((client, addr)) => (client, crate::addr::canonical(addr)),
@@ -95,7 +96,7 @@ pub(super) async fn reassign(
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let taken = tokio::select! {
             t = service.pool.take(left, state.settings.max_waiting) => t,
-            _ = state.cancel.cancelled() => return,
+            _ = service.cancel.cancelled() => return,
         };
         state.pool_changed(&service);
         match taken {

@@ -21,36 +21,40 @@
 //! - `clients`: the services' public listeners; each client takes the idle
 //!   pooled connection of its service likeliest to be alive, waiting up to
 //!   `tunnel.pool_wait_ms` when there is none.
+//! - `reload`: a live reload of `[[tunnel.services]]` (each service has a
+//!   cancel token of its own, a child of the tunnel's, so one can stop alone).
 //! - `udp`: a UDP service's socket: each client address becomes a session
 //!   handed to a pooled connection like a TCP client, then carried as
 //!   length-framed datagrams until it is idle for `udp_idle_timeout_ms`.
 //!
-//! Imports run one way: `agents` → `udp` → `carry` → `clients` → `state` → `pool`.
+//! Imports run one way: `agents` → `udp` → `carry` → `clients` → `state` → `pool`,
+//! and `reload` → `udp`, `clients`, `state`, `pool`.
 
 mod agents;
 mod carry;
 mod clients;
 pub mod pool;
+mod reload;
 mod state;
 mod udp;
 
-pub use state::{AgentStatus, Service, ServiceStatus, TunnelState, TunnelStatus};
+pub use reload::{ReloadError, ReloadSummary};
+pub use state::{AgentStatus, ReloadStatus, Service, ServiceStatus, TunnelState, TunnelStatus};
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::metrics::{Metrics, ServiceLabels};
-use crate::config::{ConfigError, TunnelSettings};
+use crate::admin::metrics::{Metrics, ResultLabels};
+use crate::config::{ConfigError, TunnelService, TunnelSettings};
 use crate::protocol::tunnel::Transport;
 use crate::tls::TlsError;
-use pool::Pool;
-use state::UdpParts;
+use reload::{launch, make_service, PublicSocket};
 
 /// Why the tunnel relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -82,17 +86,11 @@ pub enum ServiceSocket {
 }
 
 impl ServiceSocket {
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    /// Registers it with the current runtime (call inside it).
+    fn public(self) -> std::io::Result<PublicSocket> {
         match self {
-            ServiceSocket::Tcp(l) => l.local_addr(),
-            ServiceSocket::Udp(s) => s.local_addr(),
-        }
-    }
-
-    fn set_nonblocking(&self) -> std::io::Result<()> {
-        match self {
-            ServiceSocket::Tcp(l) => l.set_nonblocking(true),
-            ServiceSocket::Udp(s) => s.set_nonblocking(true),
+            ServiceSocket::Tcp(l) => PublicSocket::tcp(l),
+            ServiceSocket::Udp(s) => PublicSocket::udp(s),
         }
     }
 }
@@ -142,6 +140,9 @@ pub fn bind(settings: &TunnelSettings) -> Result<TunnelListeners, StartError> {
 /// A running tunnel relay. Dropping it cancels everything without waiting.
 pub struct TunnelRelay {
     state: Arc<TunnelState>,
+    runtime: tokio::runtime::Handle,
+    /// The services' public sockets by name (each also held by its loop).
+    sockets: HashMap<String, PublicSocket>,
     done: Option<oneshot::Receiver<()>>,
 }
 
@@ -153,12 +154,48 @@ impl TunnelRelay {
 
     /// Public address of a service.
     pub fn service_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.state.services.get(name).map(|s| s.addr)
+        self.state.service(name).map(|s| s.addr)
     }
 
     /// Shared state (for `/tunnels`).
     pub fn state(&self) -> &Arc<TunnelState> {
         &self.state
+    }
+
+    /// Applies freshly loaded, validated `[[tunnel.services]]` entries
+    /// (see `reload.rs`: added services start, removed ones stop, changed
+    /// ones restart, the rest keep every connection). Counted in `/tunnels`
+    /// and `/metrics`; on an error (a token file that cannot be read, a
+    /// socket that cannot be bound) nothing changed.
+    pub fn reload(&mut self, services: &[TunnelService]) -> Result<ReloadSummary, ReloadError> {
+        let applied = reload::apply(&self.state, &self.runtime, &mut self.sockets, services);
+        match &applied {
+            Ok(_) => self.record_reload(None),
+            Err(e) => self.record_reload(Some(e.to_string())),
+        }
+        applied
+    }
+
+    /// Counts a reload: applied (`None`), or refused for `error`.
+    pub fn record_reload(&self, error: Option<String>) {
+        let result = if error.is_some() { "error" } else { "ok" };
+        self.state
+            .metrics
+            .tunnel_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        let mut status = self.state.reload.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            None => status.count += 1,
+            Some(error) => {
+                status.failed += 1;
+                status.last_error = Some(error);
+                status.last_error_at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs());
+            }
+        }
     }
 
     /// Stops accepting, closes agents and cancels every pump; waits (bounded) for the runtime.
@@ -181,16 +218,18 @@ impl Drop for TunnelRelay {
 }
 
 /// Each service with its public socket, as the accept (or receive) loops take them.
-type ServiceListeners = Vec<(Arc<Service>, ServiceSocket)>;
+type ServiceListeners = Vec<(Arc<Service>, PublicSocket)>;
 
-/// The services of `settings` by name, and each with its bound public listener.
+/// The services of `settings` by name, each with its bound public socket
+/// (registered with the current runtime: call inside it).
 fn services(
     settings: &TunnelSettings,
     metrics: &Metrics,
+    cancel: &CancellationToken,
     listeners: Vec<(String, ServiceSocket)>,
 ) -> Result<(HashMap<String, Arc<Service>>, ServiceListeners), StartError> {
     let mut services = HashMap::new();
-    let mut std_listeners = Vec::new();
+    let mut public = Vec::new();
     for (name, listener) in listeners {
         let config = settings
             .services
@@ -200,30 +239,12 @@ fn services(
                 key: "tunnel.services".into(),
                 message: format!("a listener was given for unknown service {name:?}"),
             })?;
-        listener.set_nonblocking()?;
-        let labels = ServiceLabels {
-            service: name.clone(),
-        };
-        let transport = match &listener {
-            ServiceSocket::Tcp(_) => Transport::Tcp,
-            ServiceSocket::Udp(_) => Transport::Udp,
-        };
-        let udp = (transport == Transport::Udp)
-            .then(|| UdpParts::new(config.udp_limits(), metrics, &labels));
-        let service = Arc::new(Service {
-            name: name.clone(),
-            addr: listener.local_addr()?,
-            token: config.load_token()?,
-            pool: Pool::default(),
-            active: AtomicUsize::new(0),
-            labels,
-            transport,
-            udp,
-        });
+        let socket = listener.public()?;
+        let service = make_service(config, config.load_token()?, &socket, metrics, cancel)?;
         services.insert(name, service.clone());
-        std_listeners.push((service, listener));
+        public.push((service, socket));
     }
-    Ok((services, std_listeners))
+    Ok((services, public))
 }
 
 /// Starts the tunnel relay on already-bound listeners, on a runtime of its
@@ -233,7 +254,12 @@ pub fn start(
     metrics: Arc<Metrics>,
     listeners: TunnelListeners,
 ) -> Result<TunnelRelay, StartError> {
-    let (services, std_listeners) = services(&settings, &metrics, listeners.services)?;
+    let runtime = crate::tunnel::net::runtime(settings.workers, "switchboard-tunnel")?;
+    let cancel = CancellationToken::new();
+    let (services, public) = {
+        let _inside = runtime.enter();
+        services(&settings, &metrics, &cancel, listeners.services)?
+    };
     listeners.agents.set_nonblocking(true)?;
     let tls = match (&settings.certfile, &settings.keyfile) {
         (Some(cert), Some(key)) => Some(crate::tunnel::tls::acceptor(cert, key)?),
@@ -243,21 +269,27 @@ pub fn start(
         tls,
         agents_addr: listeners.agents.local_addr()?,
         settings,
-        services,
+        services: RwLock::new(services),
+        reload: Mutex::default(),
         agents: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         metrics,
         active: AtomicUsize::new(0),
-        cancel: CancellationToken::new(),
+        cancel,
     });
-    let runtime = crate::tunnel::net::runtime(state.settings.workers, "switchboard-tunnel")?;
+    let handle = runtime.handle().clone();
+    let mut sockets = HashMap::new();
+    for (service, socket) in public {
+        sockets.insert(service.name.clone(), socket.clone());
+        launch(&handle, &state, service, socket);
+    }
     let (done_tx, done_rx) = oneshot::channel();
     let run_state = state.clone();
     let agents = listeners.agents;
     std::thread::Builder::new()
         .name("switchboard-tunnel".into())
         .spawn(move || {
-            runtime.block_on(serve(run_state, agents, std_listeners));
+            runtime.block_on(serve(run_state, agents));
             runtime.shutdown_timeout(Duration::from_secs(1));
             let _ = done_tx.send(());
         })?;
@@ -266,7 +298,7 @@ pub fn start(
         state.agents_addr,
         if state.tls.is_some() { " (TLS)" } else { "" },
         state
-            .services
+            .services()
             .values()
             .map(|s| match s.transport {
                 Transport::Tcp => format!("{} on {}", s.name, s.addr),
@@ -277,37 +309,18 @@ pub fn start(
     );
     Ok(TunnelRelay {
         state,
+        runtime: handle,
+        sockets,
         done: Some(done_rx),
     })
 }
 
-async fn serve(state: Arc<TunnelState>, agents: TcpListener, services: ServiceListeners) {
+async fn serve(state: Arc<TunnelState>, agents: TcpListener) {
     let agents = match tokio::net::TcpListener::from_std(agents) {
         Ok(l) => l,
         Err(e) => return log::error!("tunnel: agents listener: {e}"),
     };
     tokio::spawn(agents::accept_loop(state.clone(), agents));
-    for (service, socket) in services {
-        let served = match socket {
-            ServiceSocket::Tcp(listener) => tokio::net::TcpListener::from_std(listener).map(|l| {
-                drop(tokio::spawn(clients::accept_clients(
-                    state.clone(),
-                    service.clone(),
-                    l,
-                )))
-            }),
-            ServiceSocket::Udp(socket) => tokio::net::UdpSocket::from_std(socket).map(|s| {
-                drop(tokio::spawn(udp::receive(
-                    state.clone(),
-                    service.clone(),
-                    s,
-                )))
-            }),
-        };
-        if let Err(e) = served {
-            log::error!("tunnel: service {} socket: {e}", service.name);
-        }
-    }
     state.cancel.cancelled().await;
     // Give pumps and control channels a moment to notice and close.
     let deadline = Instant::now() + Duration::from_millis(500);

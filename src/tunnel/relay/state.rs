@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pool::Pool;
 use crate::admin::metrics::{HandoffFailure, HandoffLabels, Metrics, RejectLabels, ServiceLabels};
-use crate::config::{Secret, TunnelSettings, UdpLimits};
+use crate::config::{Secret, TunnelService, TunnelSettings, UdpLimits};
 use crate::protocol::tunnel::{Frame, Transport};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 
@@ -34,6 +34,11 @@ pub struct Service {
     pub transport: Transport,
     /// A UDP service's limits and counters (`None` for TCP).
     pub(super) udp: Option<UdpParts>,
+    /// Its `[[tunnel.services]]` entry as loaded (a reload compares it).
+    pub(super) config: TunnelService,
+    /// Stops this service only (its listener, agents, clients, sessions):
+    /// a child of the tunnel's, cancelled when a reload removes or replaces it.
+    pub(super) cancel: CancellationToken,
 }
 
 /// What a UDP service adds: its limits, and its metrics ready to update.
@@ -76,7 +81,10 @@ pub(super) struct AgentEntry {
 /// State shared by the tunnel's tasks and the admin endpoints.
 pub struct TunnelState {
     pub(super) settings: TunnelSettings,
-    pub(super) services: HashMap<String, Arc<Service>>,
+    /// The services by name; a reload swaps entries.
+    pub(super) services: RwLock<HashMap<String, Arc<Service>>>,
+    /// Reloads applied and refused (`/tunnels` `reload`).
+    pub(super) reload: Mutex<ReloadStatus>,
     pub(super) agents: Mutex<HashMap<u64, AgentEntry>>,
     pub(super) next_id: AtomicU64,
     pub(super) metrics: Arc<Metrics>,
@@ -92,12 +100,29 @@ impl TunnelState {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The running service called `name`.
+    pub(super) fn service(&self, name: &str) -> Option<Arc<Service>> {
+        self.services().get(name).cloned()
+    }
+
+    pub(super) fn services(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Service>>> {
+        self.services.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(super) fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AgentEntry>> {
         self.agents.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Updates the pool-size gauge of `service`.
+    /// Updates the pool-size gauge of `service` (unless a reload replaced
+    /// it: the gauge is its successor's then).
     pub(super) fn pool_changed(&self, service: &Service) {
+        if service.cancel.is_cancelled()
+            && self
+                .service(&service.name)
+                .is_some_and(|now| !std::ptr::eq(Arc::as_ptr(&now), service))
+        {
+            return;
+        }
         self.metrics
             .tunnel_pool_size
             .get_or_create(&service.labels)
@@ -140,7 +165,7 @@ impl TunnelState {
     pub fn status(&self) -> TunnelStatus {
         let agents = self.agents();
         let mut services: Vec<ServiceStatus> = self
-            .services
+            .services()
             .values()
             .map(|s| ServiceStatus {
                 name: s.name.clone(),
@@ -167,6 +192,11 @@ impl TunnelState {
             agents_listener: self.agents_addr.to_string(),
             active: self.active.load(Ordering::Relaxed),
             services,
+            reload: self
+                .reload
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -180,6 +210,22 @@ pub struct TunnelStatus {
     pub active: usize,
     /// One entry per configured service.
     pub services: Vec<ServiceStatus>,
+    /// Reloads of `[[tunnel.services]]` since start.
+    pub reload: ReloadStatus,
+}
+
+/// `/tunnels` `reload`: the live reloads of `[[tunnel.services]]`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Reloads applied (including those that changed nothing).
+    pub count: u64,
+    /// Reloads refused (the running services stayed).
+    pub failed: u64,
+    /// Why the most recent refused reload was refused (kept after later
+    /// successes; compare `last_error_at`).
+    pub last_error: Option<String>,
+    /// When it was refused, in seconds since the Unix epoch.
+    pub last_error_at: Option<u64>,
 }
 
 /// One service in `/tunnels`.

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::Instant as Deadline;
@@ -33,9 +33,9 @@ use super::clients::hand;
 use super::pool::{Handed, OpenSession, UdpAssignment};
 use super::state::{Service, TunnelState, UdpParts};
 use crate::defaults;
-use crate::protocol::tunnel::{self, DatagramRecords, Frame, MAX_DATAGRAM};
+use crate::protocol::tunnel::{self, Frame, MAX_DATAGRAM};
 use crate::tunnel::error::TunnelError;
-use crate::tunnel::framing::FrameReader;
+use crate::tunnel::framing::{FrameReader, RecordError, RecordReader};
 use crate::tunnel::tls::RelayConn;
 
 /// Binds a UDP service's public socket, with enlarged buffers.
@@ -47,19 +47,25 @@ pub(super) fn bind(addr: &str) -> std::io::Result<std::net::UdpSocket> {
 
 /// Receives a UDP service's datagrams until shutdown, each into its
 /// client address's session (opened on its first datagram).
-pub(super) async fn receive(state: Arc<TunnelState>, service: Arc<Service>, socket: UdpSocket) {
+pub(super) async fn receive(
+    state: Arc<TunnelState>,
+    service: Arc<Service>,
+    socket: Arc<UdpSocket>,
+) {
     let Some(udp) = service.udp.as_ref() else {
         return log::error!("tunnel: {}: a UDP socket for a TCP service", service.name);
     };
-    let socket = Arc::new(socket);
     let server = service.addr;
     let mut sessions: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     // One byte more than the largest datagram carried, to notice larger ones.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
+        // Ending (shutdown, or a reload stopping the service) drops every
+        // session's queue, which ends the sessions.
         let received = tokio::select! {
+            biased;
+            _ = service.cancel.cancelled() => return,
             r = socket.recv_from(&mut buf) => r,
-            _ = state.cancel.cancelled() => return,
         };
         let (n, from) = match received {
             Ok(r) => r,
@@ -264,30 +270,20 @@ async fn datagrams(
         "the relay is stopping".to_string()
     };
     let down = async {
-        let mut buf = leftover;
-        buf.reserve(defaults::TUNNEL_UDP_BATCH + MAX_DATAGRAM);
+        let mut records = RecordReader::new(leftover);
         loop {
-            let mut records = DatagramRecords::new(&buf);
-            for record in records.by_ref() {
-                let datagram = match record {
-                    Ok(datagram) => datagram,
-                    Err(e) => return format!("the agent sent a bad record: {e}"),
-                };
+            let batch = match records.next_batch(&mut from_agent).await {
+                Ok(batch) => batch,
+                Err(RecordError::Closed) => return "the agent closed it".to_string(),
+                Err(e) => return format!("the agent's records: {e}"),
+            };
+            touch();
+            for datagram in batch {
                 udp.datagrams_out.inc();
                 // A client that is gone (ICMP unreachable) is no reason to stop.
                 if let Err(e) = session.socket.send_to(datagram, session.addr).await {
                     log::debug!("UDP answer to {} failed: {e}", session.addr);
                 }
-            }
-            let consumed = records.consumed();
-            if consumed > 0 {
-                touch();
-                buf.drain(..consumed);
-            }
-            match from_agent.read_buf(&mut buf).await {
-                Ok(0) => return "the agent closed it".to_string(),
-                Ok(_) => {}
-                Err(e) => return format!("reading from the agent: {e}"),
             }
         }
     };
