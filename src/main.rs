@@ -143,10 +143,12 @@ async fn run(
     mut reloader: Option<node::Reloader>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (public, admin) = node::bind(&settings)?;
-    let mut relay = node::start(settings, public, admin)?;
+    // Handlers first: a SIGTERM right after the "listening" line is a
+    // graceful stop, never the default action's kill.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let (public, admin) = node::bind(&settings)?;
+    let mut relay = node::start(settings, public, admin)?;
     let mut triggers = cli::Triggers::new(file)?;
     let signal = loop {
         tokio::select! {
