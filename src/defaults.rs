@@ -41,6 +41,24 @@ pub const INTROSPECTION_CACHE_SECS: u64 = 60;
 /// Most introspection results kept in the cache.
 pub const INTROSPECTION_CACHE_ENTRIES: usize = 10_000;
 
+/// Name of the log file in `log.dir` (ProxyStore's relay writes the same).
+pub const LOG_FILE_NAME: &str = "server.log";
+/// Rotated log files kept beside the current one (`server.log.1` …): a year
+/// of weekly files. ProxyStore keeps every one; a bound is kinder to disks.
+pub const LOG_FILES_KEPT: usize = 52;
+
+// ProxyStore's relay configuration (`--proxystore-config`)
+
+/// Globus Auth's token introspection endpoint (`[auth] method = "globus"`).
+pub const GLOBUS_INTROSPECT_URL: &str = "https://auth.globus.org/v2/oauth2/token/introspect";
+/// The audience ProxyStore's relay requires by default: the resource
+/// server of ProxyStore's relay application at Globus.
+pub const PROXYSTORE_RELAY_AUDIENCE: &str = "ebd5bbed-95e2-47cf-9c80-39e2064274bd";
+/// ProxyStore's `current_client_interval`: seconds between "Connected clients" lines.
+pub const PROXYSTORE_CLIENT_INTERVAL_SECS: u64 = 60;
+/// ProxyStore's `current_client_limit`: clients are listed when fewer than this.
+pub const PROXYSTORE_CLIENT_LIMIT: usize = 32;
+
 /// Default log filter when neither `--log-level` nor `RUST_LOG` is given.
 pub const LOG_LEVEL: &str = "info";
 /// Most `.`-separated parts in a top-level key of a settings layer (a quoted

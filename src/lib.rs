@@ -15,8 +15,10 @@
 //! - [`protocol`]: wire types and codecs only (no actix, no I/O): the relay
 //!   messages, close codes, Python-compatible UUID parsing and JSON escaping.
 //! - [`config`]: the settings tree, layered defaults → TOML → env → CLI, validation
-//!   (the `[tunnel]` section in `config/tunnel.rs`; secrets and their masking
-//!   in `config/secret.rs`).
+//!   (the `[tunnel]` section in `config/tunnel.rs`, `[log]` in `config/logs.rs`;
+//!   secrets and their masking in `config/secret.rs`), and
+//!   `config/proxystore.rs`, which reads ProxyStore's relay TOML as is
+//!   (`--proxystore-config`) into that tree, with warnings for keys ignored.
 //! - [`defaults`]: every default, timeout and limit as a named constant.
 //! - [`addr`]: the canonical form every reported peer address takes
 //!   (IPv4-mapped IPv6 addresses as IPv4).
@@ -25,11 +27,12 @@
 //!   of settings and bound listeners) binds the tunnel's, makes the one
 //!   `Metrics`, starts the relay server, the tunnel and the admin listener,
 //!   hands each what it needs (the admin listener a view of the others) and
-//!   returns a [`node::Node`] handle owning the one shutdown path;
-//!   [`node::Reloader`] applies a reloaded settings file's
-//!   `[[tunnel.services]]` to it. `main.rs` and the tests' `tests/common`
-//!   start the process through it; [`node::check`] loads what a start loads
-//!   without binding (`switchboard check-config`).
+//!   returns a [`node::Node`] handle owning the one shutdown path (and, with
+//!   `log.clients_interval_secs`, the periodic "Connected clients" line of
+//!   `node/clients_line.rs`); [`node::Reloader`] applies a reloaded settings
+//!   file's `[[tunnel.services]]` to it. `main.rs` and the tests'
+//!   `tests/common` start the process through it; [`node::check`] loads what a
+//!   start loads without binding (`switchboard check-config`).
 //! - [`server`]: the WebSocket relay only: `registry` (the one actor owning
 //!   registrations, started on the first HTTP worker's thread so forwards
 //!   cross at most one thread), `session` (one actor per WebSocket),
@@ -71,7 +74,8 @@
 //! - `fuzzing` (hidden from the docs): the body of every fuzz target, one
 //!   function per decoder of network or disk bytes, shared by the fuzzers in
 //!   `fuzz/` (`scripts/fuzz`) and `tests/fuzz_regressions.rs`.
-//! - [`logging`]: env_logger set-up from `--log-level` / `RUST_LOG` / `log.level`.
+//! - [`logging`]: env_logger set-up from `--log-level` / `RUST_LOG` / `log.level`,
+//!   and the rotating `server.log` in `log.dir` beside stderr.
 //! - `src/cli/`: the binary's subcommands besides the relay itself: `peer`
 //!   (`listen`, `send`), `host` (the tunnel's host agent), `check-config`
 //!   (the settings as a start loads them, secrets masked), `completions`

@@ -1,6 +1,10 @@
 //! Logging set-up: env_logger with a filter chosen by precedence.
 //!
 //! `--log-level` (CLI) wins, then `RUST_LOG`, then `log.level` from settings.
+//! With `log.dir` ([`init_with_dir`]), every line also goes to
+//! `<dir>/server.log` (ProxyStore's relay's file name), rotated weekly by
+//! the `file-rotate` crate: one env_logger writes each formatted line to
+//! stderr and to the file, so both have the same filter and format.
 //!
 //! The WebRTC stack reports some ordinary field conditions as an error line
 //! per packet exchange, with no hint of what they mean: a TURN server that
@@ -10,23 +14,108 @@
 //! happens, and logs the repeats at debug level.
 
 use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use file_rotate::{compression::Compression, suffix::AppendCount, ContentLimit, FileRotate};
 
 use log::{Level, Log, Metadata, Record};
 
 /// Initialises env_logger once; later calls are ignored.
 pub fn init(cli_level: Option<&str>, settings_level: &str) {
+    install(builder(cli_level, settings_level));
+}
+
+/// Like [`init`], and with `dir` also writes every line to
+/// `<dir>/`[`LOG_FILE_NAME`](crate::defaults::LOG_FILE_NAME), rotated weekly
+/// (at the first line of a new ISO week, local time; ProxyStore's relay
+/// rotates at midnight between Sunday and Monday too), keeping
+/// [`LOG_FILES_KEPT`](crate::defaults::LOG_FILES_KEPT) old files.
+///
+/// Errors: [`LogFileError`] when the directory cannot be made or the file
+/// cannot be opened for appending.
+pub fn init_with_dir(
+    cli_level: Option<&str>,
+    settings_level: &str,
+    dir: Option<&Path>,
+) -> Result<(), LogFileError> {
+    let mut builder = builder(cli_level, settings_level);
+    if let Some(dir) = dir {
+        let file = log_file(dir)?;
+        builder.target(env_logger::Target::Pipe(Box::new(Tee { file })));
+    }
+    install(builder);
+    Ok(())
+}
+
+/// The log file could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the log file {path}: {source}")]
+pub struct LogFileError {
+    /// The file (or directory) that failed.
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+fn builder(cli_level: Option<&str>, settings_level: &str) -> env_logger::Builder {
     let filter = cli_level
         .map(str::to_owned)
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| settings_level.to_owned());
-    let inner = env_logger::Builder::new()
-        .parse_filters(&filter)
-        .format_timestamp_millis()
-        .build();
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(&filter).format_timestamp_millis();
+    builder
+}
+
+fn install(mut builder: env_logger::Builder) {
+    let inner = builder.build();
     let max = inner.filter();
     if log::set_boxed_logger(Box::new(Explaining::new(inner))).is_ok() {
         log::set_max_level(max);
+    }
+}
+
+/// Makes `dir` and opens the rotating file in it (the crate panics on a
+/// directory it cannot make, so that is checked here first).
+fn log_file(dir: &Path) -> Result<FileRotate<AppendCount>, LogFileError> {
+    let path = dir.join(crate::defaults::LOG_FILE_NAME);
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LogFileError { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(failed(dir))?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(failed(&path))?;
+    Ok(FileRotate::new(
+        &path,
+        AppendCount::new(crate::defaults::LOG_FILES_KEPT),
+        ContentLimit::Time(file_rotate::TimeFrequency::Weekly),
+        Compression::None,
+        None,
+    ))
+}
+
+/// Writes each formatted line to stderr and to the log file; a failing
+/// file never stops the stderr copy.
+struct Tee {
+    file: FileRotate<AppendCount>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        let _ = self.file.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        self.file.flush()
     }
 }
 

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchboard::config::{Overrides, Settings};
+use switchboard::config::Settings;
 use switchboard::{logging, node};
 
 /// A ProxyStore-compatible WebRTC relay (signaling) server, peer and TCP tunnel.
@@ -37,18 +37,8 @@ use switchboard::{logging, node};
 struct Cli {
     #[command(subcommand)]
     command: Option<cli::Command>,
-    /// TOML settings file (see config/prod.toml).
-    #[arg(long, short = 'c', value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Address of the public WebSocket listener (overrides server.host).
-    #[arg(long, value_name = "ADDR")]
-    host: Option<String>,
-    /// Port of the public WebSocket listener (overrides server.port).
-    #[arg(long, value_name = "PORT")]
-    port: Option<u16>,
-    /// Log filter: off, error, warn, info, debug, trace, or an env_logger spec (overrides RUST_LOG and log.level).
-    #[arg(long, value_name = "LEVEL")]
-    log_level: Option<String>,
+    #[command(flatten)]
+    start: cli::StartArgs,
 }
 
 fn main() -> ExitCode {
@@ -56,25 +46,30 @@ fn main() -> ExitCode {
     if let Some(command) = cli.command {
         return command.run();
     }
-    let overrides = Overrides {
-        host: cli.host.clone(),
-        port: cli.port,
-        log_level: cli.log_level.clone(),
-    };
-    let settings = match Settings::load(cli.config.as_deref(), &overrides) {
-        Ok(settings) => settings,
+    let log_level = cli.start.log_level();
+    let overrides = cli.start.overrides();
+    let (settings, warnings) = match cli.start.load() {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("switchboard: {error}");
             return ExitCode::from(2);
         }
     };
-    logging::init(cli.log_level.as_deref(), &settings.log.level);
+    let dir = settings.log.dir.as_deref();
+    if let Err(error) = logging::init_with_dir(log_level.as_deref(), &settings.log.level, dir) {
+        eprintln!("switchboard: {error}");
+        return ExitCode::from(2);
+    }
+    for warning in &warnings {
+        log::warn!("{warning}");
+    }
     log::debug!("settings: {settings:?}");
     let reloader = cli
+        .start
         .config
         .clone()
         .map(|file| node::Reloader::new(file, overrides));
-    match actix_rt::System::new().block_on(run(settings, cli.config, reloader)) {
+    match actix_rt::System::new().block_on(run(settings, cli.start.config, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log::error!("{error}");
@@ -97,10 +92,12 @@ async fn run(
     mut reloader: Option<node::Reloader>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (public, admin) = node::bind(&settings)?;
-    let mut relay = node::start(settings, public, admin)?;
+    // Handlers first: a SIGTERM right after the "listening" line is a
+    // graceful stop, never the default action's kill.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let (public, admin) = node::bind(&settings)?;
+    let mut relay = node::start(settings, public, admin)?;
     let mut triggers = cli::Triggers::new(file)?;
     let signal = loop {
         tokio::select! {

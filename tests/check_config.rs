@@ -1,4 +1,4 @@
-//! Proves `switchboard check-config` (the real binary): every bad fixture (tests/fixtures/check-config/bad and tests/fixtures/config/invalid) exits 2 naming the key of its `# key:` line, including what only a start finds (a certificate that is not PEM, a key of another certificate, a bad tokens file, an empty token file, an unparsable Redis URL); a good file exits 0 and prints its settings with every secret masked, in TOML that loads again and in JSON; the environment and flags layer as for a start; `--agent` checks a host agent's file the same way. Also that `switchboard completions` and `switchboard man` describe the subcommands.
+//! Proves `switchboard check-config` (the real binary): every bad fixture (tests/fixtures/check-config/bad and tests/fixtures/config/invalid) exits 2 naming the key of its `# key:` line, including what only a start finds (a certificate that is not PEM, a key of another certificate, a bad tokens file, an empty token file, an unparsable Redis URL); a good file exits 0 and prints its settings with every secret masked, in TOML that loads again and in JSON; the environment and flags layer as for a start; `--agent` checks a host agent's file the same way, and `--proxystore-config` a ProxyStore relay TOML as a start reads it (warnings on stderr, Globus's client secret masked, each bad ProxyStore fixture exit 2 naming ProxyStore's key). Also that `switchboard completions` and `switchboard man` describe the subcommands.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -71,6 +71,49 @@ fn every_bad_fixture_exits_2_naming_the_key() {
         }
     }
     assert!(count >= 50, "only {count} bad fixtures");
+}
+
+#[test]
+fn proxystore_files_are_checked_as_a_start_reads_them() {
+    for file in toml_files("tests/fixtures/proxystore/invalid") {
+        assert_refused("--proxystore-config", &file);
+    }
+    let globus = "tests/fixtures/proxystore/valid/every_key.toml";
+    let body = std::fs::read_to_string(Path::new(ROOT).join(globus)).expect("read");
+    assert!(
+        body.contains("client_secret"),
+        "{globus} has no client secret"
+    );
+    let out = run(&["check-config", "--proxystore-config", globus], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("client_secret = \"***\""), "{stdout}");
+    assert!(stdout.contains("auth.globus.org"), "{stdout}");
+    // Keys ProxyStore ignores are warnings on stderr, not errors.
+    let unknown = "tests/fixtures/proxystore/valid/unknown_keys.toml";
+    let out = run(&["check-config", "--proxystore-config", unknown], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+    // ProxyStore's flags layer on top, as for a start.
+    let out = run(
+        &[
+            "check-config",
+            "--proxystore-config",
+            unknown,
+            "--port",
+            "9123",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["server"]["port"], 9123);
 }
 
 const SECRETS: &str = "tests/fixtures/check-config/good/secrets.toml";

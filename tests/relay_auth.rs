@@ -7,11 +7,9 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use common::introspect::Provider;
 use common::*;
 use futures_util::SinkExt;
 use switchboard::config::{AuthMethod, Secret, Settings};
@@ -136,90 +134,6 @@ async fn assert_still_serving_as(url: &str, token: &str) {
 }
 
 // ---- OAuth 2.0 token introspection (RFC 7662) against a loopback provider ----
-
-/// base64("relay-app:s3cret"): the relay's client credentials.
-const BASIC: &str = "Basic cmVsYXktYXBwOnMzY3JldA==";
-
-#[derive(serde::Deserialize)]
-struct IntrospectForm {
-    token: String,
-}
-
-async fn introspect(
-    req: HttpRequest,
-    form: web::Form<IntrospectForm>,
-    calls: web::Data<AtomicUsize>,
-) -> HttpResponse {
-    calls.fetch_add(1, Ordering::SeqCst);
-    let auth = req
-        .headers()
-        .get("Authorization")
-        .and_then(|v| v.to_str().ok());
-    if auth != Some(BASIC) {
-        return HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid_client"}));
-    }
-    let body = match form.token.as_str() {
-        "alice-oauth" => {
-            serde_json::json!({"active": true, "sub": "alice-id", "aud": ["switchboard", "other"], "username": "alice"})
-        }
-        "alice-again" => {
-            serde_json::json!({"active": true, "sub": "alice-id", "aud": "switchboard"})
-        }
-        "bob-oauth" => serde_json::json!({"active": true, "sub": "bob-id", "aud": "switchboard"}),
-        "wrong-aud" => {
-            serde_json::json!({"active": true, "sub": "eve-id", "aud": "another-service"})
-        }
-        "no-sub" => serde_json::json!({"active": true, "aud": "switchboard"}),
-        _ => serde_json::json!({"active": false}),
-    };
-    HttpResponse::Ok().json(body)
-}
-
-/// A real HTTP introspection endpoint on 127.0.0.1:0 in its own thread.
-struct Provider {
-    addr: SocketAddr,
-    calls: Arc<AtomicUsize>,
-    handle: actix_web::dev::ServerHandle,
-}
-
-impl Provider {
-    fn start() -> Provider {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-                let addr = listener.local_addr().unwrap();
-                let calls = web::Data::new(AtomicUsize::new(0));
-                let shared = calls.clone().into_inner();
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(calls.clone())
-                        .route("/oauth2/introspect", web::post().to(introspect))
-                })
-                .workers(1)
-                .disable_signals()
-                .listen(listener)
-                .unwrap()
-                .run();
-                tx.send((addr, shared, server.handle())).unwrap();
-                let _ = server.await;
-            })
-        });
-        let (addr, calls, handle) = rx.recv_timeout(WAIT).unwrap();
-        Provider {
-            addr,
-            calls,
-            handle,
-        }
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let handle = self.handle.clone();
-        std::thread::spawn(move || actix_rt::System::new().block_on(handle.stop(false)));
-    }
-}
 
 fn introspection_settings(url: String, secret: &str) -> Settings {
     let mut settings = test_settings();

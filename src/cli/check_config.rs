@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use switchboard::config::{ConfigError, Overrides, Settings};
+use switchboard::config::ConfigError;
 use switchboard::node;
 use switchboard::tunnel::agent::host_config::HostConfig;
 
@@ -28,20 +28,10 @@ pub enum Format {
 /// what to print.
 #[derive(Args, Debug)]
 pub struct CheckConfigArgs {
-    /// TOML settings file, as given to the relay.
-    #[arg(long, short = 'c', value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Address of the public WebSocket listener (overrides server.host).
-    #[arg(long, value_name = "ADDR")]
-    host: Option<String>,
-    /// Port of the public WebSocket listener (overrides server.port).
-    #[arg(long, value_name = "PORT")]
-    port: Option<u16>,
-    /// Log filter (overrides log.level).
-    #[arg(long, value_name = "LEVEL")]
-    log_level: Option<String>,
+    #[command(flatten)]
+    start: super::StartArgs,
     /// Check a host agent's settings file (`switchboard host --config`) instead.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["config", "host", "port", "log_level"])]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["config", "proxystore_config", "host", "port", "log_level", "log_dir"])]
     agent: Option<PathBuf>,
     /// Output format of the effective settings.
     #[arg(long, value_enum, default_value_t = Format::Toml)]
@@ -82,12 +72,10 @@ pub fn run(args: CheckConfigArgs) -> ExitCode {
 
 /// The relay's settings, loaded and checked as a start does.
 fn check_relay(args: &CheckConfigArgs) -> Result<String, CheckError> {
-    let overrides = Overrides {
-        host: args.host.clone(),
-        port: args.port,
-        log_level: args.log_level.clone(),
-    };
-    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    let (settings, warnings) = args.start.load()?;
+    for warning in &warnings {
+        eprintln!("switchboard check-config: warning: {warning}");
+    }
     node::check(&settings)?;
     render(&settings, args.format)
 }

@@ -9,6 +9,9 @@ mod docs;
 mod host;
 mod host_reload;
 mod peer;
+mod start_args;
+
+pub use start_args::StartArgs;
 
 /// What asks for a reload (SIGHUP, a change of the settings file): the
 /// relay server uses it too.

@@ -15,9 +15,16 @@ use serde::{Deserialize, Serialize};
 use crate::defaults;
 
 mod cluster;
+mod logs;
+mod proxystore;
 mod secret;
 mod tunnel;
 pub use cluster::{valid_key_prefix, valid_node_id, ClusterSettings, RedisTls, RedisUrl};
+pub use logs::LogSettings;
+pub use proxystore::{
+    proxystore_level, ProxyStoreCli, ProxyStoreLoaded, GLOBUS_CLIENT_ID_ENV,
+    GLOBUS_CLIENT_SECRET_ENV, GLOBUS_INTROSPECT_URL_ENV,
+};
 use secret::mask_url_password;
 pub(crate) use secret::serialize_masked_url;
 pub use secret::{Secret, MASK};
@@ -42,7 +49,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
         message: message.into(),
@@ -193,22 +200,6 @@ impl Default for AuthSettings {
     }
 }
 
-/// `[log]`: logging.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSettings {
-    /// An env_logger filter: a level (`info`) or a spec (`info,actix_web=warn`).
-    pub level: String,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        LogSettings {
-            level: defaults::LOG_LEVEL.into(),
-        }
-    }
-}
-
 /// Overrides given on the command line (highest precedence).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -236,15 +227,34 @@ impl Settings {
         overrides: &Overrides,
         env: config::Environment,
     ) -> Result<Settings, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+        let source = match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError::Load(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::Load(format!("cannot read {}: {e}", path.display()))
+                })?;
+                Some(text)
             }
-            let file = config::File::from(path).format(config::FileFormat::Toml);
+            None => None,
+        };
+        Self::load_layers(source.as_deref(), overrides, env)
+    }
+
+    /// Layers defaults → the TOML document `file` (in this crate's format)
+    /// → `env` → `overrides`, then validates.
+    pub(crate) fn load_layers(
+        file: Option<&str>,
+        overrides: &Overrides,
+        env: config::Environment,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(text) = file {
+            let file = config::File::from_str(text, config::FileFormat::Toml);
             check_keys(&file)?;
             builder = builder.add_source(file);
         }
@@ -274,6 +284,7 @@ impl Settings {
             overrides.log_level.clone().map(Into::into),
         )
         .map_err(load)?;
+
         let settings = deserialize(builder.build().map_err(load)?)?;
         settings.validate()?;
         Ok(settings)
@@ -354,7 +365,7 @@ impl Settings {
         self.validate_auth()?;
         self.tunnel.validate()?;
         self.cluster.validate()?;
-        check_log_level(&self.log.level)
+        self.log.validate()
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {
@@ -460,19 +471,4 @@ fn check_host(key: &str, host: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-fn check_log_level(level: &str) -> Result<(), ConfigError> {
-    let is_level = ["off", "error", "warn", "info", "debug", "trace"]
-        .contains(&level.to_ascii_lowercase().as_str());
-    if is_level || level.contains('=') {
-        Ok(())
-    } else {
-        Err(invalid(
-            "log.level",
-            format!(
-                "{level:?} is not one of off, error, warn, info, debug, trace or a filter spec"
-            ),
-        ))
-    }
 }

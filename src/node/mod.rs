@@ -19,6 +19,9 @@
 //! (in the background: it connects to Redis) and attaches it to the relay
 //! ([`server::attach_cluster`]); with the cluster off no Redis is touched.
 //!
+//! With `log.clients_interval_secs`, it logs the connected clients
+//! periodically, as ProxyStore's relay does (`clients_line.rs`).
+//!
 //! It returns a [`Node`], which owns the one shutdown path
 //! ([`Node::shutdown`]): new upgrades are refused, the tunnel stops (its
 //! pumps are cancelled), every session is closed with 1001 within
@@ -31,6 +34,7 @@
 //! loads from the settings without binding or connecting.
 
 mod check;
+mod clients_line;
 mod reload;
 mod view;
 
@@ -95,6 +99,8 @@ pub struct Node {
     relay: RelayServer,
     admin: Option<AdminListener>,
     tunnel: Option<TunnelRelay>,
+    /// The periodic "Connected clients" line (`log.clients_interval_secs`).
+    clients_line: Option<actix_rt::task::JoinHandle<()>>,
 }
 
 impl Node {
@@ -128,6 +134,9 @@ impl Node {
     /// then leaves the cluster (its liveness key, what is left of its
     /// records, and its id in the nodes set are deleted).
     pub async fn shutdown(mut self) {
+        if let Some(task) = self.clients_line.take() {
+            task.abort();
+        }
         self.relay.refuse_new();
         if let Some(tunnel) = self.tunnel.take() {
             tunnel.shutdown().await;
@@ -234,10 +243,12 @@ pub fn start(
             .as_ref()
             .map_or("(disabled)".to_string(), |a| format!("http://{}", a.addr))
     );
+    let clients_line = clients_line::start(&settings.log, relay.state().clone());
     Ok(Node {
         relay,
         admin,
         tunnel,
+        clients_line,
     })
 }
 
