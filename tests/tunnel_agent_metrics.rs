@@ -2,7 +2,8 @@
 //! against a real relay process: `/metrics` labels each agent's series by
 //! service and relay, its clients-served counts match the clients sent
 //! through each service, connected is 1 and `/health` says so; a UDP
-//! service counts its datagrams both ways; a reload that removes a service
+//! service counts its datagrams both ways; a service the relay refuses
+//! stays, disconnected, its reason in `/health`; a reload that removes a service
 //! removes its series and counts the reload (a refused reload as `error`);
 //! `metrics_token` makes requests without the bearer token 401; and a bad
 //! `metrics_listen` (file or flag, or an address in use) or a lone
@@ -215,21 +216,65 @@ async fn a_udp_service_counts_its_datagrams() {
     assert_eq!(answers, 5);
     let to_local = "switchboard_agent_udp_datagrams_to_local_total";
     let from_local = "switchboard_agent_udp_datagrams_from_local_total";
+    // Every datagram that reached the resolver is answered once: the two
+    // counts meet, at 5 or more (a retry may have reached it too).
     let text = wait_metrics(addr, None, |m| {
-        series(m, from_local, "dns") >= 5.0 && series(m, to_local, "dns") >= 5.0
+        let to = series(m, to_local, "dns");
+        to >= 5.0 && to == series(m, from_local, "dns")
     })
     .await;
-    // Every datagram that reached the resolver was answered once.
-    assert_eq!(
-        series(&text, to_local, "dns"),
-        series(&text, from_local, "dns"),
-        "{text}"
-    );
     assert_eq!(
         series(&text, "switchboard_agent_clients_served_total", "dns"),
         1.0
     );
     assert!(host.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_service_stays_in_health_with_its_reason() {
+    let relay = RelayProc::start(&services_relay_config(&["a", "b"]));
+    let text = agent_file(&relay.agents, "", &[("a", 1), ("b", 1)])
+        .replace("token = \"b-token\"", "token = \"wrong\"");
+    let file = write_temp(&text);
+    let mut host = Proc::start(&["host", "--config", file.path().to_str().unwrap()]);
+    let addr = metrics_addr(&mut host);
+    host.wait_line("refused service \"b\"");
+    // The refusal reaches the table once the process has seen the agent end.
+    let deadline = Instant::now() + WAIT;
+    let (health, b, body) = loop {
+        let (status, body) = get(addr, "/health", None).await;
+        assert_eq!(status, 200, "{body}");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let b = health["agents"]
+            .as_array()
+            .and_then(|all| all.iter().find(|a| a["service"] == "b").cloned())
+            .unwrap_or_default();
+        if !b["refused"].is_null() || Instant::now() > deadline {
+            break (health, b, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(health["status"], "degraded", "{body}");
+    assert_eq!(b["connected"], false, "{body}");
+    assert!(
+        b["refused"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+    let text = wait_metrics(addr, None, |m| {
+        series(m, "switchboard_agent_connected", "a") == 1.0
+    })
+    .await;
+    assert_eq!(
+        series(&text, "switchboard_agent_connected", "b"),
+        0.0,
+        "{text}"
+    );
+    assert!(text.contains("service=\"b\""), "b's series stay: {text}");
+    assert_eq!(
+        host.terminate().code(),
+        Some(1),
+        "the refusal is the exit reason"
+    );
 }
 
 #[test]
