@@ -62,7 +62,8 @@
 //!   carrying clients, `clients`: the public listeners, `udp`: UDP
 //!   services' sockets and sessions, `state`) and
 //!   `tunnel::agent`, the host agent behind `switchboard host` (`pool`,
-//!   `udp`, `connect`, `settings`, `host_config`: its settings file); beside them
+//!   `udp`, `connect`, `settings`, `host_config`: its settings file,
+//!   `metrics`: its `/metrics` and `/health` listener); beside them
 //!   what both share: `framing`, `pump` (copy, then `splice` on Linux),
 //!   `tls`, `net` (runtime, socket options), `error`. The wire format is
 //!   [`protocol::tunnel`], the PROXY header [`protocol::proxy_v2`].

@@ -7,7 +7,8 @@ use clap::Args;
 use switchboard::config::ConfigError;
 use switchboard::logging;
 use switchboard::tunnel::agent;
-use switchboard::tunnel::agent::host_config::HostConfig;
+use switchboard::tunnel::agent::host_config::{HostConfig, MetricsListen};
+use switchboard::tunnel::agent::metrics::{AgentMetrics, MetricsServer};
 
 use super::host_reload::{Agents, Triggers};
 
@@ -57,6 +58,10 @@ pub struct HostArgs {
     /// Pooled data connections kept open to the relay.
     #[arg(long, value_name = "N")]
     pool: Option<usize>,
+    /// Serve /metrics and /health (Prometheus text, JSON) on this IP:PORT
+    /// (the file's `metrics_listen`; keep it on loopback or set `metrics_token`).
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<String>,
     /// Runtime threads: 1 = single-threaded, 0 = one per core.
     #[arg(long, value_name = "N", default_value_t = switchboard::defaults::AGENT_WORKERS)]
     workers: usize,
@@ -65,9 +70,14 @@ pub struct HostArgs {
     log_level: Option<String>,
 }
 
-/// The agents the file and flags stand for, each with its source (loaded
-/// the same way at start and at every reload).
-fn load(args: &HostArgs) -> Result<Vec<(agent::AgentSettings, HostConfig)>, ConfigError> {
+/// The agents the file and flags stand for, each with its source, and the
+/// metrics listener (loaded the same way at start and at every reload).
+type Loaded = (
+    Vec<(agent::AgentSettings, HostConfig)>,
+    Option<MetricsListen>,
+);
+
+fn load(args: &HostArgs) -> Result<Loaded, ConfigError> {
     let file = match &args.config {
         Some(path) => HostConfig::load(path)?,
         None => HostConfig::default(),
@@ -86,21 +96,53 @@ fn load(args: &HostArgs) -> Result<Vec<(agent::AgentSettings, HostConfig)>, Conf
         tls_ca_file: args.tls_ca_file.clone(),
         tls_server_name: args.tls_server_name.clone(),
         http_proxy: args.http_proxy.clone(),
+        metrics_listen: args.metrics_listen.clone(),
         ..HostConfig::default()
     };
-    file.merge(flags).into_agents_with_sources()
+    let merged = file.merge(flags);
+    let metrics = merged.metrics()?;
+    Ok((merged.into_agents_with_sources()?, metrics))
+}
+
+/// Binds and starts the metrics listener, if one is set; an address that
+/// cannot be bound is a settings error naming `metrics_listen`.
+fn start_metrics(
+    listen: Option<&MetricsListen>,
+    metrics: &std::sync::Arc<AgentMetrics>,
+) -> Result<Option<MetricsServer>, ConfigError> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    let invalid = |e: std::io::Error| ConfigError::Invalid {
+        key: "metrics_listen".into(),
+        message: format!("cannot listen on {}: {e}", listen.addr),
+    };
+    let listener = std::net::TcpListener::bind(listen.addr).map_err(invalid)?;
+    let bound = listener.local_addr().map_err(invalid)?;
+    let server =
+        MetricsServer::start(metrics.clone(), listen.token.clone(), listener).map_err(invalid)?;
+    log::info!("agent metrics on http://{bound} (/metrics, /health)");
+    Ok(Some(server))
 }
 
 /// Runs `switchboard host` until SIGTERM/SIGINT or a fatal refusal.
 pub fn run(args: HostArgs) -> ExitCode {
-    let settings = match load(&args) {
-        Ok(settings) => settings,
+    let (settings, listen) = match load(&args) {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("switchboard host: {error}");
             return ExitCode::from(2);
         }
     };
     logging::init(args.log_level.as_deref(), switchboard::defaults::LOG_LEVEL);
+    let metrics = AgentMetrics::new();
+    let metrics_server = match start_metrics(listen.as_ref(), &metrics) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("switchboard host: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match switchboard::tunnel::runtime(args.workers, "switchboard-host") {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -117,7 +159,7 @@ pub fn run(args: HostArgs) -> ExitCode {
             Ok(triggers) => triggers,
             Err(error) => return Err(format!("cannot watch for SIGHUP: {error}")),
         };
-        let mut agents = Agents::start(settings);
+        let mut agents = Agents::start(settings, metrics);
         let mut first_error = None;
         let stop = wait_signal();
         tokio::pin!(stop);
@@ -139,7 +181,15 @@ pub fn run(args: HostArgs) -> ExitCode {
                 why = triggers.next() => {
                     log::info!("reloading the settings ({why})");
                     match load(&args) {
-                        Ok(loaded) => agents.apply(loaded),
+                        Ok((loaded, new_listen)) => {
+                            if new_listen != listen {
+                                log::warn!(
+                                    "reload: metrics_listen and metrics_token are read at \
+                                     start only; the metrics listener stays as it is"
+                                );
+                            }
+                            agents.apply(loaded);
+                        }
                         Err(error) => agents.refuse(&error),
                     }
                 }
@@ -152,6 +202,9 @@ pub fn run(args: HostArgs) -> ExitCode {
             }
         }
         agents.stop().await;
+        if let Some(server) = metrics_server {
+            server.stop().await;
+        }
         first_error.map_or(Ok(()), Err)
     });
     match result {

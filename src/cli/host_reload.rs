@@ -9,6 +9,10 @@
 //! changed restart, new ones start, and unchanged ones keep every
 //! connection. Settings that no longer validate are refused with the key
 //! named and the running agents stay as they are.
+//!
+//! Every agent started is entered in the process's [`AgentMetrics`] (its
+//! series on the metrics listener), and removed when a reload removes its
+//! service; each reload is counted there, applied or refused.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -19,7 +23,8 @@ use std::time::Duration;
 
 use switchboard::config::ConfigError;
 use switchboard::tunnel::agent::host_config::HostConfig;
-use switchboard::tunnel::agent::{self, AgentError, AgentSettings};
+use switchboard::tunnel::agent::metrics::AgentMetrics;
+use switchboard::tunnel::agent::{self, AgentError, AgentSettings, LocalService};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -60,17 +65,19 @@ pub struct Agents {
     pub reloads: u64,
     /// The last refused reload's reason, until a reload succeeds.
     pub last_error: Option<String>,
+    metrics: Arc<AgentMetrics>,
 }
 
 impl Agents {
-    /// Starts one agent per entry of `agents`.
-    pub fn start(agents: Vec<(AgentSettings, HostConfig)>) -> Agents {
+    /// Starts one agent per entry of `agents`, each entered in `metrics`.
+    pub fn start(agents: Vec<(AgentSettings, HostConfig)>, metrics: Arc<AgentMetrics>) -> Agents {
         let mut all = Agents {
             running: HashMap::new(),
             tasks: JoinSet::new(),
             next_generation: 0,
             reloads: 0,
             last_error: None,
+            metrics,
         };
         for (settings, source) in agents {
             all.spawn(settings, &source);
@@ -90,6 +97,8 @@ impl Agents {
         };
         self.running.insert(key.clone(), running);
         let stats = Arc::new(agent::AgentStats::default());
+        let udp = matches!(settings.local, LocalService::Udp(_));
+        self.metrics.insert(&key.0, &key.1, stats.clone(), udp);
         self.tasks.spawn(async move {
             let result = agent::run(settings, stats, cancel).await;
             (key, generation, result)
@@ -115,6 +124,7 @@ impl Agents {
                             key.1
                         );
                         running.cancel.cancel();
+                        self.metrics.remove(&key.0, &key.1);
                         stopped += 1;
                     }
                 }
@@ -147,6 +157,7 @@ impl Agents {
         }
         self.reloads += 1;
         self.last_error = None;
+        self.metrics.reloaded(true);
         log::info!(
             "reload {}: {kept} agent(s) kept, {restarted} restarted, {started} started, {stopped} stopped",
             self.reloads
@@ -157,6 +168,7 @@ impl Agents {
     pub fn refuse(&mut self, error: &ConfigError) {
         log::error!("reload refused, the running settings stay: {error}");
         self.last_error = Some(error.to_string());
+        self.metrics.reloaded(false);
     }
 
     /// Waits for the next agent to end by itself; `None` when none is left.
@@ -176,7 +188,11 @@ impl Agents {
                 continue;
             }
             self.running.remove(&key);
-            return Some(result.map_err(|e| e.to_string()));
+            let result = result.map_err(|e| e.to_string());
+            if let Err(reason) = &result {
+                self.metrics.refused(&key.0, &key.1, reason);
+            }
+            return Some(result);
         }
     }
 

@@ -9,6 +9,7 @@
 //! pool = 10
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -76,6 +77,21 @@ pub struct HostConfig {
     /// Several services (`[[services]]`, see [`super::services`]) instead of
     /// `service` and its keys.
     pub services: Option<Vec<ServiceConfig>>,
+    /// Serve `/metrics` and `/health` (see [`super::metrics`]) on this
+    /// `IP:PORT` (default: no listener). Read at start only.
+    pub metrics_listen: Option<String>,
+    /// Bearer token the metrics listener requires (default: none; then keep
+    /// `metrics_listen` on loopback).
+    pub metrics_token: Option<Secret>,
+}
+
+/// The metrics listener's settings (`metrics_listen`, `metrics_token`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsListen {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// The bearer token requests must carry, if any.
+    pub token: Option<Secret>,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -136,7 +152,36 @@ impl HostConfig {
             tls_server_name: flags.tls_server_name.or(self.tls_server_name),
             http_proxy: flags.http_proxy.or(self.http_proxy),
             services: flags.services.or(self.services),
+            metrics_listen: flags.metrics_listen.or(self.metrics_listen),
+            metrics_token: flags.metrics_token.or(self.metrics_token),
         }
+    }
+
+    /// The metrics listener, if `metrics_listen` is set: an `IP:PORT`
+    /// (port 0 picks one); `metrics_token`, if given, is not empty and
+    /// needs `metrics_listen`.
+    pub fn metrics(&self) -> Result<Option<MetricsListen>, ConfigError> {
+        if let Some(token) = &self.metrics_token {
+            if token.expose().trim().is_empty() {
+                return Err(invalid("metrics_token", "must not be empty"));
+            }
+        }
+        let Some(listen) = &self.metrics_listen else {
+            return match self.metrics_token {
+                Some(_) => Err(invalid("metrics_token", "needs metrics_listen")),
+                None => Ok(None),
+            };
+        };
+        let addr = listen.parse().map_err(|_| {
+            invalid(
+                "metrics_listen",
+                format!("{listen:?} is not IP:PORT or [IPv6]:PORT"),
+            )
+        })?;
+        Ok(Some(MetricsListen {
+            addr,
+            token: self.metrics_token.clone(),
+        }))
     }
 
     /// Validates and fills in defaults: one agent per service (the
@@ -175,9 +220,13 @@ impl HostConfig {
         let mut agents = Vec::with_capacity(relays.len() * services.len());
         for (entry, service) in services {
             for relay in &relays {
+                // The metrics listener is the process's, not an agent's:
+                // changing it restarts no agent.
                 let one = HostConfig {
                     relay: Some(relay.clone()),
                     more_relays: None,
+                    metrics_listen: None,
+                    metrics_token: None,
                     ..service.clone()
                 };
                 let settings = one

@@ -352,3 +352,23 @@ fn a_services_entry_may_serve_udp() {
     let agents = HostConfig::parse(ok).unwrap().into_agents().unwrap();
     assert_eq!(agents[0].local, LocalService::Udp("127.0.0.1:53".into()));
 }
+
+#[test]
+fn the_metrics_listener_is_the_process_s_and_its_flag_wins() {
+    let text = "relay = \"10.0.0.1:7000\"\nmetrics_listen = \"127.0.0.1:9101\"\n\
+                metrics_token = \"s\"\n[[services]]\nname = \"a\"\ntoken = \"t\"\necho = true\n";
+    let file = HostConfig::parse(text).unwrap();
+    let listen = file.metrics().unwrap().unwrap();
+    assert_eq!(listen.addr.to_string(), "127.0.0.1:9101");
+    assert_eq!(listen.token.as_ref().map(Secret::expose), Some("s"));
+    // Not part of an agent's source: changing it restarts no agent.
+    let agents = file.clone().into_agents_with_sources().unwrap();
+    assert!(agents[0].1.metrics_listen.is_none() && agents[0].1.metrics_token.is_none());
+    let flags = HostConfig {
+        metrics_listen: Some("[::1]:0".into()),
+        ..HostConfig::default()
+    };
+    let merged = file.merge(flags).metrics().unwrap().unwrap();
+    assert_eq!(merged.addr.to_string(), "[::1]:0");
+    assert_eq!(HostConfig::default().metrics().unwrap(), None);
+}

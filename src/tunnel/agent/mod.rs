@@ -26,11 +26,14 @@
 //! - [`host_config`]: the agent's settings file, merged with command-line flags.
 //! - [`services`]: its `[[services]]` tables, one agent per service and relay
 //!   (`switchboard host` runs them all in one process).
+//! - [`metrics`]: the table of those agents' [`AgentStats`], served as
+//!   `/metrics` and `/health` on the optional `metrics_listen` listener.
 //!
 //! Imports run one way: this file → `pool` → `udp`, `connect` → `settings`.
 
 mod connect;
 pub mod host_config;
+pub mod metrics;
 mod pool;
 pub mod services;
 mod settings;

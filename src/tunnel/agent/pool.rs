@@ -195,7 +195,7 @@ async fn serve(
             stats.served.fetch_add(1, Ordering::Relaxed);
             refill.now();
             log::debug!("tunnel agent: conn {conn}: UDP session of {client} → {address}");
-            return super::udp::serve(stream, local, leftover, conn, &cancel).await;
+            return super::udp::serve(stream, local, leftover, conn, &stats, &cancel).await;
         }
         LocalService::Addr(address) => address,
     };

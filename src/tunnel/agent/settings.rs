@@ -105,7 +105,7 @@ impl AgentSettings {
     }
 }
 
-/// Live counters of an agent (for tests, logs and the CLI).
+/// Live counters of an agent (for tests, logs and the agent's `/metrics`).
 #[derive(Debug, Default)]
 pub struct AgentStats {
     /// Whether the control channel is up now.
@@ -118,4 +118,8 @@ pub struct AgentStats {
     pub served: AtomicU64,
     /// Clients whose local connection failed, ever.
     pub local_failures: AtomicU64,
+    /// Datagrams from the relay sent to the local UDP service, ever.
+    pub datagrams_to_local: AtomicU64,
+    /// Datagrams from the local UDP service carried to the relay, ever.
+    pub datagrams_from_local: AtomicU64,
 }

@@ -2,6 +2,8 @@
 //! service per session, datagram records from the relay sent to it, and
 //! every answer it sends back written to the relay as a record.
 
+use std::sync::atomic::Ordering;
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -10,6 +12,8 @@ use crate::defaults;
 use crate::protocol::tunnel::{self, Frame, MAX_DATAGRAM};
 use crate::tunnel::framing::{write_frame, RecordError, RecordReader};
 use crate::tunnel::tls::AgentConn;
+
+use super::settings::AgentStats;
 
 /// A UDP socket connected to the local service at `address` (`host:port`).
 pub(super) async fn open(address: &str) -> Result<UdpSocket, String> {
@@ -39,6 +43,7 @@ pub(super) async fn serve(
     local: UdpSocket,
     leftover: Vec<u8>,
     conn: u64,
+    stats: &AgentStats,
     cancel: &CancellationToken,
 ) {
     if let Err(e) = write_frame(&mut stream, &Frame::Started { conn }).await {
@@ -60,6 +65,7 @@ pub(super) async fn serve(
                     log::debug!("tunnel agent: conn {conn}: local send failed: {e}");
                 }
                 sent += 1;
+                stats.datagrams_to_local.fetch_add(1, Ordering::Relaxed);
             }
         }
     };
@@ -68,6 +74,7 @@ pub(super) async fn serve(
         let mut batch = Vec::with_capacity(defaults::TUNNEL_UDP_BATCH + MAX_DATAGRAM);
         loop {
             batch.clear();
+            let before = answered;
             match local.recv(&mut datagram).await {
                 Ok(n) => add(&mut batch, &datagram[..n], &mut answered, conn),
                 Err(e) => {
@@ -89,6 +96,9 @@ pub(super) async fn serve(
             {
                 return format!("writing to the relay: {e}");
             }
+            stats
+                .datagrams_from_local
+                .fetch_add(answered - before, Ordering::Relaxed);
         }
     };
     let why = tokio::select! {
