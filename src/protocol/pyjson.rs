@@ -9,8 +9,8 @@ use std::fmt::Write;
 
 /// Appends `value` as a JSON string literal the way `json.dumps` writes it.
 ///
-/// Scans bytes: runs of printable ASCII other than `"` and `\\` are copied
-/// in one go; everything else is escaped.
+/// Runs of printable ASCII other than `"` and `\\` are found eight bytes at
+/// a time ([`plain_run`]) and copied in one go; everything else is escaped.
 pub fn push_str(out: &mut String, value: &str) {
     out.reserve(value.len() + 2);
     out.push('"');
@@ -18,11 +18,10 @@ pub fn push_str(out: &mut String, value: &str) {
     let mut start = 0;
     let mut index = 0;
     while index < bytes.len() {
-        let byte = bytes[index];
-        if is_plain(byte) {
-            index += 1;
-            continue;
-        }
+        index += plain_run(&bytes[index..]);
+        let Some(&byte) = bytes.get(index) else {
+            break;
+        };
         out.push_str(&value[start..index]);
         if byte < 0x80 {
             push_ascii_escape(out, byte);
@@ -42,6 +41,41 @@ pub fn push_str(out: &mut String, value: &str) {
     }
     out.push_str(&value[start..]);
     out.push('"');
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Length of the run of [`is_plain`] bytes at the start of `bytes`.
+///
+/// Tests eight bytes per step with word-at-a-time arithmetic ("Bit
+/// Twiddling Hacks", `hasless` / `haszero`, both exact as yes/no answers):
+/// a word is skipped whole when no byte is below 0x20, none has the high
+/// bit, and none equals `"` or `\\`; the word that fails is scanned bytewise.
+fn plain_run(bytes: &[u8]) -> usize {
+    let mut index = 0;
+    while let Some(word) = bytes.get(index..index + 8) {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let w = u64::from_le_bytes(eight);
+        let special = below(w, 0x20)
+            | (w & HIGHS)
+            | below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1);
+        if special != 0 {
+            break;
+        }
+        index += 8;
+    }
+    while bytes.get(index).is_some_and(|&b| is_plain(b)) {
+        index += 1;
+    }
+    index
+}
+
+/// Non-zero when some byte of `w` is below `n` (1 ≤ `n` ≤ 128).
+fn below(w: u64, n: u8) -> u64 {
+    w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS
 }
 
 /// Printable ASCII (and DEL, which `json.dumps` leaves as is) except `"` and `\\`.
@@ -85,6 +119,46 @@ mod tests {
         let mut out = String::new();
         push_str(&mut out, value);
         out
+    }
+
+    /// The escaping of one character at a time: what `push_str` must equal.
+    fn reference(value: &str) -> String {
+        let mut out = String::from("\"");
+        for ch in value.chars() {
+            match ch {
+                c if c.is_ascii() && is_plain(c as u8) => out.push(c),
+                c if c.is_ascii() => push_ascii_escape(&mut out, c as u8),
+                c => {
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        let _ = write!(out, "\\u{unit:04x}");
+                    }
+                }
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn every_character_class_at_every_offset_of_a_word_matches_the_reference() {
+        let specials = [
+            "\u{0}", "\u{1f}", " ", "\"", "\\", "\u{7f}", "\n", "é", "日", "😀", "~", "!", "#", "[", "]",
+        ];
+        for len in 0..20 {
+            for at in 0..=len {
+                for special in specials {
+                    let mut value: String = "abcdefghijklmnopqrstuvwxyz"[..len].into();
+                    value.insert_str(at, special);
+                    assert_eq!(enc(&value), reference(&value), "{value:?}");
+                    value.push_str(special);
+                    assert_eq!(enc(&value), reference(&value), "{value:?}");
+                }
+            }
+        }
+        let every_byte: String = (0u8..0x80).map(char::from).collect();
+        assert_eq!(enc(&every_byte), reference(&every_byte));
+        assert_eq!(enc(&every_byte.repeat(3)), reference(&every_byte.repeat(3)));
     }
 
     #[test]

@@ -41,12 +41,12 @@ impl FrameReader {
             if let Some(frame) = self.parse()? {
                 return Ok(frame);
             }
-            let mut chunk = [0u8; 2 * (LEN_BYTES + MAX_FRAME_BYTES)];
-            let n = reader.read(&mut chunk).await?;
-            if n == 0 {
+            // Straight into the buffer: no zeroed stack array in the future
+            // (BENCHMARKS.md, instruction counts).
+            self.buf.reserve(2 * (LEN_BYTES + MAX_FRAME_BYTES));
+            if reader.read_buf(&mut self.buf).await? == 0 {
                 return Err(TunnelError::Closed);
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 

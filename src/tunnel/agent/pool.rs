@@ -28,12 +28,14 @@ pub(super) fn spawn_slot(
     session: u64,
     slots: &CancellationToken,
 ) {
-    tokio::spawn(slot(
+    // Boxed: the future is large (a TLS stream inline) and spawning moves
+    // it by value several times; a box is moved as a pointer.
+    tokio::spawn(Box::pin(slot(
         settings.clone(),
         stats.clone(),
         session,
         slots.clone(),
-    ));
+    )));
 }
 
 /// Keeps one pooled connection open. When the relay starts it for a

@@ -37,7 +37,9 @@ pub(super) async fn accept_loop(state: Arc<TunnelState>, listener: tokio::net::T
                 if let Err(e) = tune_agent_socket(&stream) {
                     log::debug!("tunnel: agent {addr}: keepalive not set: {e}");
                 }
-                tokio::spawn(handle(state.clone(), stream, addr));
+                // Boxed: the future is large (a TLS stream inline) and
+                // spawning moves it by value several times.
+                tokio::spawn(Box::pin(handle(state.clone(), stream, addr)));
             }
             Err(e) => {
                 log::warn!("tunnel: agents listener: accept failed: {e}");
