@@ -241,6 +241,10 @@ impl Metrics {
             tunnel_udp_drops.clone(),
         );
         let tunnel_reloads = Family::<ResultLabels, Counter>::default();
+        // Both series from the start, so `increase()` sees the first reload.
+        for result in ["ok", "error"] {
+            let _ = tunnel_reloads.get_or_create(&ResultLabels { result });
+        }
         r.register(
             "tunnel_reloads",
             "Live reloads of the tunnel services, by result (ok: applied; error: refused)",

@@ -134,8 +134,7 @@ fn denied<V>(req: &HttpRequest, admin: &Admin<V>) -> Option<HttpResponse> {
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(crate::protocol::bearer::bearer_token);
     if given == Some(token.expose()) {
         None
     } else {

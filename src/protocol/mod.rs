@@ -6,8 +6,10 @@
 //! - [`uuid`]: UUID spellings accepted like Python's `uuid.UUID`.
 //! - [`pyjson`]: string escaping identical to Python's `json.dumps`.
 //! - [`proxy_v2`]: the PROXY protocol v2 header a tunnel agent can send its local service.
+//! - [`bearer`]: the token of an `Authorization: Bearer` header.
 //! - [`tunnel`]: the TCP tunnel's frames between relay and host agents, and the handshake MAC.
 
+pub mod bearer;
 pub mod chunk;
 pub mod close;
 pub mod proxy_v2;

@@ -145,12 +145,7 @@ fn bearer(authorization: Option<&str>) -> Result<&str, AuthError> {
             "The Authorization header is not of the form `Bearer <token>`.".into(),
         )
     };
-    let (scheme, token) = header.trim().split_once(' ').ok_or_else(malformed)?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
-        return Err(malformed());
-    }
-    Ok(token)
+    crate::protocol::bearer::bearer_token(header).ok_or_else(malformed)
 }
 
 /// An RFC 7662 token introspection client with a small positive-result cache.

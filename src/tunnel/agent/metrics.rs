@@ -237,8 +237,7 @@ fn denied(req: &HttpRequest, shared: &Shared) -> Option<HttpResponse> {
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(crate::protocol::bearer::bearer_token);
     if given == Some(token.expose()) {
         return None;
     }

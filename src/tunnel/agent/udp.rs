@@ -2,7 +2,7 @@
 //! service per session, datagram records from the relay sent to it, and
 //! every answer it sends back written to the relay as a record.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
@@ -51,6 +51,20 @@ pub(super) async fn serve(
     }
     let (mut from_relay, mut to_relay) = tokio::io::split(stream);
     let (mut sent, mut answered) = (0u64, 0u64);
+    // A local service that is down shows as send/receive errors (ICMP port
+    // unreachable): counted, and logged once per session at warn.
+    let warned = AtomicBool::new(false);
+    let local_failed = |what: &str, e: &std::io::Error| {
+        stats.local_failures.fetch_add(1, Ordering::Relaxed);
+        if warned.swap(true, Ordering::Relaxed) {
+            log::debug!("tunnel agent: conn {conn}: local {what} failed: {e}");
+        } else {
+            log::warn!(
+                "tunnel agent: conn {conn}: the local UDP service: {what} failed: {e} \
+                 (is it running?); counted in local_failures, repeats at debug"
+            );
+        }
+    };
     let up = async {
         let mut records = RecordReader::new(leftover);
         loop {
@@ -62,7 +76,7 @@ pub(super) async fn serve(
             for datagram in batch {
                 // The service not listening (ICMP unreachable) is no reason to stop.
                 if let Err(e) = local.send(datagram).await {
-                    log::debug!("tunnel agent: conn {conn}: local send failed: {e}");
+                    local_failed("send", &e);
                 }
                 sent += 1;
                 stats.datagrams_to_local.fetch_add(1, Ordering::Relaxed);
@@ -78,7 +92,7 @@ pub(super) async fn serve(
             match local.recv(&mut datagram).await {
                 Ok(n) => add(&mut batch, &datagram[..n], &mut answered, conn),
                 Err(e) => {
-                    log::debug!("tunnel agent: conn {conn}: local receive failed: {e}");
+                    local_failed("receive", &e);
                     continue;
                 }
             }
