@@ -59,14 +59,56 @@ pub struct LogFileError {
     pub source: std::io::Error,
 }
 
-fn builder(cli_level: Option<&str>, settings_level: &str) -> env_logger::Builder {
-    let filter = cli_level
+/// The filter a start uses: `--log-level`, else a non-empty `RUST_LOG`,
+/// else `log.level` (what `switchboard check-config` prints as `log.level`).
+pub fn effective_filter(cli_level: Option<&str>, settings_level: &str) -> String {
+    cli_level
         .map(str::to_owned)
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| settings_level.to_owned());
+        .unwrap_or_else(|| settings_level.to_owned())
+}
+
+fn builder(cli_level: Option<&str>, settings_level: &str) -> env_logger::Builder {
+    let filter = effective_filter(cli_level, settings_level);
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(&filter).format_timestamp_millis();
     builder
+}
+
+/// Checks that a start could write `dir`'s log file, without writing it:
+/// an existing `server.log` must open for appending; otherwise the directory
+/// (or, when it does not exist yet, its nearest existing ancestor, which a
+/// start would create it in) must take a new file, probed with an unnamed
+/// `O_TMPFILE` that vanishes on close.
+///
+/// Errors: [`LogFileError`] naming the path that failed.
+pub fn check_log_dir(dir: &Path) -> Result<(), LogFileError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LogFileError { path, source }
+    };
+    let file = dir.join(crate::defaults::LOG_FILE_NAME);
+    if file.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .map(drop)
+            .map_err(failed(&file));
+    }
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .open(existing)
+        .map(drop)
+        .map_err(failed(existing))
 }
 
 fn install(mut builder: env_logger::Builder) {

@@ -43,6 +43,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, None | Some(cli::Command::Host(_))) {
+        hold_sighup();
+    }
     if let Some(command) = cli.command {
         return command.run();
     }
@@ -57,7 +60,7 @@ fn main() -> ExitCode {
     };
     let dir = settings.log.dir.as_deref();
     if let Err(error) = logging::init_with_dir(log_level.as_deref(), &settings.log.level, dir) {
-        eprintln!("switchboard: {error}");
+        eprintln!("switchboard: invalid setting `log.dir` (ProxyStore: logging.log_dir; --log-dir): {error}");
         return ExitCode::from(2);
     }
     for warning in &warnings {
@@ -81,6 +84,16 @@ fn main() -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }
+    }
+}
+
+/// Ignores SIGHUP until the reload handler replaces this: the relay and the
+/// host agent reload on SIGHUP, so one sent while they start (`systemctl
+/// reload`, a script) must not kill them with the default action.
+fn hold_sighup() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
 }
 

@@ -1,4 +1,4 @@
-//! Proves `switchboard check-config` (the real binary): every bad fixture (tests/fixtures/check-config/bad and tests/fixtures/config/invalid) exits 2 naming the key of its `# key:` line, including what only a start finds (a certificate that is not PEM, a key of another certificate, a bad tokens file, an empty token file, an unparsable Redis URL); a good file exits 0 and prints its settings with every secret masked, in TOML that loads again and in JSON; the environment and flags layer as for a start; `--agent` checks a host agent's file the same way, and `--proxystore-config` a ProxyStore relay TOML as a start reads it (warnings on stderr, Globus's client secret masked, each bad ProxyStore fixture exit 2 naming ProxyStore's key). Also that `switchboard completions` and `switchboard man` describe the subcommands.
+//! Proves `switchboard check-config` (the real binary): every bad fixture (tests/fixtures/check-config/bad and tests/fixtures/config/invalid) exits 2 naming the key of its `# key:` line, including what only a start finds (a certificate that is not PEM, a key of another certificate, a bad tokens file, an empty token file, an unparsable Redis URL); a good file exits 0 and prints its settings with every secret masked, in TOML that loads again and in JSON; the environment and flags layer as for a start; `--agent` checks a host agent's file the same way; a log directory a start could not write is refused naming `log.dir`; the printed `log.level` is the filter a start would use (RUST_LOG counts); an unwritable stdout is exit 1, not a panic; and `--proxystore-config` a ProxyStore relay TOML as a start reads it (warnings on stderr, Globus's client secret masked, each bad ProxyStore fixture exit 2 naming ProxyStore's key). Also that `switchboard completions` and `switchboard man` describe the subcommands.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -114,6 +114,97 @@ fn proxystore_files_are_checked_as_a_start_reads_them() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["server"]["port"], 9123);
+}
+
+#[test]
+fn log_dir_log_level_and_stdout_as_a_start_sees_them() {
+    // A directory a start could not create its log file in.
+    let out = run(&["check-config", "--log-dir", "/proc/no/such"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("log.dir"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A writable one passes, and check-config writes nothing into it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    let out = run(&["check-config", "--log-dir", &logs.to_string_lossy()], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!logs.exists(), "check-config created the log directory");
+    // RUST_LOG is what a start logs at when --log-level is not given.
+    let out = run(&["check-config"], &[("RUST_LOG", "debug")]);
+    assert!(
+        text(&out.stdout).contains("level = \"debug\""),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(
+        &["check-config", "--log-level", "warn"],
+        &[("RUST_LOG", "debug")],
+    );
+    assert!(
+        text(&out.stdout).contains("level = \"warn\""),
+        "{}",
+        text(&out.stdout)
+    );
+    // ProxyStore mode takes our filters as well as ProxyStore's names.
+    let ps = "tests/fixtures/proxystore/valid/docstring_minimal.toml";
+    for (given, shown) in [
+        ("WARNING", "warn"),
+        ("off", "off"),
+        ("info,actix_server=warn", "info,actix_server=warn"),
+    ] {
+        let out = run(
+            &[
+                "check-config",
+                "--proxystore-config",
+                ps,
+                "--log-level",
+                given,
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(0), "{given}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(&format!("level = \"{shown}\"")),
+            "{given}"
+        );
+    }
+    let out = run(
+        &[
+            "check-config",
+            "--proxystore-config",
+            ps,
+            "--log-level",
+            "loud",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--log-level"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Settings that cannot be written out: exit 1 with a message, no panic.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = Command::new(BIN)
+        .current_dir(ROOT)
+        .env_clear()
+        .arg("check-config")
+        .stdout(full)
+        .output()
+        .expect("run switchboard");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot write the settings"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 const SECRETS: &str = "tests/fixtures/check-config/good/secrets.toml";

@@ -87,8 +87,14 @@ fn units_are_hardened() {
         assert!(
             lines
                 .iter()
-                .any(|l| l.starts_with("ExecStartPre=") && l.contains("check-config")),
-            "{name} does not check its settings before a start"
+                .any(|l| l.starts_with("ExecReload=") && l.contains("check-config")),
+            "{name} does not check its settings before a reload"
+        );
+        // RestartPreventExitStatus= sees only the main process's status: a
+        // check in ExecStartPre= that fails would still be restarted.
+        assert!(
+            !lines.iter().any(|l| l.starts_with("ExecStartPre=")),
+            "{name} checks in ExecStartPre=, whose failure restarts"
         );
         assert!(
             lines.contains(&"RestartPreventExitStatus=2"),

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use switchboard::config::ConfigError;
-use switchboard::node;
 use switchboard::tunnel::agent::host_config::HostConfig;
+use switchboard::{logging, node};
 
 /// How the effective settings are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,8 +57,18 @@ pub fn run(args: CheckConfigArgs) -> ExitCode {
     };
     match result {
         Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchboard check-config: cannot write the settings: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(error) => {
             eprintln!("switchboard check-config: {error}");
@@ -72,11 +82,20 @@ pub fn run(args: CheckConfigArgs) -> ExitCode {
 
 /// The relay's settings, loaded and checked as a start does.
 fn check_relay(args: &CheckConfigArgs) -> Result<String, CheckError> {
-    let (settings, warnings) = args.start.load()?;
+    let (mut settings, warnings) = args.start.load()?;
     for warning in &warnings {
         eprintln!("switchboard check-config: warning: {warning}");
     }
     node::check(&settings)?;
+    if let Some(dir) = &settings.log.dir {
+        logging::check_log_dir(dir).map_err(|e| ConfigError::Invalid {
+            key: "log.dir".into(),
+            message: format!("{e} (ProxyStore: logging.log_dir; --log-dir)"),
+        })?;
+    }
+    // The filter a start would use: `--log-level`, then RUST_LOG, then the file.
+    settings.log.level =
+        logging::effective_filter(args.start.log_level().as_deref(), &settings.log.level);
     render(&settings, args.format)
 }
 

@@ -50,7 +50,8 @@ impl LogSettings {
     }
 }
 
-fn check_log_level(level: &str) -> Result<(), ConfigError> {
+/// `level` as env_logger takes it: a level name or a spec with `=`.
+pub(super) fn check_log_level(level: &str) -> Result<(), ConfigError> {
     let is_level = ["off", "error", "warn", "info", "debug", "trace"]
         .contains(&level.to_ascii_lowercase().as_str());
     if is_level || level.contains('=') {

@@ -356,17 +356,25 @@ impl Translation {
     /// ProxyStore's CLI options: `--log-dir` is applied by the caller,
     /// the others become [`Overrides`].
     fn cli(&mut self, cli: &ProxyStoreCli) -> Result<Overrides, ConfigError> {
+        // ProxyStore's level names, or one of ours (a level or a filter spec).
         let log_level = match &cli.log_level {
             Some(name) => Some(
-                proxystore_level(name)
-                    .filter(|_| name.parse::<i64>().is_err())
-                    .ok_or_else(|| {
-                        invalid(
-                            "--log-level",
-                            format!("{name:?} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
-                        )
-                    })?
-                    .to_owned(),
+                match proxystore_level(name).filter(|_| name.parse::<i64>().is_err()) {
+                    Some(level) => level.to_owned(),
+                    None => {
+                        super::logs::check_log_level(name).map_err(|_| {
+                            invalid(
+                                "--log-level",
+                                format!(
+                                    "{name:?} is neither one of ProxyStore's DEBUG, INFO, \
+                                     WARNING, ERROR, CRITICAL nor off, error, warn, info, \
+                                     debug, trace or an env_logger filter spec"
+                                ),
+                            )
+                        })?;
+                        name.clone()
+                    }
+                },
             ),
             None => None,
         };
