@@ -1,6 +1,6 @@
 //! Proves every bad input on the tunnel gets a clear refusal and never
 //! disturbs service: wrong or missing token (an error on both sides),
-//! unknown service, garbage, truncated and oversized frames on the agents'
+//! unknown service (named; the agent keeps retrying it), garbage, truncated and oversized frames on the agents'
 //! listener and on a pooled connection, a data connection that never
 //! finishes its handshake, a data connection naming no session, and a silent
 //! agent whose control channel and pool are evicted by heartbeat.
@@ -106,20 +106,36 @@ async fn empty_proof_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_service_is_refused_by_name() {
+async fn unknown_service_is_refused_by_name_and_retried_by_the_agent() {
     let relay = Relay::start(settings(&["svc"]));
+    let mut stream = raw(&relay).await;
+    write_frame(&mut stream, &hello(Role::Control, "nope", 0))
+        .await
+        .unwrap();
+    let reason = expect_error(&mut stream, ErrorCode::UnknownService).await;
+    assert!(reason.contains("nope"), "{reason}");
+    // The agent does not give up: the relay's services may be reloaded.
     let mut s = agent_settings(&relay.agents(), "nope", LocalService::Echo, 1);
     s.token = token("svc");
-    match tokio::time::timeout(WAIT, agent::spawn(s).join())
-        .await
-        .unwrap()
+    s.backoff_min = Duration::from_millis(20);
+    s.backoff_max = Duration::from_millis(100);
+    let agent = agent::spawn(s);
+    let deadline = Instant::now() + WAIT;
+    while metric(
+        &relay.metrics_text(),
+        "switchboard_tunnel_auth_failures_total",
+        "",
+    ) < 4.0
     {
-        Err(AgentError::Rejected { code, reason }) => {
-            assert_eq!(code, ErrorCode::UnknownService);
-            assert!(reason.contains("nope"), "{reason}");
-        }
-        other => panic!("expected a rejection, got {other:?}"),
+        assert!(Instant::now() < deadline, "the agent stopped retrying");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(!agent
+        .stats
+        .connected
+        .load(std::sync::atomic::Ordering::Acquire));
+    let stopped = tokio::time::timeout(WAIT, agent.stop()).await.unwrap();
+    assert!(stopped.is_ok(), "{stopped:?}");
     assert_still_serving(&relay, "svc").await;
 }
 

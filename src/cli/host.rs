@@ -151,16 +151,17 @@ pub fn run(args: HostArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        // A fatal refusal (a bad token, an unknown service, a TLS mismatch)
-        // ends that agent only: the others keep serving, and the process
-        // exits 1 with the first reason once none is left or when stopped.
-        // A node that is down is only retried.
+        // A fatal refusal (a bad token, a TLS mismatch) ends that agent
+        // only: the others keep serving, and the process exits 1 with the
+        // first reason once none is left or when stopped; a reload that
+        // starts the agent again (or removes it) forgets its reason. A node
+        // that is down, or that does not know the service (its services may
+        // be reloaded), is only retried.
         let mut triggers = match Triggers::new(args.config.clone()) {
             Ok(triggers) => triggers,
             Err(error) => return Err(format!("cannot watch for SIGHUP: {error}")),
         };
         let mut agents = Agents::start(settings, metrics);
-        let mut first_error = None;
         let stop = wait_signal();
         tokio::pin!(stop);
         loop {
@@ -174,7 +175,6 @@ pub fn run(args: HostArgs) -> ExitCode {
                                 agents.len()
                             );
                         }
-                        first_error.get_or_insert(error);
                     }
                     None => break,
                 },
@@ -201,6 +201,7 @@ pub fn run(args: HostArgs) -> ExitCode {
                 }
             }
         }
+        let first_error = agents.first_error().map(str::to_string);
         agents.stop().await;
         if let Some(server) = metrics_server {
             server.stop().await;

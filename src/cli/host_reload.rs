@@ -3,7 +3,8 @@
 //! One agent runs per service and relay node. On SIGHUP, and when the
 //! settings file's bytes change (checked every
 //! [`RELOAD_POLL`]; an editor's write-then-rename is seen too, as rathole
-//! users expect), the settings are loaded again exactly as at start (file,
+//! users expect; a change counts once the file reads the same again
+//! [`RELOAD_SETTLE`] later), the settings are loaded again exactly as at start (file,
 //! then the same flags, token and CA files re-read): agents of removed
 //! services stop and close their connections, agents whose settings
 //! changed restart, new ones start, and unchanged ones keep every
@@ -13,6 +14,12 @@
 //! Every agent started is entered in the process's [`AgentMetrics`] (its
 //! series on the metrics listener), and removed when a reload removes its
 //! service; each reload is counted there, applied or refused.
+//!
+//! An agent that ended for good (a wrong token, a TLS mismatch) is
+//! remembered with its reason until a reload starts it again (every
+//! reload does while it is still configured) or removes it: the reasons
+//! the process reports when it exits are those of the agents as they
+//! ended last, never one a reload has since revived.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -31,6 +38,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the settings file is checked for a change.
 pub const RELOAD_POLL: Duration = Duration::from_secs(1);
+
+/// A change seen by the poll counts once the file reads the same again
+/// this much later: a write in progress is not loaded half done.
+pub const RELOAD_SETTLE: Duration = Duration::from_millis(150);
 
 /// An agent's identity across reloads: (service, relay).
 type Key = (String, String);
@@ -65,6 +76,9 @@ pub struct Agents {
     pub reloads: u64,
     /// The last refused reload's reason, until a reload succeeds.
     pub last_error: Option<String>,
+    /// Agents that ended for good and why, oldest first; an entry goes
+    /// when a reload starts or removes its agent.
+    ended: Vec<(Key, String)>,
     metrics: Arc<AgentMetrics>,
 }
 
@@ -77,6 +91,7 @@ impl Agents {
             next_generation: 0,
             reloads: 0,
             last_error: None,
+            ended: Vec::new(),
             metrics,
         };
         for (settings, source) in agents {
@@ -87,6 +102,8 @@ impl Agents {
 
     fn spawn(&mut self, settings: AgentSettings, source: &HostConfig) {
         let key = (settings.service.clone(), settings.relay.clone());
+        // Started again: why it ended before is no longer the case.
+        self.ended.retain(|(k, _)| *k != key);
         let generation = self.next_generation;
         self.next_generation += 1;
         let cancel = CancellationToken::new();
@@ -150,6 +167,8 @@ impl Agents {
                 }
             }
         }
+        // An agent that had ended and is no longer configured: forgotten.
+        self.ended.retain(|(k, _)| fresh.contains_key(k));
         for ((service, relay), (settings, source)) in fresh {
             log::info!("reload: service {service:?} on relay {relay} added: starting it");
             self.spawn(settings, &source);
@@ -191,9 +210,16 @@ impl Agents {
             let result = result.map_err(|e| e.to_string());
             if let Err(reason) = &result {
                 self.metrics.refused(&key.0, &key.1, reason);
+                self.ended.push((key, reason.clone()));
             }
             return Some(result);
         }
+    }
+
+    /// The first reason among the agents that ended for good and were
+    /// not started again or removed since (what the process exits 1 with).
+    pub fn first_error(&self) -> Option<&str> {
+        self.ended.first().map(|(_, reason)| reason.as_str())
     }
 
     /// Agents running now.
@@ -246,11 +272,15 @@ impl Triggers {
                 }
                 _ = self.tick.tick() => {
                     if let Some((path, seen)) = &mut self.file {
-                        // An unreadable moment (mid-rename) is not a change.
-                        if let Ok(now) = std::fs::read(path) {
+                        // An unreadable moment (mid-rename) is not a change,
+                        // nor are bytes still changing (the next tick sees them).
+                        if let Ok(now) = std::fs::read(&*path) {
                             if seen.as_ref() != Some(&now) {
-                                *seen = Some(now);
-                                return "a change of the settings file";
+                                tokio::time::sleep(RELOAD_SETTLE).await;
+                                if std::fs::read(&*path).is_ok_and(|again| again == now) {
+                                    *seen = Some(now);
+                                    return "a change of the settings file";
+                                }
                             }
                         }
                     }

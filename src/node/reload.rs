@@ -4,7 +4,11 @@
 //! `[[tunnel.services]]` is applied (see `tunnel::relay`'s `reload.rs`).
 //! Any other key that differs from the file the node started with is
 //! named in one warning: it needs a restart. Settings that no longer load
-//! are refused with the key named; the running services stay. Every
+//! are refused with the key named; the running services stay. A file
+//! that is empty (nothing but whitespace and comments) is never applied:
+//! it is what an editor leaves for a moment while it saves, and applying
+//! it would stop every service; to remove every service, keep the file's
+//! other settings and leave `[[tunnel.services]]` out. Every
 //! reload is counted in `/tunnels` `reload` and in
 //! `switchboard_tunnel_reloads_total{result}`.
 
@@ -58,10 +62,22 @@ impl Reloader {
             Ok(settings) => settings,
             Err(e) => return refuse(tunnel, &e.to_string()),
         };
-        let changed = match file_keys(&self.file) {
-            Ok(now) => changed_keys(&self.started, &now),
+        let table = match file_table(&self.file) {
+            Ok(table) => table,
             Err(e) => return refuse(tunnel, &e.to_string()),
         };
+        if table.is_empty() {
+            return refuse(
+                tunnel,
+                &format!(
+                    "{} is empty (an editor in the middle of saving it?); an empty file is \
+                     never applied: to remove every service, keep the other settings and \
+                     leave [[tunnel.services]] out",
+                    self.file.display()
+                ),
+            );
+        }
+        let changed = changed_keys(&self.started, &keys_of(table));
         if !changed.is_empty() {
             log::warn!(
                 "reload: only [[tunnel.services]] is applied; changed key(s) that need a restart \
@@ -98,15 +114,24 @@ fn changed_keys(before: &BTreeMap<String, String>, now: &BTreeMap<String, String
 /// The TOML file's keys, dotted (`server.port`), each with its value as
 /// text; `tunnel.services` is left out. Values are only compared, never logged.
 fn file_keys(file: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    file_table(file).map(keys_of)
+}
+
+/// The TOML file's top-level table (empty for a file of only whitespace and comments).
+fn file_table(file: &Path) -> Result<config::Map<String, config::Value>, ConfigError> {
     use config::Source;
-    let table = config::File::from(file)
+    config::File::from(file)
         .format(config::FileFormat::Toml)
         .collect()
-        .map_err(|e| ConfigError::Load(e.to_string()))?;
+        .map_err(|e| ConfigError::Load(e.to_string()))
+}
+
+/// `table`'s keys, dotted, with their values as text; `tunnel.services` left out.
+fn keys_of(table: config::Map<String, config::Value>) -> BTreeMap<String, String> {
     let mut keys = BTreeMap::new();
     flatten("", table, &mut keys);
     keys.remove("tunnel.services");
-    Ok(keys)
+    keys
 }
 
 fn flatten(
@@ -144,6 +169,18 @@ mod tests {
         let before = map(&[("a.x", "1"), ("a.y", "2"), ("b.z", "3")]);
         let now = map(&[("a.x", "1"), ("a.y", "5"), ("c.w", "4")]);
         assert_eq!(changed_keys(&before, &now), ["a.y", "b.z", "c.w"]);
+    }
+
+    #[test]
+    fn a_file_of_whitespace_and_comments_is_an_empty_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, "\n  # being edited\n\n").unwrap();
+        assert!(file_table(&path).unwrap().is_empty());
+        std::fs::write(&path, "").unwrap();
+        assert!(file_table(&path).unwrap().is_empty());
+        std::fs::write(&path, "[tunnel]\n").unwrap();
+        assert!(!file_table(&path).unwrap().is_empty());
     }
 
     #[test]

@@ -107,12 +107,11 @@ impl ErrorCode {
         })
     }
 
-    /// Whether an agent should stop retrying after this error.
+    /// Whether an agent should stop retrying after this error. An unknown
+    /// service is not fatal: the relay's services can be reloaded and the
+    /// service added back, so the agent retries with its backoff.
     pub fn is_fatal(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::AuthFailed | ErrorCode::UnknownService | ErrorCode::WrongTransport
-        )
+        matches!(self, ErrorCode::AuthFailed | ErrorCode::WrongTransport)
     }
 }
 

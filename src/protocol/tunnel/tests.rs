@@ -250,7 +250,7 @@ fn proof_binds_token_role_service_session_and_nonce() {
 #[test]
 fn fatal_error_codes() {
     assert!(ErrorCode::AuthFailed.is_fatal());
-    assert!(ErrorCode::UnknownService.is_fatal());
+    assert!(!ErrorCode::UnknownService.is_fatal());
     assert!(!ErrorCode::ShuttingDown.is_fatal());
 }
 

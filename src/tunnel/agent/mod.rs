@@ -14,7 +14,11 @@
 //! `Started` and pumps bytes; its slot opens a fresh pooled connection at
 //! once. When the relay goes away the agent reconnects with capped,
 //! jittered exponential [`Backoff`] that resets after a stable session. A wrong
-//! token or an unknown service ends [`run`] with [`AgentError::Rejected`].
+//! token or a transport the relay's service does not have ends [`run`] with
+//! [`AgentError::Rejected`]. An unknown service does not: the relay's
+//! services can be reloaded (removed, then added back), so the agent keeps
+//! retrying with the same backoff, warning at the first refusal and then
+//! at most every [`UNKNOWN_SERVICE_WARN_EVERY`].
 //!
 //! - this file: the agent's life (sessions, reconnects) and its control channel.
 //! - `pool`: the slots that keep one pooled data connection each, and the
@@ -44,7 +48,7 @@ pub use settings::{AgentSettings, AgentStats, LocalService};
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +57,10 @@ use crate::tunnel::error::{TlsMismatch, TunnelError};
 use crate::tunnel::framing::{write_frame, FrameReader};
 use crate::tunnel::tls::AgentConn;
 use connect::connect;
+
+/// While the relay keeps answering "unknown service", how often that is
+/// logged as a warning again (the refusals in between are logged at debug).
+pub const UNKNOWN_SERVICE_WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// Why the agent stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -133,12 +141,22 @@ pub async fn run(
     }
     let settings = Arc::new(settings);
     let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
+    let mut unknown = UnknownService::default();
     loop {
         let began = Instant::now();
+        let sessions = stats.sessions.load(Ordering::Relaxed);
         let result = session(&settings, &stats, &cancel).await;
         stats.connected.store(false, Ordering::Release);
+        if stats.sessions.load(Ordering::Relaxed) != sessions {
+            // Accepted: a later "unknown service" is news again.
+            unknown = UnknownService::default();
+        }
         match result {
             Ok(()) => return Ok(()),
+            Err(TunnelError::Refused {
+                code: ErrorCode::UnknownService,
+                reason,
+            }) => unknown.refused(&settings, &reason),
             Err(TunnelError::Refused { code, reason }) if code.is_fatal() => {
                 log::error!(
                     "tunnel agent: relay {} refused service {:?}: {reason}",
@@ -182,6 +200,45 @@ pub async fn run(
             _ = tokio::time::sleep(delay) => {}
             _ = cancel.cancelled() => return Ok(()),
         }
+    }
+}
+
+/// The warnings of a run of "unknown service" refusals: the first one,
+/// then at most one per [`UNKNOWN_SERVICE_WARN_EVERY`].
+#[derive(Default)]
+struct UnknownService {
+    /// When the last warning was logged (`None`: none yet in this run).
+    warned: Option<Instant>,
+    /// Refusals since that warning.
+    since: u64,
+}
+
+impl UnknownService {
+    fn refused(&mut self, settings: &AgentSettings, reason: &str) {
+        let due = self
+            .warned
+            .is_none_or(|at| at.elapsed() >= UNKNOWN_SERVICE_WARN_EVERY);
+        if !due {
+            self.since += 1;
+            log::debug!(
+                "tunnel agent {:?}: relay {}: {reason} (retrying)",
+                settings.service,
+                settings.relay
+            );
+            return;
+        }
+        let again = match (self.warned, self.since) {
+            (None, _) => String::new(),
+            (Some(at), n) => format!(" ({n} more refusal(s) in the last {:.0?})", at.elapsed()),
+        };
+        log::warn!(
+            "tunnel agent {:?}: relay {} does not know the service: {reason}{again}; \
+             retrying (its services may be reloaded)",
+            settings.service,
+            settings.relay
+        );
+        self.warned = Some(Instant::now());
+        self.since = 0;
     }
 }
 
