@@ -143,7 +143,8 @@ mod tests {
     #[test]
     fn every_character_class_at_every_offset_of_a_word_matches_the_reference() {
         let specials = [
-            "\u{0}", "\u{1f}", " ", "\"", "\\", "\u{7f}", "\n", "é", "日", "😀", "~", "!", "#", "[", "]",
+            "\u{0}", "\u{1f}", " ", "\"", "\\", "\u{7f}", "\n", "é", "日", "😀", "~", "!", "#",
+            "[", "]",
         ];
         for len in 0..20 {
             for at in 0..=len {
