@@ -1,4 +1,5 @@
-//! Proves the admin listener: /health counts, /clients fields, /metrics in
+//! Proves the admin listener: /health counts, /clients fields and its
+//! `scope` values (anything but cluster/local is a 400), /metrics in
 //! Prometheus text, the optional admin bearer token, the dashboard's page and
 //! assets served without it (they hold no data), and that the public
 //! listener never serves admin endpoints.
@@ -61,6 +62,30 @@ async fn health_clients_and_metrics() {
         "# TYPE switchboard_slow_consumer_disconnects counter",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn clients_scope_is_cluster_or_local_and_anything_else_is_refused() {
+    let relay = TestRelay::start(test_settings());
+    let _a = client(&relay.url, "peer-A", UUID_A).await;
+    wait_clients(relay.admin, |j| j.as_array().unwrap().len() == 1).await;
+    for path in ["/clients", "/clients?scope=cluster", "/clients?scope=local"] {
+        let (status, body) = http_get(relay.admin, path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.contains(UUID_A), "{path}: {body}");
+    }
+    for path in [
+        "/clients?scope=bogus",
+        "/clients?scope=",
+        "/clients?scope=LOCAL",
+    ] {
+        let (status, body) = http_get(relay.admin, path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body.contains("cluster") && body.contains("local"),
+            "{path}: the answer names the allowed values: {body}"
+        );
     }
 }
 

@@ -8,7 +8,10 @@
 //! client rows match `/clients`, the filter narrows them by UUID, name, user
 //! and node, the tunnel shows its agent and pool, the cluster section lists
 //! the nodes; the forwards/s and tunnel bytes/s charts move after traffic;
-//! a wrong token gets 401 and the page shows no data. The clustered run
+//! a wrong token gets 401 and the page shows no data; a relay that stops
+//! answering (SIGSTOP) leaves the last values dimmed under a "stale since"
+//! note with no new chart point, and the mark goes when it answers again
+//! (SIGCONT). The clustered run
 //! saves a screenshot (`$CARGO_TARGET_TMPDIR/dashboard.png`, and
 //! `SWITCHBOARD_DASHBOARD_PNG` when set: `docs/dashboard.png` is made so).
 //!
@@ -186,6 +189,67 @@ async fn assert_wrong_token(page: &mut Page, node: &Node) {
     .await;
 }
 
+/// The stale mark, the note, the rows and a health figure shown, and the
+/// time of the last chart point.
+const STALE_VIEW: &str = "({stale: window.switchboardDashboard.state.staleSince !== null,
+    dimmed: document.getElementById('dashboard').classList.contains('stale'),
+    note: document.getElementById('stale-note').hidden ? '' : document.getElementById('stale-note').textContent,
+    rows: document.querySelectorAll('#clients tbody tr').length,
+    connected: document.getElementById('health-connected').textContent,
+    last: window.switchboardDashboard.state.series.t.at(-1) ?? null})";
+
+/// The relay stops answering (SIGSTOP): the page keeps what it showed,
+/// dimmed under "stale since …", and plots nothing new; it answers again
+/// (SIGCONT): the mark goes and points come again.
+async fn assert_stale(page: &mut Page, node: &Node) {
+    page.wait(
+        "window.switchboardDashboard.state.polls >= 1 && window.switchboardDashboard.state.staleSince === null",
+        SHOWN,
+    )
+    .await;
+    node.proc.signal("STOP");
+    page.wait(
+        "window.switchboardDashboard.state.staleSince !== null",
+        SHOWN,
+    )
+    .await;
+    let stale = page.eval(STALE_VIEW).await;
+    // Two more poll periods without an answer.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let later = page.eval(STALE_VIEW).await;
+    let status = page
+        .eval("document.getElementById('status').textContent")
+        .await;
+    node.proc.signal("CONT");
+    assert_eq!(stale["dimmed"], true, "{stale}");
+    let note = stale["note"].as_str().unwrap();
+    assert!(note.starts_with("stale since "), "{stale}");
+    assert_eq!(stale["rows"], 3, "the last values stay: {stale}");
+    assert_ne!(stale["connected"], "–", "the last values stay: {stale}");
+    assert_eq!(later["last"], stale["last"], "no new point while stale");
+    assert_eq!(
+        later["note"], stale["note"],
+        "the time of the first failure"
+    );
+    assert!(
+        status.as_str().unwrap().contains("cannot read the relay"),
+        "{status}"
+    );
+
+    page.wait(
+        &format!(
+            "window.switchboardDashboard.state.staleSince === null && \
+             window.switchboardDashboard.state.series.t.at(-1) > {}",
+            stale["last"]
+        ),
+        SHOWN,
+    )
+    .await;
+    let fresh = page.eval(STALE_VIEW).await;
+    assert_eq!(fresh["dimmed"], false, "{fresh}");
+    assert_eq!(fresh["note"], "", "{fresh}");
+}
+
 /// Where the screenshot goes: the test's directory, and the path in
 /// `SWITCHBOARD_DASHBOARD_PNG` when set (relative to the repository).
 fn screenshot_paths() -> Vec<PathBuf> {
@@ -277,6 +341,7 @@ async fn scenario(chromium: &Path, redis: Option<&Redis>) {
     }
 
     assert_wrong_token(&mut page, &east).await;
+    assert_stale(&mut page, &east).await;
     assert_eq!(page.errors().await, json!([]));
     page.quit().await;
 }

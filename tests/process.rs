@@ -117,6 +117,10 @@ async fn shutdown_closes_sessions_with_1001(signal: &str) {
         line.contains(UUID_A),
         "session lines carry the uuid: {line}"
     );
+    assert!(
+        line.contains("from 127.0.0.1:") && !line.contains("Some("),
+        "the peer address is printed plainly: {line}"
+    );
     assert_eq!(http_get(admin, "/health", None).await.0, 200);
 
     let started = Instant::now();

@@ -4,7 +4,8 @@
 //! ignores come back as warnings (with the right name when the docs used a
 //! wrong one), `websockets_level` as a warning that it is not honoured;
 //! every file in tests/fixtures/proxystore/invalid fails naming ProxyStore's
-//! key from its `# key:` line; Globus credentials come from the environment
+//! key from its `# key:` line (and saying its `# says:` line; TLS files that
+//! hold no key, no certificate or a key of another certificate among them); Globus credentials come from the environment
 //! as in ProxyStore; ProxyStore's CLI options override the file.
 
 use std::collections::HashMap;
@@ -96,7 +97,19 @@ fn every_invalid_fixture_names_proxystores_key() {
             .find_map(|l| l.strip_prefix("# key: "))
             .unwrap_or_else(|| panic!("{} has no `# key:` line", path.display()));
         let result = load_vars(&path, &ProxyStoreCli::default(), &[]);
+        let message = match &result {
+            Err(ConfigError::Invalid { message, .. }) => message.clone(),
+            _ => String::new(),
+        };
         assert_eq!(invalid_key(result), want, "{}", path.display());
+        // The message speaks ProxyStore's keys too, never ours (`server.…`)
+        // nor a library's variant name.
+        for ours in ["server.", "KeyMismatch", "InconsistentKeys"] {
+            assert!(!message.contains(ours), "{}: {message}", path.display());
+        }
+        if let Some(says) = text.lines().find_map(|l| l.strip_prefix("# says: ")) {
+            assert!(message.contains(says), "{}: {message}", path.display());
+        }
     }
 }
 

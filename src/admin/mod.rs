@@ -139,9 +139,9 @@ fn denied<V>(req: &HttpRequest, admin: &Admin<V>) -> Option<HttpResponse> {
         None
     } else {
         log::warn!(
-            "admin request to {} without a valid token from {:?}",
+            "admin request to {} without a valid token from {}",
             req.path(),
-            req.peer_addr().map(crate::addr::canonical)
+            crate::addr::shown(req.peer_addr())
         );
         Some(
             HttpResponse::Unauthorized()
@@ -174,15 +174,33 @@ async fn clients<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpR
     if let Some(response) = denied(&req, &admin) {
         return response;
     }
-    let scope = if req.query_string().split('&').any(|p| p == "scope=local") {
-        Scope::Local
-    } else {
-        Scope::Cluster
+    let scope = match scope_of(req.query_string()) {
+        Ok(scope) => scope,
+        Err(given) => {
+            return HttpResponse::BadRequest().json(json!({
+                "error": format!("scope {given:?} is neither \"cluster\" nor \"local\""),
+                "allowed": ["cluster", "local"],
+            }))
+        }
     };
     match admin.view.clients(scope).await {
         Some(list) => HttpResponse::Ok().json(list),
         None => HttpResponse::ServiceUnavailable().json(json!({"status": "registry unavailable"})),
     }
+}
+
+/// The `scope` query parameter of `/clients` (default `cluster`); `Err`
+/// carries a value that is neither `cluster` nor `local`.
+fn scope_of(query: &str) -> Result<Scope, String> {
+    let mut scope = Scope::Cluster;
+    for value in query.split('&').filter_map(|p| p.strip_prefix("scope=")) {
+        scope = match value {
+            "cluster" => Scope::Cluster,
+            "local" => Scope::Local,
+            other => return Err(other.to_owned()),
+        };
+    }
+    Ok(scope)
 }
 
 async fn metrics<V: View>(req: HttpRequest, admin: web::Data<Admin<V>>) -> HttpResponse {

@@ -64,6 +64,24 @@ pub fn man(args: ManArgs) -> ExitCode {
 
 /// Writes `switchboard.1` and a page per subcommand into `dir` (created if needed).
 fn write_pages(command: clap::Command, dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    clap_mangen::generate_to(command, dir)
+    let named = |error: std::io::Error| {
+        std::io::Error::new(error.kind(), format!("{}: {error}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(named)?;
+    clap_mangen::generate_to(command, dir).map_err(named)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn an_unwritable_out_dir_is_named_in_the_error() {
+        let dir = std::path::Path::new("/proc/switchboard-no-such/man");
+        let error = super::write_pages(crate::Cli::command(), dir).unwrap_err();
+        assert!(
+            error.to_string().contains("/proc/switchboard-no-such/man"),
+            "{error}"
+        );
+    }
 }

@@ -147,6 +147,7 @@ impl Settings {
             settings.log.dir = Some(dir.clone());
             settings.log.validate().map_err(theirs)?;
         }
+        check_tls(&settings, !file.contains_key("keyfile"))?;
         Ok(ProxyStoreLoaded {
             settings,
             warnings: translation.warnings,
@@ -154,20 +155,50 @@ impl Settings {
     }
 }
 
-/// Renames our key in `error` to ProxyStore's, where it has one.
+/// Renames our key in `error` to ProxyStore's, where it has one, and our
+/// keys its message mentions (`required with server.keyfile`) too.
 fn theirs(error: ConfigError) -> ConfigError {
     match error {
         ConfigError::Invalid { key, message } => {
-            match ORIGIN.iter().find(|(ours, _)| *ours == key) {
-                Some((_, theirs)) => ConfigError::Invalid {
-                    key: (*theirs).to_owned(),
-                    message,
-                },
-                None => ConfigError::Invalid { key, message },
-            }
+            let key = match ORIGIN.iter().find(|(ours, _)| *ours == key) {
+                Some((_, theirs)) => (*theirs).to_owned(),
+                None => key,
+            };
+            let message = ORIGIN
+                .iter()
+                .fold(message, |m, (ours, theirs)| m.replace(ours, theirs));
+            ConfigError::Invalid { key, message }
         }
         other => other,
     }
+}
+
+/// Loads the certificate and key now, so that an unusable pair is refused
+/// naming ProxyStore's key (`certfile` or `keyfile`) rather than ours.
+/// `key_from_cert`: the file has no `keyfile`, so (as in ProxyStore) the key
+/// is read from the certfile, and a missing key is the certfile's fault.
+fn check_tls(settings: &Settings, key_from_cert: bool) -> Result<(), ConfigError> {
+    let (Some(cert), Some(key)) = (&settings.server.certfile, &settings.server.keyfile) else {
+        return Ok(());
+    };
+    let Err(blamed) = crate::tls::server_config_blamed(cert, key) else {
+        return Ok(());
+    };
+    let (key, message) = match blamed.file {
+        crate::tls::TlsFile::Key if key_from_cert && cert == key => (
+            "certfile",
+            format!(
+                "{} (with no keyfile, the private key is read from the certfile)",
+                blamed.error
+            ),
+        ),
+        crate::tls::TlsFile::Key => ("keyfile", blamed.error.to_string()),
+        crate::tls::TlsFile::Cert => ("certfile", blamed.error.to_string()),
+    };
+    Err(ConfigError::Invalid {
+        key: key.to_owned(),
+        message,
+    })
 }
 
 /// ProxyStore's file turned into this crate's tree, with the warnings.

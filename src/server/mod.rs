@@ -256,8 +256,8 @@ async fn upgrade(
         state.connected.fetch_sub(1, Ordering::AcqRel);
         state.metrics.rejected_max_clients.inc();
         log::warn!(
-            "refused connection from {:?}: max_clients ({max}) reached",
-            req.peer_addr().map(crate::addr::canonical)
+            "refused connection from {}: max_clients ({max}) reached",
+            crate::addr::shown(req.peer_addr())
         );
         return Ok(HttpResponse::ServiceUnavailable().body("relay is at max_clients"));
     }

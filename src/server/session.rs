@@ -252,9 +252,9 @@ impl WsSession {
 
     fn refuse(&mut self, ctx: &mut Context<Self>, error: AuthError) {
         log::warn!(
-            "{} authentication failed from {:?}: {error}; closing with {}",
+            "{} authentication failed from {}: {error}; closing with {}",
             self.tag,
-            self.remote,
+            crate::addr::shown(self.remote),
             error.close_code()
         );
         self.state.metrics.auth_failures.inc();
@@ -276,10 +276,10 @@ impl WsSession {
                 let ids: Vec<String> = self.uuids.iter().map(Uuid::to_string).collect();
                 self.tag = format!("[session {} {}]", self.id, ids.join(","));
                 log::info!(
-                    "{} registered as {:?} from {:?}",
+                    "{} registered as {:?} from {}",
                     self.tag,
                     self.name,
-                    self.remote
+                    crate::addr::shown(self.remote)
                 );
                 let response = encode(&RelayMessage::Response(RelayResponse::default()));
                 self.send_text(ctx, response.into());
@@ -313,7 +313,11 @@ impl Actor for WsSession {
         ctx.spawn(Writer);
         let interval = Duration::from_millis(self.state.settings.server.heartbeat_interval_ms);
         ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
-        log::debug!("{} connected from {:?}", self.tag, self.remote);
+        log::debug!(
+            "{} connected from {}",
+            self.tag,
+            crate::addr::shown(self.remote)
+        );
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {

@@ -70,8 +70,8 @@ impl RegistrySlot {
         let mut addr = self.addr.write().unwrap_or_else(|e| e.into_inner());
         if !addr.as_ref().is_some_and(Addr::connected) {
             log::debug!(
-                "starting the registry on thread {:?}",
-                std::thread::current().name()
+                "starting the registry on thread {}",
+                std::thread::current().name().unwrap_or("(unnamed)")
             );
             *addr = Some(Registry::new(self.metrics.clone(), self.cluster.clone()).start());
         }

@@ -3,12 +3,17 @@
 // header, and draws them. The token comes from the form or a #token=…
 // fragment (removed from the address bar at once) and is kept in this tab's
 // sessionStorage only. A 401 clears everything shown and stops reading until
-// another token is given. Every value from the relay is put in the page as
-// text (textContent), never as markup.
+// another token is given. A read that fails otherwise (the relay is down or
+// does not answer within READ_MS, or answers another error) marks everything
+// shown as stale (dimmed, "stale since HH:MM:SS") and adds no chart point
+// until a read succeeds again, which clears the mark. Every value from the
+// relay is put in the page as text (textContent), never as markup.
 'use strict';
 
 (() => {
   const POLL_MS = 2000;
+  // A read not answered within this is a failed read (a hung relay).
+  const READ_MS = 4000;
   const POINTS = 150;
   const TOKEN_KEY = 'switchboard-admin-token';
 
@@ -22,6 +27,7 @@
     timer: null,
     generation: 0,
     busy: false,
+    staleSince: null,
     previous: null,
     health: null,
     clients: [],
@@ -40,7 +46,7 @@
 
   async function get(path, as) {
     const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
-    const response = await fetch(path, { headers, cache: 'no-store' });
+    const response = await fetch(path, { headers, cache: 'no-store', signal: AbortSignal.timeout(READ_MS) });
     if (response.status === 401) throw new Denied(path);
     if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
     return as === 'text' ? response.text() : response.json();
@@ -229,7 +235,19 @@
     $('tunnels').replaceChildren();
     $('cluster-nodes').tBodies[0].replaceChildren();
     for (const id of ['tunnels-summary', 'cluster-summary']) text($(id), '');
+    markStale(null);
     setStatus(message, 'error');
+  }
+
+  // Everything shown is from the last good read, at `since` (a Date), or
+  // current (null).
+  function markStale(since) {
+    state.staleSince = since;
+    $('dashboard').classList.toggle('stale', since !== null);
+    const note = $('stale-note');
+    note.hidden = since === null;
+    text(note, since === null ? ''
+      : `stale since ${since.toLocaleTimeString()}: the relay does not answer; the values below are from the last read that did`);
   }
 
   function setStatus(message, kind) {
@@ -258,6 +276,7 @@
       renderTunnels(tunnels);
       renderCluster(health);
       addPoint(parseMetrics(metrics), health);
+      markStale(null);
       setStatus(`updated ${new Date().toLocaleTimeString()}`, 'ok');
     } catch (error) {
       if (generation !== state.generation) return;
@@ -266,7 +285,9 @@
         stop();
         clearAll('401: the admin token is missing or wrong — no data. Enter the admin token above.');
       } else {
-        setStatus(`cannot read the relay: ${error.message}`, 'error');
+        if (state.staleSince === null) markStale(new Date());
+        const reason = error.name === 'TimeoutError' ? `no answer within ${READ_MS / 1000} s` : error.message;
+        setStatus(`cannot read the relay: ${reason}`, 'error');
       }
     } finally {
       if (generation === state.generation) state.busy = false;

@@ -366,11 +366,11 @@ impl RelayClient {
             Ok(RelayMessage::Response(response)) => self.on_response(response, ctx),
             Ok(RelayMessage::PeerConnection(request)) => {
                 log::debug!(
-                    "relay client {}: {} from {} (error: {:?})",
+                    "relay client {}: {} from {} (error: {})",
                     self.uuid,
                     request.description_type.as_str(),
                     request.source_uuid,
-                    request.error
+                    request.error.as_deref().unwrap_or("none")
                 );
                 self.subscriber.do_send(RelayEvent::Peer(request));
             }
