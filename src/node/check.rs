@@ -49,12 +49,14 @@ pub fn check(settings: &Settings) -> Result<(), ConfigError> {
 /// Builds the TLS configuration `section.certfile` and `section.keyfile`
 /// name; an error names the key file when the message is about it.
 fn check_tls(section: &str, cert: &Path, key: &Path) -> Result<(), ConfigError> {
-    crate::tls::server_config(cert, key).map_err(|e| {
-        let about_key = e.0.contains(&key.display().to_string()) || e.0.contains("do not fit");
-        let name = if about_key { "keyfile" } else { "certfile" };
+    crate::tls::server_config_blamed(cert, key).map_err(|blamed| {
+        let name = match blamed.file {
+            crate::tls::TlsFile::Cert => "certfile",
+            crate::tls::TlsFile::Key => "keyfile",
+        };
         ConfigError::Invalid {
             key: format!("{section}.{name}"),
-            message: e.0,
+            message: blamed.error.0,
         }
     })?;
     Ok(())
