@@ -119,8 +119,10 @@ fn the_shipped_services_example_parses_into_one_agent_per_service() {
         .iter()
         .map(|a| (a.service.as_str(), a.pool, a.proxy_protocol))
         .collect();
-    assert_eq!(got, [("web", 10, true), ("ssh", 2, false)]);
+    assert_eq!(got[..2], [("web", 10, true), ("ssh", 2, false)]);
+    assert_eq!(got[2].0, "dns");
     assert_eq!(agents[1].local, LocalService::Addr("127.0.0.1:22".into()));
+    assert_eq!(agents[2].local, LocalService::Udp("127.0.0.1:53".into()));
 }
 
 #[test]
