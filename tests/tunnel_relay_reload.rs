@@ -12,16 +12,16 @@
 //! needing a restart; `/tunnels` and `/metrics` count all of it.
 
 mod common;
+mod reload_common;
 mod tunnel_common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::procs::RelayProc;
+use reload_common::{addr, entry, replace, round_trip, sessions};
 use switchboard::config::Secret;
 use switchboard::tunnel::agent::{self, AgentHandle, LocalService};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tunnel_common::{agent_settings, metric, udp, WAIT};
 
@@ -41,29 +41,6 @@ fn relay_file(extra: &str, services: &[&str]) -> String {
 /// A TCP service entry on port 0 with token `NAME-token`.
 fn tcp(name: &str) -> String {
     format!("name = \"{name}\"\nbind = \"127.0.0.1:0\"\ntoken = \"{name}-token\"\n")
-}
-
-/// Writes `text` to `path` by a rename, as editors do.
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// `/tunnels`' entry for `name`, if the relay runs it.
-async fn entry(relay: &RelayProc, name: &str) -> Option<serde_json::Value> {
-    let tunnels = relay.tunnels().await;
-    tunnels["services"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == name)
-        .cloned()
-}
-
-/// The public address of `name` as `/tunnels` shows it.
-async fn addr(relay: &RelayProc, name: &str) -> SocketAddr {
-    let entry = entry(relay, name).await.expect("service running");
-    entry["bind"].as_str().unwrap().parse().unwrap()
 }
 
 /// Polls `/tunnels` until `name`'s entry satisfies `cond` (`None`: not running).
@@ -93,27 +70,6 @@ async fn agent_for(relay: &RelayProc, name: &str, token: &str, local: LocalServi
     })
     .await;
     handle
-}
-
-/// The control sessions of `name`'s agents.
-async fn sessions(relay: &RelayProc, name: &str) -> Vec<u64> {
-    let entry = entry(relay, name).await.unwrap_or_default();
-    entry["agents"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|a| a["session"].as_u64()).collect())
-        .unwrap_or_default()
-}
-
-/// One round trip on an open client connection; `false` if it is closed.
-async fn round_trip(client: &mut TcpStream, message: &[u8]) -> bool {
-    if client.write_all(message).await.is_err() {
-        return false;
-    }
-    let mut echoed = vec![0u8; message.len()];
-    match tokio::time::timeout(WAIT, client.read_exact(&mut echoed)).await {
-        Ok(Ok(_)) => echoed == message,
-        _ => false,
-    }
 }
 
 /// Whether connecting to `addr` is refused (nothing listens any more)

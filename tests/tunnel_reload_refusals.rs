@@ -9,13 +9,14 @@
 //! has since revived.
 
 mod common;
+mod reload_common;
 mod tunnel_common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::procs::{Proc, RelayProc};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use reload_common::{addr, entry, replace, round_trip, sessions};
 use tokio::net::TcpStream;
 use tunnel_common::{metric, services_relay_config, WAIT};
 
@@ -43,61 +44,16 @@ fn host(file: &Path) -> Proc {
     ])
 }
 
-/// Writes `text` to `path` by a rename, as editors do.
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// `/tunnels`' entry for `name` (`Null` when the relay does not run it).
-async fn entry(relay: &RelayProc, name: &str) -> serde_json::Value {
-    let tunnels = relay.tunnels().await;
-    tunnels["services"]
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["name"] == name).cloned())
-        .unwrap_or_default()
-}
-
-/// The control sessions of `name`'s agents.
-async fn sessions(relay: &RelayProc, name: &str) -> Vec<u64> {
-    entry(relay, name).await["agents"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|a| a["session"].as_u64()).collect())
-        .unwrap_or_default()
-}
-
 /// Waits until `name` runs on the relay with at least 2 idle pooled connections.
 async fn wait_pool(relay: &RelayProc, name: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let now = entry(relay, name).await;
+        let now = entry(relay, name).await.unwrap_or_default();
         if now["pool_idle"].as_u64() >= Some(2) {
             return;
         }
         assert!(Instant::now() < deadline, "{name}: {now}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The public address of `name` as `/tunnels` shows it.
-async fn addr(relay: &RelayProc, name: &str) -> std::net::SocketAddr {
-    entry(relay, name).await["bind"]
-        .as_str()
-        .expect("service running")
-        .parse()
-        .unwrap()
-}
-
-/// One round trip on an open client connection; `false` if it is closed.
-async fn round_trip(client: &mut TcpStream, message: &[u8]) -> bool {
-    if client.write_all(message).await.is_err() {
-        return false;
-    }
-    let mut echoed = vec![0u8; message.len()];
-    match tokio::time::timeout(WAIT, client.read_exact(&mut echoed)).await {
-        Ok(Ok(_)) => echoed == message,
-        _ => false,
     }
 }
 
