@@ -19,11 +19,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::procs::RelayProc;
-use reload_common::{addr, entry, replace, round_trip, sessions};
+use reload_common::{addr, entry, reloads, replace, sessions};
 use switchboard::config::Secret;
 use switchboard::tunnel::agent::{self, AgentHandle, LocalService};
 use tokio::net::TcpStream;
-use tunnel_common::{agent_settings, metric, udp, WAIT};
+use tunnel_common::{agent_settings, metric, round_trip, udp, WAIT};
 
 /// The relay's settings: loopback, port 0, then `services` (each a TOML body).
 fn relay_file(extra: &str, services: &[&str]) -> String {
@@ -200,15 +200,7 @@ async fn a_file_change_adds_removes_and_restarts_services_and_keeps_the_rest() {
     let tunnels = relay.tunnels().await;
     assert_eq!(tunnels["reload"]["count"], 3, "{tunnels}");
     assert_eq!(tunnels["reload"]["failed"], 0, "{tunnels}");
-    let metrics = relay.metrics().await;
-    assert_eq!(
-        metric(
-            &metrics,
-            "switchboard_tunnel_reloads_total",
-            "result=\"ok\""
-        ),
-        3.0
-    );
+    assert_eq!(reloads(&relay, "ok").await, 3.0);
     assert_eq!(relay.proc.terminate().code(), Some(0));
 }
 
@@ -288,15 +280,7 @@ async fn invalid_files_are_refused_with_the_key_named_and_sighup_reloads() {
         reload["last_error_at"].as_u64().unwrap().abs_diff(now) < 60,
         "{reload}"
     );
-    let metrics = relay.metrics().await;
-    assert_eq!(
-        metric(
-            &metrics,
-            "switchboard_tunnel_reloads_total",
-            "result=\"error\""
-        ),
-        5.0
-    );
+    assert_eq!(reloads(&relay, "error").await, 5.0);
     drop(held);
 
     // Another key changed too: named as needing a restart, the services applied.
@@ -324,15 +308,7 @@ async fn invalid_files_are_refused_with_the_key_named_and_sighup_reloads() {
     let mut on_t = TcpStream::connect(addr(&relay, "t").await).await.unwrap();
     assert!(round_trip(&mut on_t, b"t with its new token").await);
     assert!(round_trip(&mut on_a, b"a kept through it all").await);
-    let metrics = relay.metrics().await;
-    assert_eq!(
-        metric(
-            &metrics,
-            "switchboard_tunnel_reloads_total",
-            "result=\"ok\""
-        ),
-        2.0
-    );
+    assert_eq!(reloads(&relay, "ok").await, 2.0);
     assert_eq!(relay.proc.terminate().code(), Some(0));
 }
 

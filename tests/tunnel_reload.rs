@@ -13,9 +13,8 @@ mod tunnel_common;
 use std::time::{Duration, Instant};
 
 use common::procs::{Proc, RelayProc};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tunnel_common::{services_relay_config, WAIT};
+use tunnel_common::{round_trip, services_relay_config, WAIT};
 
 /// The agent file: `relay`, then one echo service per (name, pool, token key).
 fn agent_file(relay: &str, services: &[(&str, usize, &str)]) -> String {
@@ -59,18 +58,6 @@ async fn wait_status(relay: &RelayProc, what: &str, cond: impl Fn(u64, &[u64]) -
             "{what}: idle {idle}, sessions {sessions:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// One round trip on an open client connection; `false` if it is closed.
-async fn round_trip(client: &mut TcpStream, message: &[u8]) -> bool {
-    if client.write_all(message).await.is_err() {
-        return false;
-    }
-    let mut echoed = vec![0u8; message.len()];
-    match tokio::time::timeout(WAIT, client.read_exact(&mut echoed)).await {
-        Ok(Ok(_)) => echoed == message,
-        _ => false,
     }
 }
 

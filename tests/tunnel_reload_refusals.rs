@@ -16,9 +16,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::procs::{Proc, RelayProc};
-use reload_common::{addr, entry, replace, round_trip, sessions};
+use reload_common::{addr, entry, reloads, replace, sessions};
 use tokio::net::TcpStream;
-use tunnel_common::{metric, services_relay_config, WAIT};
+use tunnel_common::{round_trip, services_relay_config, WAIT};
 
 /// The agent file: `relay`, short backoff, one echo service per (name, token line).
 fn agent_file(relay: &str, services: &[(&str, &str)]) -> String {
@@ -86,12 +86,7 @@ async fn an_emptied_relay_file_is_refused_and_every_agent_stays() {
     let tunnels = relay.tunnels().await;
     assert_eq!(tunnels["reload"]["failed"], 1, "{tunnels}");
     assert_eq!(tunnels["services"].as_array().map(Vec::len), Some(2));
-    let errors = metric(
-        &relay.metrics().await,
-        "switchboard_tunnel_reloads_total",
-        "result=\"error\"",
-    );
-    assert_eq!(errors, 1.0);
+    assert_eq!(reloads(&relay, "error").await, 1.0);
     // Only comments and blank lines: empty too.
     std::fs::write(&relay_path, "# being saved\n\n").unwrap();
     relay.proc.log.wait_count("is empty", 2);

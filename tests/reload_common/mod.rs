@@ -1,16 +1,14 @@
 //! Helpers shared by the relay reload tests (tunnel_relay_reload.rs,
 //! tunnel_reload_refusals.rs): editing the relay's file as an editor does and
-//! reading a service's entry of `/tunnels` from the real relay process.
+//! reading a service's entry of `/tunnels` and the reload counter from the
+//! real relay process.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::common::procs::RelayProc;
-use crate::tunnel_common::WAIT;
+use crate::tunnel_common::metric;
 
 /// Writes `text` to `path` by a rename, as editors do.
 pub fn replace(path: &Path, text: &str) {
@@ -44,14 +42,12 @@ pub async fn sessions(relay: &RelayProc, name: &str) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// One round trip on an open client connection; `false` if it is closed.
-pub async fn round_trip(client: &mut TcpStream, message: &[u8]) -> bool {
-    if client.write_all(message).await.is_err() {
-        return false;
-    }
-    let mut echoed = vec![0u8; message.len()];
-    match tokio::time::timeout(WAIT, client.read_exact(&mut echoed)).await {
-        Ok(Ok(_)) => echoed == message,
-        _ => false,
-    }
+/// `switchboard_tunnel_reloads_total` with `result` (`ok` or `error`).
+pub async fn reloads(relay: &RelayProc, result: &str) -> f64 {
+    let metrics = relay.metrics().await;
+    metric(
+        &metrics,
+        "switchboard_tunnel_reloads_total",
+        &format!("result=\"{result}\""),
+    )
 }

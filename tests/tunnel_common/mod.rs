@@ -293,3 +293,15 @@ pub fn services_relay_config(names: &[&str]) -> String {
     }
     config
 }
+
+/// One round trip on an open client connection; `false` if it is closed.
+pub async fn round_trip(client: &mut TcpStream, message: &[u8]) -> bool {
+    if client.write_all(message).await.is_err() {
+        return false;
+    }
+    let mut echoed = vec![0u8; message.len()];
+    match tokio::time::timeout(WAIT, client.read_exact(&mut echoed)).await {
+        Ok(Ok(_)) => echoed == message,
+        _ => false,
+    }
+}
