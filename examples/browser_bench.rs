@@ -16,10 +16,7 @@
 //! BENCH_BROWSER_CHANNELS [1], BENCH_BROWSER_SLOW_MS [300],
 //! BENCH_BROWSER_SEND_BUFFER [the library default] (send_buffer_limit, bytes),
 //! BENCH_BROWSER_SCTP_MTU [the library default] (sctp_mtu, bytes),
-//! BENCH_BROWSER_DIRECTIONS ["to-chromium from-chromium"],
-//! BENCH_BROWSER_TAIL_PROBES ["on"]: Switchboard's tail-loss probes `on`,
-//! `off`, or `both` (tries alternate on/off, side by side in one run, each
-//! reported on its own).
+//! BENCH_BROWSER_DIRECTIONS ["to-chromium from-chromium"].
 
 #[path = "../tests/browser_common/mod.rs"]
 mod browser_common;
@@ -32,7 +29,6 @@ use browser_common::{chromium, pattern, sha256, Browser, PageMessage};
 use peers::{events, manager, peer_config, recv, wait_event};
 use serde_json::{json, Value};
 use switchboard::client::peer_manager::{Close, PeerEvent, PeerManagerConfig, Send};
-use switchboard::client::probe::probes_sent;
 use switchboard::config::Settings;
 use switchboard::node;
 use switchboard::protocol::chunk::Payload;
@@ -85,8 +81,6 @@ struct Try {
     first_chunk_ms: Option<f64>,
     kernel_drops: u64,
     socket: Option<(u64, u64)>,
-    /// Tail-loss probes Switchboard sent during the try.
-    probes: u64,
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -104,20 +98,17 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn report(title: &str, tries: &[Try], slow_ms: f64) {
     println!("\n{title}");
-    println!(
-        "try  ms         first-chunk-ms  UdpRcvbufErrors+  receiver rb  receiver drops  probes"
-    );
+    println!("try  ms         first-chunk-ms  UdpRcvbufErrors+  receiver rb  receiver drops");
     for (i, t) in tries.iter().enumerate() {
         let first = t.first_chunk_ms.map_or("-".into(), |v| format!("{v:.1}"));
         let (rb, drops) = t.socket.map_or(("-".into(), "-".into()), |(rb, d)| {
             (rb.to_string(), d.to_string())
         });
         println!(
-            "{:>3}  {:>9.1}  {first:>14}  {:>16}  {rb:>11}  {drops:>14}  {:>6}",
+            "{:>3}  {:>9.1}  {first:>14}  {:>16}  {rb:>11}  {drops:>14}",
             i + 1,
             t.ms,
-            t.kernel_drops,
-            t.probes
+            t.kernel_drops
         );
     }
     let mut ms: Vec<f64> = tries.iter().map(|t| t.ms).collect();
@@ -134,9 +125,8 @@ fn report(title: &str, tries: &[Try], slow_ms: f64) {
     );
 }
 
-fn config(url: &str, tail_probes: bool) -> PeerManagerConfig {
+fn config(url: &str) -> PeerManagerConfig {
     let mut config = peer_config(url, setting("BENCH_BROWSER_CHANNELS", 1));
-    config.connection.tail_loss_probes = tail_probes;
     if let Ok(limit) = std::env::var("BENCH_BROWSER_SEND_BUFFER") {
         config.connection.send_buffer_limit = limit.parse().expect("BENCH_BROWSER_SEND_BUFFER");
     }
@@ -153,10 +143,8 @@ async fn to_chromium(
     page_uuid: uuid::Uuid,
     bytes: usize,
     seed: usize,
-    tail_probes: bool,
 ) -> Try {
-    let (sb, sb_uuid) = manager(config(url, tail_probes)).await;
-    let probes_before = probes_sent();
+    let (sb, sb_uuid) = manager(config(url)).await;
     let payload = Payload::Bytes(pattern(bytes, seed));
     let before = udp_rcvbuf_errors();
     sb.send(Send {
@@ -184,7 +172,6 @@ async fn to_chromium(
         first_chunk_ms: event["ready_to_first_chunk_ms"].as_f64(),
         kernel_drops,
         socket,
-        probes: probes_sent() - probes_before,
     }
 }
 
@@ -196,8 +183,7 @@ async fn from_chromium(
     bytes: usize,
     seed: usize,
 ) -> Try {
-    let (sb, sb_uuid) = manager(config(url, true)).await;
-    let probes_before = probes_sent();
+    let (sb, sb_uuid) = manager(config(url)).await;
     let mut sb_events = events(&sb).await;
     let message = PageMessage::bytes(bytes, seed);
     let before = udp_rcvbuf_errors();
@@ -235,7 +221,6 @@ async fn from_chromium(
         first_chunk_ms: None,
         kernel_drops,
         socket,
-        probes: probes_sent() - probes_before,
     }
 }
 
@@ -277,31 +262,19 @@ async fn main() {
         "Chromium {}, {bytes} bytes per try, {} channel(s), send_buffer_limit {}, sctp_mtu {:?}",
         page.version,
         setting("BENCH_BROWSER_CHANNELS", 1),
-        config(&relay.url, true).connection.send_buffer_limit,
-        config(&relay.url, true).connection.effective_sctp_mtu()
+        config(&relay.url).connection.send_buffer_limit,
+        config(&relay.url).connection.effective_sctp_mtu()
     );
-    let probes = std::env::var("BENCH_BROWSER_TAIL_PROBES").unwrap_or_else(|_| "on".into());
-    let variants: &[bool] = match probes.as_str() {
-        "on" => &[true],
-        "off" => &[false],
-        "both" => &[true, false],
-        other => panic!("BENCH_BROWSER_TAIL_PROBES={other}: on, off or both"),
-    };
     if directions.contains("to-chromium") {
-        let mut results: Vec<Vec<Try>> = variants.iter().map(|_| Vec::new()).collect();
+        let mut results = Vec::new();
         for seed in 0..tries {
-            for (i, probes) in variants.iter().enumerate() {
-                let t = to_chromium(&relay.url, &mut page, page_uuid, bytes, seed, *probes).await;
-                results[i].push(t);
-            }
+            results.push(to_chromium(&relay.url, &mut page, page_uuid, bytes, seed).await);
         }
-        for (probes, results) in variants.iter().zip(&results) {
-            let title = format!(
-                "Switchboard -> Chromium, tail-loss probes {} (page: channels open -> verified by SHA-256; receiver = Chromium's socket)",
-                if *probes { "on" } else { "off" }
-            );
-            report(&title, results, slow_ms);
-        }
+        report(
+            "Switchboard -> Chromium (page: channels open -> verified by SHA-256; receiver = Chromium's socket)",
+            &results,
+            slow_ms,
+        );
     }
     if directions.contains("from-chromium") {
         let mut results = Vec::new();

@@ -7,8 +7,7 @@
 //!   relays offers/answers and reconnects with [`backoff`]; `wss://` options in [`tls`].
 //! - [`connection`]: [`connection::Connection`], one WebRTC peer connection with N
 //!   data channels carrying chunked messages.
-//! - [`runtime`]: [`runtime::SwitchboardRuntime`], tokio for `webrtc` with larger UDP buffers;
-//!   [`probe`]: the tail-loss probes its sockets send.
+//! - [`runtime`]: [`runtime::SwitchboardRuntime`], tokio for `webrtc` with larger UDP buffers.
 //!
 //! `examples/two_peers.rs` is the smallest complete program (a relay and two
 //! peers in one process); `examples/peer_http.rs` embeds a manager in an
@@ -17,7 +16,6 @@
 pub mod backoff;
 pub mod connection;
 pub mod peer_manager;
-pub mod probe;
 pub mod relay_client;
 pub mod runtime;
 pub mod tls;

@@ -18,11 +18,6 @@
 //! per SACK (aiortc: 4) then crawls at WAN round-trip times (measured: 1 MiB
 //! from aiortc in 4.5 s at 40 ms RTT).
 //!
-//! Outside both sits [`TailProbeSocket`](super::probe::TailProbeSocket),
-//! which re-sends the end of a large burst after a quiet period, so a tail
-//! lost in a small receive buffer (Chromium's) costs about two round trips
-//! instead of SCTP's 1 s retransmission timeout.
-//!
 //! Connection drivers run on `webrtc`'s own reactor threads
 //! (`spawn_reactor`), never on the embedding application's actix threads.
 
@@ -43,7 +38,6 @@ use webrtc::runtime::{
     TokioRuntime, Transmit,
 };
 
-use crate::client::probe::TailProbeSocket;
 use crate::defaults;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,7 +48,6 @@ pub struct SwitchboardRuntime {
     inner: TokioRuntime,
     udp_buffer: usize,
     recv_burst: usize,
-    tail_probes: bool,
 }
 
 impl SwitchboardRuntime {
@@ -72,15 +65,7 @@ impl SwitchboardRuntime {
             inner: TokioRuntime,
             udp_buffer,
             recv_burst: recv_burst.max(1),
-            tail_probes: true,
         }
-    }
-
-    /// With `enabled` false, sockets send no tail-loss probes
-    /// ([`TailProbeSocket`](super::probe::TailProbeSocket)); they are on by default.
-    pub fn with_tail_probes(mut self, enabled: bool) -> Self {
-        self.tail_probes = enabled;
-        self
     }
 }
 
@@ -95,7 +80,6 @@ impl fmt::Debug for SwitchboardRuntime {
         f.debug_struct("SwitchboardRuntime")
             .field("udp_buffer", &self.udp_buffer)
             .field("recv_burst", &self.recv_burst)
-            .field("tail_probes", &self.tail_probes)
             .finish()
     }
 }
@@ -232,14 +216,11 @@ impl Runtime for SwitchboardRuntime {
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         enlarge_udp_buffers(&socket, self.udp_buffer);
-        let mut wrapped = self.inner.wrap_udp_socket(socket)?;
-        if self.recv_burst != usize::MAX {
-            wrapped = Arc::new(AckPacedSocket::new(wrapped, self.recv_burst));
+        let inner = self.inner.wrap_udp_socket(socket)?;
+        if self.recv_burst == usize::MAX {
+            return Ok(inner);
         }
-        if self.tail_probes {
-            wrapped = Arc::new(TailProbeSocket::new(wrapped));
-        }
-        Ok(wrapped)
+        Ok(Arc::new(AckPacedSocket::new(inner, self.recv_burst)))
     }
 
     fn wrap_tcp_listener(

@@ -34,9 +34,8 @@ pub fn start_relay() -> anyhow::Result<(node::Node, String)> {
 /// variables override it (in bytes): `BENCH_PEER_SCTP_WINDOW`,
 /// `BENCH_PEER_CHUNK`, `BENCH_PEER_SEND_BUFFER`, `BENCH_PEER_SCTP_MTU` (opt-in
 /// `sctp_mtu`; the default stays webrtc's 1 191), `BENCH_PEER_RECV_BURST`
-/// (datagrams per flush; a huge value keeps webrtc's own batching),
-/// `BENCH_PEER_ICE_TICK_US` (the ICE check interval, in microseconds) and
-/// `BENCH_PEER_TAIL_PROBES` (0 turns tail-loss probes off).
+/// (datagrams per flush; a huge value keeps webrtc's own batching), and
+/// `BENCH_PEER_ICE_TICK_US` (the ICE check interval, in microseconds).
 pub fn connection_config(channels: usize) -> ConnectionConfig {
     let defaults = ConnectionConfig::default();
     let knob = |name: &str| {
@@ -54,8 +53,6 @@ pub fn connection_config(channels: usize) -> ConnectionConfig {
         send_buffer_limit: knob("BENCH_PEER_SEND_BUFFER").unwrap_or(defaults.send_buffer_limit),
         sctp_mtu: knob("BENCH_PEER_SCTP_MTU").map(|v| v as u32),
         recv_burst: knob("BENCH_PEER_RECV_BURST").unwrap_or(defaults.recv_burst),
-        tail_loss_probes: knob("BENCH_PEER_TAIL_PROBES")
-            .map_or(defaults.tail_loss_probes, |v| v != 0),
         ice_check_interval: knob("BENCH_PEER_ICE_TICK_US")
             .map_or(defaults.ice_check_interval, |v| {
                 std::time::Duration::from_micros(v as u64)

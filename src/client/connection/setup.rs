@@ -51,12 +51,6 @@ pub struct ConnectionConfig {
     /// WAN round-trip times; `usize::MAX` keeps `webrtc`'s batching (up to 65
     /// datagrams per acknowledgement). At least 1.
     pub recv_burst: usize,
-    /// Whether the connection's sockets send tail-loss probes: after a burst
-    /// of large datagrams and a quiet period of about two round trips, the
-    /// burst's last datagrams go out again (see [`crate::client::probe`]), so
-    /// a tail lost in a small receive buffer (Chromium's 128 KiB) costs ~2
-    /// RTT instead of SCTP's 1 s retransmission timeout. On by default.
-    pub tail_loss_probes: bool,
     /// Tick of the ICE agent while checking: every candidate pair still being
     /// checked gets a binding request each tick. Short ticks make set-up fast
     /// (the DTLS handshake starts on the tick after ICE connects).
@@ -107,7 +101,6 @@ impl Default for ConnectionConfig {
             gather_timeout: Duration::from_millis(defaults::PEER_GATHER_TIMEOUT_MS),
             udp_socket_buffer: defaults::PEER_UDP_SOCKET_BUFFER,
             recv_burst: defaults::PEER_RECV_BURST,
-            tail_loss_probes: true,
             ice_check_interval: Duration::from_millis(defaults::PEER_ICE_CHECK_INTERVAL_MS),
             ice_check_window: Duration::from_millis(defaults::PEER_ICE_CHECK_WINDOW_MS),
             mdns: false,
@@ -243,10 +236,10 @@ pub(super) async fn build(
         )
         .with_setting_engine(settings)
         .with_handler(handler)
-        .with_runtime(Arc::new(
-            SwitchboardRuntime::with_recv_burst(config.udp_socket_buffer, config.recv_burst)
-                .with_tail_probes(config.tail_loss_probes),
-        ))
+        .with_runtime(Arc::new(SwitchboardRuntime::with_recv_burst(
+            config.udp_socket_buffer,
+            config.recv_burst,
+        )))
         .with_udp_addrs(addrs)
         .with_dedicated_reactor_pool_size(defaults::PEER_REACTOR_THREADS)
         .with_data_channel_send_buffer_limit(config.send_buffer_limit)
