@@ -246,6 +246,9 @@ fn start_relay() -> Relay {
 
 #[actix_rt::main]
 async fn main() {
+    // RUST_LOG=rtc_sctp=trace shows every retransmission timeout and fast
+    // retransmit of a try (what BENCHMARKS.md's browser section reads).
+    let _ = env_logger::builder().format_timestamp_micros().try_init();
     let Some(chromium) = chromium() else {
         eprintln!("browser_bench: no Chromium at /usr/bin/chromium (apt package chromium)");
         std::process::exit(1);
