@@ -275,7 +275,13 @@ fn json_output_and_layers_as_for_a_start() {
     assert!(text(&bad_env.stderr).contains("server.max_clients"));
     let bad_flag = run(&["check-config", "--log-level", "loud"], &[]);
     assert_eq!(bad_flag.status.code(), Some(2));
-    assert!(text(&bad_flag.stderr).contains("log.level"));
+    assert!(
+        text(&bad_flag.stderr).contains("`--log-level`"),
+        "a bad flag value names the flag"
+    );
+    let bad_host = run(&["check-config", "--host", "bad host"], &[]);
+    assert_eq!(bad_host.status.code(), Some(2));
+    assert!(text(&bad_host.stderr).contains("`--host`"));
     let missing = run(
         &["check-config", "--config", "/nonexistent/relay.toml"],
         &[],

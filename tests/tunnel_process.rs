@@ -4,7 +4,8 @@
 //! the service, the agent and the pool; a wrong token makes the agent exit 1
 //! with the reason on stderr; so does an agent whose TLS setting differs
 //! from the relay's, each side logging what to change; SIGTERM stops both;
-//! the shipped host example config parses.
+//! the shipped host example config parses; a bad value exits 2 naming the
+//! flag it came from (`--pool`) or the file key (`pool`).
 
 mod common;
 mod tunnel_common;
@@ -108,6 +109,43 @@ fn host_without_required_flags_exits_2_naming_the_key() {
     let mut host = Proc::start(&["host", "--service", "echo", "--echo"]);
     assert_eq!(host.wait_exit().code(), Some(2));
     host.wait_line("relay");
+}
+
+#[test]
+fn a_bad_flag_value_names_the_flag_and_a_bad_file_value_the_key() {
+    let token = write_temp("t0ken\n");
+    let token = token.path().to_str().unwrap();
+    let base = [
+        "host",
+        "--relay",
+        "127.0.0.1:1",
+        "--service",
+        "a",
+        "--token-file",
+        token,
+    ];
+    for (extra, names) in [
+        (&["--local", "127.0.0.1:1", "--pool", "0"][..], "`--pool`"),
+        (&["--local", "bogus"][..], "`--local`"),
+        (
+            &["--echo", "--http-proxy", "socks5://x:1"][..],
+            "`--http-proxy`",
+        ),
+        (
+            &["--echo", "--metrics-listen", "bogus"][..],
+            "`--metrics-listen`",
+        ),
+    ] {
+        let mut host = Proc::start(&[&base[..], extra].concat());
+        assert_eq!(host.wait_exit().code(), Some(2), "{extra:?}");
+        host.wait_line(names);
+    }
+    let file = write_temp(&format!(
+        "relay = \"127.0.0.1:1\"\nservice = \"a\"\ntoken_file = \"{token}\"\necho = true\npool = 0\n"
+    ));
+    let mut host = Proc::start(&["host", "--config", file.path().to_str().unwrap()]);
+    assert_eq!(host.wait_exit().code(), Some(2));
+    host.wait_line("`pool`");
 }
 
 #[test]

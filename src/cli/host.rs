@@ -99,9 +99,42 @@ fn load(args: &HostArgs) -> Result<Loaded, ConfigError> {
         metrics_listen: args.metrics_listen.clone(),
         ..HostConfig::default()
     };
+    let given: Vec<&str> = [
+        ("relay", flags.relay.is_some()),
+        ("service", flags.service.is_some()),
+        ("token_file", flags.token_file.is_some()),
+        ("local", flags.local.is_some()),
+        ("echo", flags.echo.is_some()),
+        ("local_udp", flags.local_udp.is_some()),
+        ("pool", flags.pool.is_some()),
+        ("proxy_protocol", flags.proxy_protocol.is_some()),
+        ("tls", flags.tls.is_some()),
+        ("tls_ca_file", flags.tls_ca_file.is_some()),
+        ("tls_server_name", flags.tls_server_name.is_some()),
+        ("http_proxy", flags.http_proxy.is_some()),
+        ("metrics_listen", flags.metrics_listen.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
     let merged = file.merge(flags);
-    let metrics = merged.metrics()?;
-    Ok((merged.into_agents_with_sources()?, metrics))
+    let named = |error| name_flag(error, &given);
+    let metrics = merged.metrics().map_err(named)?;
+    Ok((merged.into_agents_with_sources().map_err(named)?, metrics))
+}
+
+/// An invalid value that came from a flag names the flag (`--http-proxy`),
+/// not the file key it overrides (`http_proxy`).
+fn name_flag(error: ConfigError, given: &[&str]) -> ConfigError {
+    match error {
+        ConfigError::Invalid { key, message } if given.contains(&key.as_str()) => {
+            ConfigError::Invalid {
+                key: format!("--{}", key.replace('_', "-")),
+                message,
+            }
+        }
+        other => other,
+    }
 }
 
 /// Binds and starts the metrics listener, if one is set; an address that

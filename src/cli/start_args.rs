@@ -58,6 +58,29 @@ impl StartArgs {
     ///
     /// Errors: the [`ConfigError`] a start exits 2 with, naming the key.
     pub fn load(&self) -> Result<(Settings, Vec<String>), ConfigError> {
+        self.load_layers().map_err(|e| self.name_flag(e))
+    }
+
+    /// An invalid value that came from a flag names the flag (`--host`), not
+    /// the settings key it overrides (`server.host`).
+    fn name_flag(&self, error: ConfigError) -> ConfigError {
+        let ConfigError::Invalid { key, message } = error else {
+            return error;
+        };
+        let flag = match key.as_str() {
+            "server.host" if self.host.is_some() => "--host",
+            "server.port" if self.port.is_some() => "--port",
+            "log.level" if self.log_level.is_some() => "--log-level",
+            "log.dir" if self.log_dir.is_some() => "--log-dir",
+            _ => return ConfigError::Invalid { key, message },
+        };
+        ConfigError::Invalid {
+            key: flag.into(),
+            message,
+        }
+    }
+
+    fn load_layers(&self) -> Result<(Settings, Vec<String>), ConfigError> {
         if let Some(path) = &self.proxystore_config {
             let ps = ProxyStoreCli {
                 host: self.host.clone(),
