@@ -1,4 +1,4 @@
-//! Proves `switchboard check-config` (the real binary): every bad fixture (tests/fixtures/check-config/bad and tests/fixtures/config/invalid) exits 2 naming the key of its `# key:` line, including what only a start finds (a certificate that is not PEM, a key of another certificate, a bad tokens file, an empty token file, an unparsable Redis URL); a good file exits 0 and prints its settings with every secret masked, in TOML that loads again and in JSON; the environment and flags layer as for a start; `--agent` checks a host agent's file the same way; a log directory a start could not write is refused naming `log.dir`; the printed `log.level` is the filter a start would use (RUST_LOG counts); an unwritable stdout is exit 1, not a panic; and `--proxystore-config` a ProxyStore relay TOML as a start reads it (warnings on stderr, Globus's client secret masked, each bad ProxyStore fixture exit 2 naming ProxyStore's key). Also that `switchboard completions` and `switchboard man` describe the subcommands.
+//! Proves `switchboard check-config` (the real binary): every bad fixture (tests/fixtures/check-config/bad and tests/fixtures/config/invalid) exits 2 naming the key of its `# key:` line, including what only a start finds (a certificate that is not PEM, a key of another certificate, a bad tokens file, an empty token file, an unparsable Redis URL); a good file exits 0 and prints its settings with every secret masked, in TOML that loads again and in JSON; the environment and flags layer as for a start; `--agent` checks a host agent's file the same way; a log directory a start could not write is refused naming `log.dir`; the printed `log.level` is the filter a start would use (RUST_LOG counts); an unwritable stdout is exit 1, not a panic; and `--proxystore-config` a ProxyStore relay TOML as a start reads it (warnings on stderr, Globus's client secret masked, each bad ProxyStore fixture exit 2 naming ProxyStore's key). Also that `switchboard completions` and `switchboard man` describe the subcommands, each man page with EXIT STATUS and ENVIRONMENT.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -344,9 +344,26 @@ fn completions_and_man_page_describe_the_subcommands() {
         "switchboard.1",
         "switchboard-check-config.1",
         "switchboard-host.1",
+        "switchboard-peer-send.1",
     ] {
-        assert!(dir.path().join(page).is_file(), "{page} not written");
+        let text = std::fs::read_to_string(dir.path().join(page))
+            .unwrap_or_else(|e| panic!("{page} not written: {e}"));
+        for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", "RUST_LOG"] {
+            assert!(text.contains(section), "{page} lacks {section}");
+        }
     }
+    let host = std::fs::read_to_string(dir.path().join("switchboard-host.1")).unwrap();
+    assert!(
+        host.contains("HTTPS_PROXY"),
+        "the agent's page names the proxy variables"
+    );
+    let relay = std::fs::read_to_string(dir.path().join("switchboard.1")).unwrap();
+    assert!(relay.contains("SWITCHBOARD__SECTION__KEY"), "{relay}");
+    assert_eq!(
+        page.matches(".SH \"EXIT STATUS\"").count(),
+        1,
+        "stdout page has it once"
+    );
     // Rendered by man(1) when it is installed (`man -l`).
     let manual = ["/usr/bin/man", "/bin/man"]
         .into_iter()
