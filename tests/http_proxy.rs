@@ -363,6 +363,14 @@ async fn peers_register_through_the_proxy_by_flag_and_by_environment() {
         stderr.contains("cannot connect to the HTTP proxy"),
         "{stderr}"
     );
+    // Each failed attempt is one warning, with its retry delay.
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("cannot connect to the HTTP proxy"))
+        .count();
+    let attempts = stderr.matches("; retrying in ").count();
+    assert!(attempts >= 1, "{stderr}");
+    assert_eq!(warnings, attempts, "one warning per attempt: {stderr}");
 }
 
 #[test]

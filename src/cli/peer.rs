@@ -384,7 +384,8 @@ async fn wait_registered(manager: &Addr<PeerManager>, limit: Duration) -> anyhow
                     return Ok(uuid);
                 }
                 PeerEvent::RelayFailed(error) => return Err(anyhow::anyhow!("relay: {error}")),
-                PeerEvent::RelayLost { reason } => log::warn!("relay: {reason}; retrying"),
+                // The library has already warned, with the retry delay.
+                PeerEvent::RelayLost { reason } => log::debug!("relay: {reason}; retrying"),
                 _ => {}
             }
         }
