@@ -16,26 +16,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use common::peers::{events, manager, peer_config, recv};
 use common::refusing::Refusing;
+use common::relay_client::{next, Collector};
 use common::*;
 use switchboard::client::peer_manager::{PeerEvent, Send};
 use switchboard::client::relay_client::{GetStatus, RelayClient, RelayClientConfig, RelayEvent};
 use switchboard::protocol::chunk::Payload;
 use tokio::sync::mpsc;
 use uuid::Uuid;
-
-/// Forwards every event to the test.
-struct Collector(mpsc::UnboundedSender<RelayEvent>);
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<RelayEvent> for Collector {
-    type Result = ();
-    fn handle(&mut self, event: RelayEvent, _: &mut Context<Self>) {
-        let _ = self.0.send(event);
-    }
-}
 
 /// A URL where connects are refused while the returned guard lives.
 fn dead_url() -> (String, Refusing) {
@@ -54,13 +41,6 @@ fn start(urls: &[&str]) -> (Addr<RelayClient>, mpsc::UnboundedReceiver<RelayEven
     let client = RelayClient::new(config, Collector(tx).start().recipient()).unwrap();
     let uuid = client.uuid();
     (client.start(), events, uuid)
-}
-
-async fn next(events: &mut mpsc::UnboundedReceiver<RelayEvent>) -> RelayEvent {
-    tokio::time::timeout(WAIT, events.recv())
-        .await
-        .expect("no relay event within 5 s")
-        .expect("event channel closed")
 }
 
 /// Skips `Disconnected` events until a registration; returns its relay URL.

@@ -13,118 +13,16 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix::prelude::*;
+use common::relay_client::{config, start, status_until, Collector};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use switchboard::client::relay_client::{
-    GetStatus, RelayClient, RelayClientConfig, RelayClientError, RelayEvent, SendPeerConnection,
-    Shutdown,
+    GetStatus, RelayClient, RelayClientConfig, RelayClientError, RelayEvent, Shutdown,
 };
-use switchboard::protocol::{DescriptionType, PeerConnection};
+use switchboard::protocol::DescriptionType;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
-
-/// Forwards every event to the test.
-struct Collector(mpsc::UnboundedSender<RelayEvent>);
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<RelayEvent> for Collector {
-    type Result = ();
-    fn handle(&mut self, event: RelayEvent, _: &mut Context<Self>) {
-        let _ = self.0.send(event);
-    }
-}
-
-struct Client {
-    addr: Addr<RelayClient>,
-    events: mpsc::UnboundedReceiver<RelayEvent>,
-    uuid: Uuid,
-    name: String,
-}
-
-impl Client {
-    async fn next(&mut self) -> RelayEvent {
-        tokio::time::timeout(WAIT, self.events.recv())
-            .await
-            .expect("no relay event within 5 s")
-            .expect("event channel closed")
-    }
-
-    async fn registered(&mut self) {
-        match self.next().await {
-            RelayEvent::Registered { uuid, name, .. } => {
-                assert_eq!(uuid, self.uuid);
-                assert_eq!(name, self.name);
-            }
-            other => panic!("expected Registered, got {other:?}"),
-        }
-    }
-
-    async fn failed(&mut self) -> RelayClientError {
-        match self.next().await {
-            RelayEvent::Failed(error) => error,
-            other => panic!("expected Failed, got {other:?}"),
-        }
-    }
-
-    async fn quiet_for(&mut self, period: Duration) {
-        if let Ok(Some(event)) = tokio::time::timeout(period, self.events.recv()).await {
-            panic!("expected no event, got {event:?}");
-        }
-    }
-
-    async fn stops(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.addr.connected() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "actor still running"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn description(&self, to: Uuid, kind: DescriptionType) -> PeerConnection {
-        PeerConnection {
-            source_uuid: self.uuid,
-            source_name: self.name.clone(),
-            peer_uuid: to,
-            description_type: kind,
-            description: format!(r#"{{"sdp": "v=0\r\n", "type": "{}"}}"#, kind.as_str()),
-            error: None,
-        }
-    }
-
-    async fn send(&self, pc: PeerConnection) -> Result<(), RelayClientError> {
-        self.addr.send(SendPeerConnection(pc)).await.unwrap()
-    }
-}
-
-fn config(url: &str, name: &str) -> RelayClientConfig {
-    let mut config = RelayClientConfig::new(url);
-    config.name = Some(name.to_owned());
-    config.uuid = Some(Uuid::new_v4());
-    config.connect_timeout = Duration::from_secs(2);
-    config.backoff.initial = Duration::from_millis(50);
-    config.backoff.max = Duration::from_millis(400);
-    config
-}
-
-fn start(config: RelayClientConfig) -> Client {
-    let (tx, events) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
-    let client = RelayClient::new(config, collector.recipient()).expect("valid config");
-    let (uuid, name) = (client.uuid(), client.name().to_owned());
-    Client {
-        addr: client.start(),
-        events,
-        uuid,
-        name,
-    }
-}
 
 #[actix_rt::test]
 async fn registers_and_reports_status() {
@@ -454,24 +352,6 @@ async fn http_401_at_the_upgrade_is_fatal() {
     }
     a.stops().await;
     let _ = tokio::time::timeout(WAIT, server).await;
-}
-
-async fn status_until(
-    client: &Client,
-    pred: impl Fn(&switchboard::client::relay_client::RelayStatus) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let status = client.addr.send(GetStatus).await.unwrap();
-        if pred(&status) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "status never held: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[actix_rt::test]

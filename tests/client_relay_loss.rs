@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use common::relay_client::{next, Collector};
 use common::{SUCCESS, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use switchboard::client::relay_client::{GetStatus, RelayClient, RelayClientConfig, RelayEvent};
@@ -18,20 +19,6 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
-
-/// Forwards every event to the test.
-struct Collector(mpsc::UnboundedSender<RelayEvent>);
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<RelayEvent> for Collector {
-    type Result = ();
-    fn handle(&mut self, event: RelayEvent, _: &mut Context<Self>) {
-        let _ = self.0.send(event);
-    }
-}
 
 /// A scripted relay: registers every client; drops the first connection right
 /// after registering it (with a RST when `reset`, else a FIN), keeps the others.
@@ -63,13 +50,6 @@ async fn vanishing_relay(reset: bool) -> (String, Arc<AtomicUsize>) {
         }
     });
     (url, accepted)
-}
-
-async fn next(events: &mut mpsc::UnboundedReceiver<RelayEvent>) -> RelayEvent {
-    tokio::time::timeout(WAIT, events.recv())
-        .await
-        .expect("a relay event within 5 s")
-        .expect("event channel open")
 }
 
 async fn one_loss_is_handled_once(reset: bool) {

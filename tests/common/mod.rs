@@ -304,6 +304,7 @@ pub mod log_lines;
 pub mod peers;
 pub mod procs;
 pub mod refusing;
+pub mod relay_client;
 
 #[allow(unused_imports)]
 pub use fixtures::{self_signed, tls_settings, token_settings, Pem};
