@@ -16,6 +16,15 @@ use uuid::Uuid;
 /// a `0x` prefix in odd places; those are not UUIDs anyone writes and are
 /// rejected here.)
 pub fn parse_python_uuid(text: &str) -> Option<Uuid> {
+    // The spelling every client sends (ProxyStore writes `str(uuid)`): 36
+    // bytes, hyphens at 8/13/18/23, hex of either case. Python accepts all of
+    // it, and so does the `uuid` crate, without the allocations below.
+    let b = text.as_bytes();
+    if b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[18] == b'-' && b[23] == b'-' {
+        if let Ok(uuid) = Uuid::try_parse(text) {
+            return Some(uuid);
+        }
+    }
     let stripped = text.replace("urn:", "").replace("uuid:", "");
     let trimmed = stripped.trim_matches(|c| c == '{' || c == '}');
     let mut digits = [0u8; 32];
