@@ -79,23 +79,24 @@ def finish(fig, path, title):
 
 def relay_clients(data, out):
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    ks = [num(r["clients"]) / 1000 for r in data]
-    for r, k in zip(data, ks):
-        r["k"] = k
+    for r in data:
+        r["k"] = num(r["clients"]) / 1000
     line(axes[0], data, "k", "msgs_per_sec", "forwarded msg/s", scale=1e-3)
     axes[0].set_ylabel("thousand msg/s (4 pairs flood)")
     line(axes[1], data, "k", "p50_us", "p50")
     line(axes[1], data, "k", "p99_us", "p99")
     axes[1].set_ylabel("one-way latency (µs), 1 in flight")
+    axes[1].set_yscale("log")
     line(axes[2], data, "k", "rss_after_kib", "relay VmRSS", scale=1 / 1024)
     axes[2].set_ylabel("MiB")
     twin = axes[2].twinx()
     line(twin, data, "k", "kib_per_client", "KiB per client", style="s--", color="tab:red")
     twin.set_ylabel("KiB per idle client", color="tab:red")
     twin.set_ylim(bottom=0)
+    axes[0].set_ylim(bottom=0)
+    axes[2].set_ylim(bottom=0)
     for ax in axes:
         ax.set_xlabel("idle registered clients (thousands)")
-        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=8)
     finish(fig, out, "Relay: cost against registered idle clients")
