@@ -107,8 +107,11 @@ def relay_pairs(data, out):
     line(axes[0], data, "pairs", "msgs_per_sec", "forwarded msg/s", scale=1e-3)
     axes[0].set_ylabel("thousand msg/s")
     twin = axes[0].twinx()
-    line(twin, data, "pairs", "relay_cores", "relay CPU (cores)", style="s--", color="tab:red")
-    twin.set_ylabel("relay CPU (cores)", color="tab:red")
+    line(twin, data, "pairs", "relay_cores", "relay running", style="s--", color="tab:red")
+    line(twin, data, "pairs", "relay_wait_cores", "relay waiting for a CPU", style="^:",
+         color="tab:purple")
+    twin.set_ylabel("relay cores: running (red), runnable but waiting (purple)", fontsize=8)
+    twin.legend(loc="upper right", fontsize=8)
     twin.set_ylim(0, 2.05)
     line(axes[1], data, "pairs", "probe_p50_us", "probe p50")
     line(axes[1], data, "pairs", "probe_p99_us", "probe p99")
