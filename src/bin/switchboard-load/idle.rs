@@ -103,6 +103,9 @@ pub struct IdleArgs {
     pub settle: Duration,
     /// How far each client goes (`registered` is the real measurement).
     pub stage: Stage,
+    /// Keep the clients open this long after the RESULT line (or until
+    /// SIGTERM/SIGINT), so another load can run beside them.
+    pub hold: Option<Duration>,
 }
 
 /// Progress is printed every this many clients.
@@ -201,6 +204,10 @@ pub async fn run(target: &Target, args: &IdleArgs) -> anyhow::Result<()> {
         format!("{:?}", args.stage).to_lowercase(),
         ok as f64 / connect_secs.max(1e-9)
     );
+    if let Some(hold) = args.hold {
+        println!("  holding the clients for up to {hold:?} (SIGTERM ends it)");
+        hold_for(hold).await?;
+    }
     let closing = Instant::now();
     futures_util::stream::iter(clients)
         .for_each_concurrent(args.concurrency * 4, close)
@@ -211,6 +218,19 @@ pub async fn run(target: &Target, args: &IdleArgs) -> anyhow::Result<()> {
     );
     if ok == 0 || failures > 0 {
         bail!("{failures} of {} clients failed", args.clients);
+    }
+    Ok(())
+}
+
+/// Waits `hold`, or less if SIGTERM or SIGINT arrives.
+async fn hold_for(hold: Duration) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = tokio::time::sleep(hold) => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
     Ok(())
 }

@@ -26,6 +26,9 @@ pub struct LatencyArgs {
     pub message_timeout: Duration,
     /// Longest whole run.
     pub max_duration: Duration,
+    /// Stop measuring after this long (fewer than `count` samples is then
+    /// not an error): a probe beside another load, for as long as it runs.
+    pub measure_for: Option<Duration>,
     /// Time allowed to connect and register one client.
     pub connect_timeout: Duration,
 }
@@ -105,8 +108,14 @@ pub async fn run(target: &Target, peer: &Target, args: &LatencyArgs) -> anyhow::
     )?;
     let started = Instant::now();
     let total = args.warmup + args.count;
-    let mut samples: Vec<u64> = Vec::with_capacity(args.count);
+    let mut samples: Vec<u64> = Vec::with_capacity(args.count.min(1 << 20));
+    let mut measuring_since: Option<Instant> = None;
     for seq in 0..total as u64 {
+        if let (Some(limit), Some(since)) = (args.measure_for, measuring_since) {
+            if since.elapsed() >= limit {
+                break;
+            }
+        }
         if started.elapsed() > args.max_duration {
             bail!(
                 "stopped after {:?} with {} of {total} messages done",
@@ -116,6 +125,7 @@ pub async fn run(target: &Target, peer: &Target, args: &LatencyArgs) -> anyhow::
         }
         let one_way = one_message(&mut ws_a, &mut ws_b, (a, b), seq, args).await?;
         if seq >= args.warmup as u64 {
+            measuring_since.get_or_insert_with(Instant::now);
             samples.push(u64::try_from(one_way.as_nanos()).unwrap_or(u64::MAX));
         }
     }

@@ -53,7 +53,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Plain TCP: N sequential short connections to an echo service; reports setup time.
+    /// Plain TCP: N short connections (C at a time) to an echo service; reports setup time.
     Connrate {
         /// The echo service (direct, or a tunnel service's public address).
         #[arg(long)]
@@ -64,6 +64,10 @@ enum Command {
         /// Unmeasured connections first.
         #[arg(long, default_value_t = 50)]
         warmup: usize,
+        /// Connections in flight at once: C tasks, each opening its share
+        /// sequentially; percentiles are over all of them.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
     },
     /// Plain TCP echo server (what `connrate` measures against).
     EchoServer {
@@ -132,6 +136,10 @@ enum Command {
         /// Longest whole run, in seconds.
         #[arg(long, default_value_t = 300.0)]
         max_seconds: f64,
+        /// Stop measuring after this many seconds even if fewer than --count
+        /// messages were measured (a probe running beside `flood`).
+        #[arg(long)]
+        duration: Option<f64>,
         /// Relay URL the receiver (B) connects to; default: --url. With
         /// another node of a cluster, every message crosses nodes.
         #[arg(long)]
@@ -158,6 +166,10 @@ enum Command {
         /// `websocket` break the cost down.
         #[arg(long, value_enum, default_value_t = idle::Stage::Registered)]
         stage: idle::Stage,
+        /// After the RESULT line, keep the clients open this many seconds, or
+        /// until SIGTERM/SIGINT, before closing them (load runs beside them).
+        #[arg(long, default_value_t = 0.0)]
+        hold: f64,
     },
     /// Takeover of a fresh UUID, N times: registered on --url, then on
     /// --peer-url; reports the time from B's registration to A's 4004.
@@ -210,9 +222,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             addr,
             count,
             warmup,
+            concurrency,
         } => {
             let timeout = seconds("--connect-timeout", cli.connect_timeout)?;
-            return connrate::run(addr, count, warmup, timeout).await;
+            return connrate::run(addr, count, warmup, concurrency, timeout).await;
         }
         Command::EchoServer { listen } => return connrate::echo_server(listen).await,
         Command::UdpRr {
@@ -259,6 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             size,
             message_timeout,
             max_seconds,
+            duration,
             peer_url,
         } => {
             let peer = peer_target(&target, peer_url.as_deref()).await?;
@@ -268,6 +282,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 size,
                 message_timeout: seconds("--message-timeout", message_timeout)?,
                 max_duration: seconds("--max-seconds", max_seconds)?,
+                measure_for: duration.map(|d| seconds("--duration", d)).transpose()?,
                 connect_timeout,
             };
             latency::run(&target, &peer, &args).await
@@ -279,6 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             concurrency,
             settle,
             stage,
+            hold,
         } => {
             let args = idle::IdleArgs {
                 clients,
@@ -288,6 +304,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 connect_timeout,
                 settle: seconds("--settle", settle)?,
                 stage,
+                hold: if hold == 0.0 {
+                    None
+                } else {
+                    Some(seconds("--hold", hold)?)
+                },
             };
             idle::run(&target, &args).await
         }
