@@ -305,3 +305,20 @@ pub async fn round_trip(client: &mut TcpStream, message: &[u8]) -> bool {
         _ => false,
     }
 }
+
+/// A client connected through the tunnel to `service` that has sent
+/// `first`, and the connection the local service accepted for it.
+pub async fn through(
+    relay: &Relay,
+    service: &str,
+    listener: &TcpListener,
+    first: &[u8],
+) -> (TcpStream, TcpStream) {
+    let mut client = TcpStream::connect(relay.service(service)).await.unwrap();
+    client.write_all(first).await.unwrap();
+    let (server_side, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    (client, server_side)
+}
