@@ -3,7 +3,15 @@
 //! `tunnel.keyfile`, the agent trusting a CA file or the web PKI roots.
 //!
 //! Plain connections stay plain `TcpStream`s (and can use splice); TLS ones
-//! are the right side of an [`Either`].
+//! are the right side of an [`Either`], over a [`TlsSocket`]: rustls reads
+//! at most 4 KiB per call, so a full 16 KiB record took four system calls;
+//! reading through a buffer takes one per [`defaults::TUNNEL_TLS_READ_BUFFER`]
+//! bytes instead (BENCHMARKS.md, "TLS and set-up").
+//!
+//! Agents resume TLS sessions (rustls's in-memory ticket cache in the
+//! agent, the relay's session cache): a pool refill after the first skips
+//! the certificate signature and its verification. [`AgentTls::connect`]
+//! counts full and resumed handshakes.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -11,17 +19,39 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustls::HandshakeKind;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::either::Either;
 
 use super::error::{TlsMismatch, TunnelError};
+use crate::defaults;
 use crate::tls::TlsError;
 
+/// The socket under a TLS stream: reads are buffered (see the module docs),
+/// writes go straight through.
+pub type TlsSocket = tokio::io::BufReader<TcpStream>;
 /// An agent connection as the relay holds it.
-pub type RelayConn = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+pub type RelayConn = Either<TcpStream, tokio_rustls::server::TlsStream<TlsSocket>>;
 /// A relay connection as the agent holds it.
-pub type AgentConn = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+pub type AgentConn = Either<TcpStream, tokio_rustls::client::TlsStream<TlsSocket>>;
+
+/// Wraps a connected socket for TLS.
+pub fn socket(stream: TcpStream) -> TlsSocket {
+    tokio::io::BufReader::with_capacity(defaults::TUNNEL_TLS_READ_BUFFER, stream)
+}
+
+/// TLS handshakes an agent completed, ever: all of them, and those that
+/// resumed an earlier session.
+#[derive(Debug, Default)]
+pub struct Handshakes {
+    /// Handshakes completed.
+    pub full_or_resumed: AtomicU64,
+    /// Of those, resumed ones.
+    pub resumed: AtomicU64,
+}
 
 /// The relay's TLS acceptor for agent connections.
 pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, TlsError> {
@@ -34,6 +64,8 @@ pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, TlsError
 pub struct AgentTls {
     connector: TlsConnector,
     server_name: ServerName<'static>,
+    /// Shared by every clone (one agent's connections).
+    pub handshakes: Arc<Handshakes>,
 }
 
 impl std::fmt::Debug for AgentTls {
@@ -73,6 +105,7 @@ impl AgentTls {
         Ok(AgentTls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
+            handshakes: Arc::default(),
         })
     }
 
@@ -82,10 +115,17 @@ impl AgentTls {
     pub async fn connect(&self, stream: TcpStream) -> Result<AgentConn, TunnelError> {
         match self
             .connector
-            .connect(self.server_name.clone(), stream)
+            .connect(self.server_name.clone(), socket(stream))
             .await
         {
-            Ok(tls) => Ok(Either::Right(tls)),
+            Ok(tls) => {
+                let h = &self.handshakes;
+                h.full_or_resumed.fetch_add(1, Ordering::Relaxed);
+                if tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed) {
+                    h.resumed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Either::Right(tls))
+            }
             Err(e) if not_tls(&e) => Err(TlsMismatch::RelayWithoutTls.into()),
             Err(e) => match certificate_error(&e) {
                 Some(why) => Err(TunnelError::UntrustedRelay(why)),
