@@ -261,10 +261,6 @@ pub const TUNNEL_WORKERS: usize = 0;
 /// path, stealing the pool refill onto the other core (BENCHMARKS.md: setup
 /// 0.28-0.31 ms against 0.34-0.37 ms with one worker per core, same Gbit/s).
 pub const AGENT_WORKERS: usize = 1;
-/// Read buffer under each TLS agent connection (relay and agent side), in
-/// bytes: rustls reads at most 4 KiB per call, so without it a full 16 KiB
-/// record took four system calls (BENCHMARKS.md, "TLS and set-up").
-pub const TUNNEL_TLS_READ_BUFFER: usize = 64 * 1024;
 /// Longest a host agent holds `Started` back waiting for its service's first
 /// bytes to send with it, in milliseconds.
 pub const AGENT_STARTED_WAIT_MS: u64 = 20;

@@ -3,10 +3,9 @@
 //! `tunnel.keyfile`, the agent trusting a CA file or the web PKI roots.
 //!
 //! Plain connections stay plain `TcpStream`s (and can use splice); TLS ones
-//! are the right side of an [`Either`], over a [`TlsSocket`]: rustls reads
-//! at most 4 KiB per call, so a full 16 KiB record took four system calls;
-//! reading through a buffer takes one per [`defaults::TUNNEL_TLS_READ_BUFFER`]
-//! bytes instead (BENCHMARKS.md, "TLS and set-up").
+//! are the right side of an [`Either`]. (Reading a TLS socket through a
+//! 64 KiB buffer, since rustls reads at most 4 KiB per call, cut the system
+//! calls per MiB by half but not the CPU time: BENCHMARKS.md, "TLS and set-up".)
 //!
 //! Agents resume TLS sessions (rustls's in-memory ticket cache in the
 //! agent, the relay's session cache): a pool refill after the first skips
@@ -27,21 +26,12 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::either::Either;
 
 use super::error::{TlsMismatch, TunnelError};
-use crate::defaults;
 use crate::tls::TlsError;
 
-/// The socket under a TLS stream: reads are buffered (see the module docs),
-/// writes go straight through.
-pub type TlsSocket = tokio::io::BufReader<TcpStream>;
 /// An agent connection as the relay holds it.
-pub type RelayConn = Either<TcpStream, tokio_rustls::server::TlsStream<TlsSocket>>;
+pub type RelayConn = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
 /// A relay connection as the agent holds it.
-pub type AgentConn = Either<TcpStream, tokio_rustls::client::TlsStream<TlsSocket>>;
-
-/// Wraps a connected socket for TLS.
-pub fn socket(stream: TcpStream) -> TlsSocket {
-    tokio::io::BufReader::with_capacity(defaults::TUNNEL_TLS_READ_BUFFER, stream)
-}
+pub type AgentConn = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// TLS handshakes an agent completed, ever: all of them, and those that
 /// resumed an earlier session.
@@ -115,7 +105,7 @@ impl AgentTls {
     pub async fn connect(&self, stream: TcpStream) -> Result<AgentConn, TunnelError> {
         match self
             .connector
-            .connect(self.server_name.clone(), socket(stream))
+            .connect(self.server_name.clone(), stream)
             .await
         {
             Ok(tls) => {

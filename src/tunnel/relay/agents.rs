@@ -67,12 +67,7 @@ async fn handle(state: Arc<TunnelState>, tcp: TcpStream, addr: SocketAddr) {
         None => Either::Left(tcp),
         Some(acceptor) => {
             let plain = sends_plain_hello(&tcp, deadline).await;
-            match tokio::time::timeout_at(
-                deadline,
-                acceptor.accept(crate::tunnel::tls::socket(tcp)),
-            )
-            .await
-            {
+            match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => Either::Right(tls),
                 // rustls has answered with an alert, which the agent recognises.
                 Ok(Err(_)) if plain => {
