@@ -262,8 +262,14 @@ pub const TUNNEL_WORKERS: usize = 0;
 /// 0.28-0.31 ms against 0.34-0.37 ms with one worker per core, same Gbit/s).
 pub const AGENT_WORKERS: usize = 1;
 /// Longest a host agent holds `Started` back waiting for its service's first
-/// bytes to send with it (plain TCP), in milliseconds.
+/// bytes to send with it, in milliseconds.
 pub const AGENT_STARTED_WAIT_MS: u64 = 20;
+/// A host agent handed a client with a heartbeat in the same read answers
+/// both with `Started`; it sends the heartbeat's `Pong` alone only when
+/// dialling its service takes longer than this, in milliseconds (so the
+/// relay hears from it within this + [`AGENT_STARTED_WAIT_MS`], far below
+/// `tunnel.handoff_timeout_ms`).
+pub const AGENT_PONG_GRACE_MS: u64 = 50;
 /// Control-channel announcements (`ConnectionOpen`/`ConnectionDrop`) are
 /// gathered for this long and written together, in milliseconds.
 pub const TUNNEL_ANNOUNCE_BATCH_MS: u64 = 10;

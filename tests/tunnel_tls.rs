@@ -4,7 +4,8 @@
 //! a wrong token is still refused by name through TLS; a plain-TCP agent and
 //! an agent trusting another CA are never let in, and the relay keeps serving;
 //! a TLS setting that differs between relay and agent stops the agent with
-//! an error saying what to change, whichever side has TLS.
+//! an error saying what to change, whichever side has TLS; pool refills
+//! resume an earlier TLS session instead of a full handshake.
 
 mod common;
 mod tunnel_common;
@@ -67,6 +68,38 @@ async fn agent_over_tls_serves_exact_bytes() {
     }
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+}
+
+/// Each client takes a pooled connection and the agent opens another: those
+/// refills resume a TLS session of an earlier connection (no certificate
+/// signature, no chain verification), as the agent's counters show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_refills_resume_the_tls_session() {
+    let pem = self_signed();
+    let relay = tls_relay(&pem, &["svc"]);
+    let local = echo_server().await;
+    let tls = trusting(&pem);
+    let handshakes = tls.handshakes.clone();
+    let mut s = agent_settings(
+        &relay.agents(),
+        "svc",
+        LocalService::Addr(local.to_string()),
+        2,
+    );
+    s.tls = Some(tls);
+    let a = agent::spawn(s);
+    wait_until("the pool to fill", || relay.idle("svc") == 2).await;
+    let before = handshakes.full_or_resumed.load(Ordering::Relaxed);
+    let resumed_before = handshakes.resumed.load(Ordering::Relaxed);
+    for i in 0..5u8 {
+        assert_eq!(exchange(relay.service("svc"), &[i; 100]).await, [i; 100]);
+        wait_until("the refill", || relay.idle("svc") == 2).await;
+    }
+    let refills = handshakes.full_or_resumed.load(Ordering::Relaxed) - before;
+    let resumed = handshakes.resumed.load(Ordering::Relaxed) - resumed_before;
+    assert!(refills >= 5, "{refills} handshakes for 5 clients");
+    assert_eq!(resumed, refills, "every refill resumed a session");
+    a.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

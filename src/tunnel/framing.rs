@@ -50,6 +50,11 @@ impl FrameReader {
         }
     }
 
+    /// The next frame if it is already buffered in full; reads nothing.
+    pub fn buffered(&mut self) -> Result<Option<Frame>, TunnelError> {
+        self.parse()
+    }
+
     /// Like [`FrameReader::next`], bounded by `limit`.
     pub async fn next_within<R: AsyncRead + Unpin>(
         &mut self,

@@ -72,6 +72,16 @@ pub struct Header {
     pub bytes: Vec<u8>,
     /// Longest wait for data to ride with.
     pub wait: Duration,
+    /// Told once the header is written (or dropped when it cannot be).
+    pub written: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Header {
+    fn done(self) {
+        if let Some(tx) = self.written {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// Pumps `a` ↔ `b`, writing `a_prefix` to `b` first (bytes already read
@@ -100,7 +110,7 @@ where
     };
     let backward = async {
         let prefix = b_gate.await.map_err(PumpEnd::GateFailed)?;
-        direction(b, a, &prefix, b_header.as_ref(), mode, &counts.b_to_a)
+        direction(b, a, &prefix, b_header, mode, &counts.b_to_a)
             .await
             .map_err(|e| PumpEnd::Failed(e.to_string()))
     };
@@ -177,7 +187,7 @@ async fn direction(
     from: &TcpStream,
     to: &TcpStream,
     prefix: &[u8],
-    header: Option<&Header>,
+    header: Option<Header>,
     mode: PumpMode,
     counter: &AtomicU64,
 ) -> io::Result<()> {
@@ -185,7 +195,9 @@ async fn direction(
     counter.fetch_add(prefix.len() as u64, Ordering::Relaxed);
     let mut buf = vec![0u8; START_BUFFER.min(mode.max_buffer)];
     if let Some(header) = header {
-        if !lead(from, to, header, &mut buf, counter).await? {
+        let go_on = lead(from, to, &header, &mut buf, counter).await?;
+        header.done();
+        if !go_on {
             return Ok(());
         }
     }
@@ -218,12 +230,16 @@ async fn direction(
 }
 
 /// Pumps two streams of any kind (TLS) both ways with half-close, by
-/// copying; `a_prefix` goes to `b` and `b_prefix` to `a` first.
+/// copying; `a_prefix` goes to `b` and `b_prefix` to `a` first, then
+/// `b_header` (with the first bytes read from `b`, in one write: one TLS
+/// record).
+#[allow(clippy::too_many_arguments)]
 pub async fn pump_io<A, B>(
     a: A,
     b: B,
     a_prefix: Vec<u8>,
     b_prefix: Vec<u8>,
+    b_header: Option<Header>,
     max_buffer: usize,
     counts: &Transferred,
     cancel: &CancellationToken,
@@ -234,8 +250,8 @@ where
 {
     let (ar, aw) = tokio::io::split(a);
     let (br, bw) = tokio::io::split(b);
-    let forward = copy_io(ar, bw, a_prefix, max_buffer, &counts.a_to_b);
-    let backward = copy_io(br, aw, b_prefix, max_buffer, &counts.b_to_a);
+    let forward = copy_io(ar, bw, a_prefix, None, max_buffer, &counts.a_to_b);
+    let backward = copy_io(br, aw, b_prefix, b_header, max_buffer, &counts.b_to_a);
     tokio::select! {
         result = async { tokio::try_join!(forward, backward) } => match result {
             Ok(_) => PumpEnd::Closed,
@@ -249,6 +265,7 @@ async fn copy_io<R, W>(
     mut from: R,
     mut to: W,
     prefix: Vec<u8>,
+    header: Option<Header>,
     max_buffer: usize,
     counter: &AtomicU64,
 ) -> io::Result<()>
@@ -257,18 +274,44 @@ where
     W: tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    to.write_all(&prefix).await?;
-    to.flush().await?;
-    counter.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+    if !prefix.is_empty() {
+        to.write_all(&prefix).await?;
+        to.flush().await?;
+        counter.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+    }
     let mut buf = vec![0u8; START_BUFFER.min(max_buffer)];
+    if let Some(header) = header {
+        // As `lead`: the header rides with the first bytes, or goes alone.
+        let first = match tokio::time::timeout(header.wait, from.read(&mut buf)).await {
+            Err(_) => Ok(None),
+            Ok(Ok(n)) => Ok(Some(n)),
+            Ok(Err(e)) => Err(e),
+        };
+        let n = match &first {
+            Ok(Some(n)) => *n,
+            _ => 0,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        let written = async {
+            to.write_all(&[header.bytes.as_slice(), &buf[..n]].concat())
+                .await?;
+            to.flush().await
+        };
+        let written = written.await;
+        header.done();
+        match first {
+            Ok(Some(0)) => {
+                written?;
+                return finish(&mut to).await;
+            }
+            Ok(_) => written?,
+            Err(e) => return Err(e),
+        }
+    }
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
-            return match to.shutdown().await {
-                // The peer is already gone (or the FIN was passed on before).
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-                other => other,
-            };
+            return finish(&mut to).await;
         }
         counter.fetch_add(n as u64, Ordering::Relaxed);
         to.write_all(&buf[..n]).await?;
@@ -276,5 +319,14 @@ where
         if n == buf.len() && buf.len() < max_buffer {
             buf.resize((buf.len() * 2).min(max_buffer), 0);
         }
+    }
+}
+
+/// Shuts `to`'s write half down (passes a FIN, or TLS close, on).
+async fn finish<W: tokio::io::AsyncWrite + Unpin>(to: &mut W) -> io::Result<()> {
+    match tokio::io::AsyncWriteExt::shutdown(to).await {
+        // The peer is already gone (or the FIN was passed on before).
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        other => other,
     }
 }

@@ -262,7 +262,7 @@ async fn session(
     );
     let slots = cancel.child_token();
     for _ in 0..settings.pool {
-        pool::spawn_slot(settings, stats, session, &slots);
+        pool::spawn_slot(settings, stats, session, &slots, None);
     }
     let result = control(settings, &mut stream, &mut reader, cancel).await;
     slots.cancel();

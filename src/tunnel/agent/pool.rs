@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
@@ -21,12 +22,14 @@ use crate::tunnel::pump::{open, pump, pump_io, Header, PumpEnd, PumpMode, Transf
 use crate::tunnel::tls::AgentConn;
 
 /// Starts a [`slot`] task of control session `session`; `slots` is
-/// cancelled when that session ends.
+/// cancelled when that session ends. With a `gate`, the slot opens its
+/// connection only once the gate is told (or dropped).
 pub(super) fn spawn_slot(
     settings: &Arc<AgentSettings>,
     stats: &Arc<AgentStats>,
     session: u64,
     slots: &CancellationToken,
+    gate: Option<oneshot::Receiver<()>>,
 ) {
     // Boxed: the future is large (a TLS stream inline) and spawning moves
     // it by value several times; a box is moved as a pointer.
@@ -35,12 +38,15 @@ pub(super) fn spawn_slot(
         stats.clone(),
         session,
         slots.clone(),
+        gate,
     )));
 }
 
 /// Keeps one pooled connection open. When the relay starts it for a
-/// client, a fresh slot is spawned at once to refill the pool and this task
-/// goes on to serve the client (the client's path comes first). Idle or
+/// client, this task goes on to serve the client and a fresh slot refills
+/// the pool: spawned once the service is dialled, it connects once
+/// `Started` (with the service's first bytes) has gone back, so the
+/// client's path comes first. Idle or
 /// serving, it ends when its control session does: connections through a
 /// relay declared dead are closed on the local service's side too.
 async fn slot(
@@ -48,7 +54,14 @@ async fn slot(
     stats: Arc<AgentStats>,
     session: u64,
     slots: CancellationToken,
+    gate: Option<oneshot::Receiver<()>>,
 ) {
+    if let Some(gate) = gate {
+        tokio::select! {
+            _ = gate => {}
+            _ = slots.cancelled() => return,
+        }
+    }
     let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
     loop {
         let opened = tokio::select! {
@@ -85,9 +98,20 @@ type RefillArgs = (Arc<AgentSettings>, Arc<AgentStats>, u64, CancellationToken);
 
 impl Refill {
     fn now(&mut self) {
+        self.spawn(None);
+    }
+
+    /// Spawns the slot now, to connect once `gate` is told: after the
+    /// client's first answer went back (a new connection and its TLS
+    /// handshake no longer compete with that answer for the CPU).
+    fn after(&mut self, gate: oneshot::Receiver<()>) {
+        self.spawn(Some(gate));
+    }
+
+    fn spawn(&mut self, gate: Option<oneshot::Receiver<()>>) {
         if let Some((settings, stats, session, slots)) = self.0.take() {
             if !slots.is_cancelled() {
-                spawn_slot(&settings, &stats, session, &slots);
+                spawn_slot(&settings, &stats, session, &slots, gate);
             }
         }
     }
@@ -101,6 +125,9 @@ impl Drop for Refill {
 
 /// A pooled connection that the relay started for a client.
 struct Started {
+    /// The heartbeat that came with the start, not answered yet: `Started`
+    /// answers it, or a `Pong` if the service is slow to dial ([`answering`]).
+    owed_pong: Option<u64>,
     stream: AgentConn,
     reader: FrameReader,
     conn: u64,
@@ -135,18 +162,36 @@ async fn pooled(
         tokio::select! {
             frame = reader.next(&mut stream) => {
                 last_heard = Instant::now();
-                match frame? {
-                    Frame::Ping { seq } => write_frame(&mut stream, &Frame::Pong { seq }).await?,
-                    Frame::Start { conn, client, server } => {
-                        let transport = Transport::Tcp;
-                        return Ok(Started { stream, reader, conn, client, server, transport })
-                    }
-                    Frame::StartUdp { conn, client, server } => {
-                        let transport = Transport::Udp;
-                        return Ok(Started { stream, reader, conn, client, server, transport })
-                    }
-                    Frame::Error { code, reason } => return Err(TunnelError::Refused { code, reason }),
-                    other => return Err(TunnelError::Unexpected(format!("{other:?}"))),
+                let mut frame = frame?;
+                let mut owed_pong = None;
+                loop {
+                    let (conn, client, server, transport) = match frame {
+                        // The relay sends a heartbeat with each start: when the
+                        // start is already here, `Started` answers both (one
+                        // write and one relay wake-up fewer per client).
+                        Frame::Ping { seq } => match reader.buffered()? {
+                            Some(next @ (Frame::Start { .. } | Frame::StartUdp { .. })) => {
+                                owed_pong = Some(seq);
+                                frame = next;
+                                continue;
+                            }
+                            next => {
+                                write_frame(&mut stream, &Frame::Pong { seq }).await?;
+                                match next {
+                                    Some(next) => {
+                                        frame = next;
+                                        continue;
+                                    }
+                                    None => break,
+                                }
+                            }
+                        },
+                        Frame::Start { conn, client, server } => (conn, client, server, Transport::Tcp),
+                        Frame::StartUdp { conn, client, server } => (conn, client, server, Transport::Udp),
+                        Frame::Error { code, reason } => return Err(TunnelError::Refused { code, reason }),
+                        other => return Err(TunnelError::Unexpected(format!("{other:?}"))),
+                    };
+                    return Ok(Started { owed_pong, stream, reader, conn, client, server, transport });
                 }
             }
             _ = tick.tick() => {
@@ -168,6 +213,7 @@ async fn serve(
     mut refill: Refill,
 ) {
     let Started {
+        owed_pong,
         mut stream,
         reader,
         conn,
@@ -201,19 +247,24 @@ async fn serve(
         }
         LocalService::Addr(address) => address,
     };
-    let local = match dial(&settings, address, client, server).await {
+    let dialled = answering(
+        &mut stream,
+        owed_pong,
+        dial(&settings, address, client, server),
+    );
+    let local = match dialled.await {
         Ok(local) => local,
         Err(why) => return refuse_client(&stats, &mut stream, conn, client, address, why).await,
     };
     stats.served.fetch_add(1, Ordering::Relaxed);
     log::debug!("tunnel agent: conn {conn}: client {client} → {address}");
-    refill.now();
+    let (written, gate) = oneshot::channel();
+    refill.after(gate);
     let counts = Transferred::default();
-    let Some(end) =
-        relay_to_local(&settings, stream, local, leftover, conn, &counts, &cancel).await
-    else {
-        return;
-    };
+    let end = relay_to_local(
+        &settings, stream, local, leftover, conn, written, &counts, &cancel,
+    );
+    let end = end.await;
     let (up, down) = (&counts.a_to_b, &counts.b_to_a);
     let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
     match end {
@@ -225,52 +276,75 @@ async fn serve(
     }
 }
 
-/// Answers `Started` and pumps the pooled connection ↔ the local service:
-/// with splice and `Started` riding on the service's first bytes over
-/// plain TCP, by copying after a `Started` of its own over TLS. `None` if
-/// the relay was gone before the start.
+/// Answers `Started` and pumps the pooled connection ↔ the local service,
+/// `Started` riding on the service's first bytes (one write, one TLS
+/// record): with splice over plain TCP, by copying over TLS. `written` is
+/// told once `Started` is written.
+#[allow(clippy::too_many_arguments)]
 async fn relay_to_local(
     settings: &AgentSettings,
     stream: AgentConn,
     local: TcpStream,
     leftover: Vec<u8>,
     conn: u64,
+    written: oneshot::Sender<()>,
     counts: &Transferred,
     cancel: &CancellationToken,
-) -> Option<PumpEnd> {
+) -> PumpEnd {
     let mode = PumpMode {
         max_buffer: settings.copy_buffer,
         splice: settings.splice,
     };
-    let end = match stream {
+    let header = Header {
+        bytes: tunnel::encode(&Frame::Started { conn }),
+        wait: Duration::from_millis(defaults::AGENT_STARTED_WAIT_MS),
+        written: Some(written),
+    };
+    match stream {
         Either::Left(tcp) => {
-            let header = Header {
-                bytes: tunnel::encode(&Frame::Started { conn }),
-                wait: Duration::from_millis(defaults::AGENT_STARTED_WAIT_MS),
-            };
             let gate = open(Vec::new());
-            pump(
-                &tcp,
-                &local,
+            let header = Some(header);
+            pump(&tcp, &local, leftover, gate, header, mode, counts, cancel).await
+        }
+        Either::Right(tls) => {
+            let (max, header) = (mode.max_buffer, Some(header));
+            pump_io(
+                tls,
+                local,
                 leftover,
-                gate,
-                Some(header),
-                mode,
+                Vec::new(),
+                header,
+                max,
                 counts,
                 cancel,
             )
             .await
         }
-        Either::Right(mut tls) => {
-            if let Err(e) = write_frame(&mut tls, &Frame::Started { conn }).await {
-                log::debug!("tunnel agent: conn {conn}: relay gone before start: {e}");
-                return None;
-            }
-            let max = mode.max_buffer;
-            pump_io(tls, local, leftover, Vec::new(), max, counts, cancel).await
-        }
+    }
+}
+
+/// Runs `work` (dialling the local service); answers the relay's heartbeat
+/// `owed` with a `Pong` once [`defaults::AGENT_PONG_GRACE_MS`] pass before
+/// it is done, so a slow service does not make the relay take this agent
+/// for dead. Done sooner, `Started` will answer it instead.
+async fn answering<T>(
+    stream: &mut AgentConn,
+    owed: Option<u64>,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let Some(seq) = owed else {
+        return work.await;
     };
-    Some(end)
+    tokio::pin!(work);
+    let grace = Duration::from_millis(defaults::AGENT_PONG_GRACE_MS);
+    if let Ok(done) = tokio::time::timeout(grace, &mut work).await {
+        return done;
+    }
+    if let Err(e) = write_frame(stream, &Frame::Pong { seq }).await {
+        // The relay is gone: the start fails when `Started` is written.
+        log::debug!("tunnel agent: answering a heartbeat: {e}");
+    }
+    work.await
 }
 
 /// Connects to the local service (and sends the PROXY header if asked to).

@@ -192,6 +192,7 @@ pub(super) async fn carry(
                 tls,
                 Vec::new(),
                 leftover,
+                None,
                 max,
                 &counts,
                 &entry.cancel,
