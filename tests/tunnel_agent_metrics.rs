@@ -7,7 +7,7 @@
 //! removes its series and counts the reload (a refused reload as `error`);
 //! `metrics_token` makes requests without the bearer token 401; and a bad
 //! `metrics_listen` (file or flag, or an address in use) or a lone
-//! `metrics_token` exits 2 naming the key.
+//! `metrics_token` exits 2 naming the key (or the flag it came from).
 
 mod common;
 mod tunnel_common;
@@ -291,12 +291,12 @@ fn bad_metrics_settings_exit_2_naming_the_key() {
         (
             base.to_string(),
             vec!["--metrics-listen", "nowhere:x"],
-            "metrics_listen",
+            "--metrics-listen",
         ),
         (
             base.to_string(),
             vec!["--metrics-listen", &taken],
-            "metrics_listen",
+            "--metrics-listen",
         ),
         (
             format!("{base}metrics_token = \"secret\"\n"),

@@ -5,7 +5,7 @@
 //! (wrong token) ends alone, logged at error, while the others keep serving,
 //! and the process exits 1 with the reason on SIGTERM; the shipped
 //! `config/host/services.toml` parses into one agent per service; and
-//! per-service flags next to `[[services]]` exit 2 naming the key.
+//! per-service flags next to `[[services]]` exit 2 naming the flag or key.
 
 mod common;
 mod tunnel_common;
@@ -133,8 +133,8 @@ fn per_service_flags_beside_services_exit_2_naming_the_key() {
     );
     let path = file.path().to_str().unwrap();
     for (extra, key) in [
-        (vec!["--pool", "3"], "pool"),
-        (vec!["--service", "b"], "service"),
+        (vec!["--pool", "3"], "--pool"),
+        (vec!["--service", "b"], "--service"),
         (vec![], "services[1].name"),
     ] {
         let mut host = Proc::start(&[&["host", "--config", path][..], &extra[..]].concat());

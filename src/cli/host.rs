@@ -138,7 +138,8 @@ fn name_flag(error: ConfigError, given: &[&str]) -> ConfigError {
 }
 
 /// Binds and starts the metrics listener, if one is set; an address that
-/// cannot be bound is a settings error naming `metrics_listen`.
+/// cannot be bound is a settings error naming `metrics_listen` (the caller
+/// names `--metrics-listen` when the address came from it).
 fn start_metrics(
     listen: Option<&MetricsListen>,
     metrics: &std::sync::Arc<AgentMetrics>,
@@ -172,6 +173,11 @@ pub fn run(args: HostArgs) -> ExitCode {
     let metrics_server = match start_metrics(listen.as_ref(), &metrics) {
         Ok(server) => server,
         Err(error) => {
+            let given: &[&str] = match args.metrics_listen {
+                Some(_) => &["metrics_listen"],
+                None => &[],
+            };
+            let error = name_flag(error, given);
             eprintln!("switchboard host: {error}");
             return ExitCode::from(2);
         }
