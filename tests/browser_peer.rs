@@ -15,6 +15,7 @@
 //! installs both), unless `SWITCHBOARD_SKIP_BROWSER=1`.
 
 mod browser_common;
+mod cli_peer_common;
 mod common;
 
 use std::process::Stdio;
@@ -22,13 +23,14 @@ use std::process::Stdio;
 use actix::Addr;
 use browser_common::{assert_ready, assert_received, chromium, pattern, sha256, Browser};
 use browser_common::{PageMessage, EVENT_TIMEOUT};
+use cli_peer_common::peer_within;
 use common::peers::{manager, peer_config, recv};
 use common::{test_settings, TestRelay};
 use serde_json::Value;
 use switchboard::client::peer_manager::{PeerManager, Send};
 use switchboard::protocol::chunk::Payload;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{ChildStdout, Command};
+use tokio::process::ChildStdout;
 use uuid::Uuid;
 
 const NON_ASCII: &str = "zażółć gęślą jaźń ✓ 猫 🚀";
@@ -127,24 +129,6 @@ async fn chromium_offers_and_switchboard_answers() {
     page.quit().await;
 }
 
-/// `switchboard peer` with loopback candidates, against `relay`.
-fn cli_peer(relay: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-    command
-        .args([
-            "peer",
-            "--relay",
-            relay,
-            "--bind",
-            "127.0.0.1",
-            "--timeout",
-            "20",
-        ])
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    command
-}
-
 /// The next JSON line `switchboard peer listen` prints.
 async fn json_line(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
     let line = tokio::time::timeout(EVENT_TIMEOUT, lines.next_line())
@@ -167,7 +151,7 @@ async fn switchboard_peer_command_and_chromium() {
     let data: Vec<u8> = (0..MIB).map(|_| rand::random::<u8>()).collect();
     std::fs::write(file.path(), &data).unwrap();
     let cli_uuid = Uuid::new_v4();
-    let mut send = cli_peer(&relay.url);
+    let mut send = peer_within(&relay.url, "20", &[]);
     send.args([
         "--uuid",
         &cli_uuid.to_string(),
@@ -189,7 +173,7 @@ async fn switchboard_peer_command_and_chromium() {
 
     // `listen --echo`: the page offers and checks the echo by hash.
     let listen_uuid = Uuid::new_v4();
-    let mut listen = cli_peer(&relay.url);
+    let mut listen = peer_within(&relay.url, "20", &[]);
     listen
         .args([
             "--uuid",

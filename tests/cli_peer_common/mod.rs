@@ -17,6 +17,11 @@ pub const LIMIT: Duration = Duration::from_secs(30);
 
 /// `switchboard peer --relay URL` with loopback candidates, then `args`.
 pub fn peer(relay: &str, args: &[&str]) -> Command {
+    peer_within(relay, "15", args)
+}
+
+/// [`peer`] with `--timeout SECS` instead of 15 s.
+pub fn peer_within(relay: &str, secs: &str, args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
     command
         .args([
@@ -26,7 +31,7 @@ pub fn peer(relay: &str, args: &[&str]) -> Command {
             "--bind",
             "127.0.0.1",
             "--timeout",
-            "15",
+            secs,
         ])
         .args(args)
         .stdin(Stdio::null())
