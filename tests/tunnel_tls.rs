@@ -5,7 +5,8 @@
 //! an agent trusting another CA are never let in, and the relay keeps serving;
 //! a TLS setting that differs between relay and agent stops the agent with
 //! an error saying what to change, whichever side has TLS; pool refills
-//! resume an earlier TLS session instead of a full handshake.
+//! resume an earlier TLS session instead of a full handshake; agent links
+//! use TLS 1.3 with `TLS13_AES_128_GCM_SHA256`.
 
 mod common;
 mod tunnel_common;
@@ -100,6 +101,37 @@ async fn pool_refills_resume_the_tls_session() {
     assert!(refills >= 5, "{refills} handshakes for 5 clients");
     assert_eq!(resumed, refills, "every refill resumed a session");
     a.stop().await.unwrap();
+}
+
+/// The agent (the TLS client, whose order the relay follows) picks TLS 1.3
+/// with AES-128-GCM and SHA-256: the cheaper key schedule of every refill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_links_use_tls13_aes128_gcm_sha256() {
+    let pem = self_signed();
+    let acceptor = switchboard::tunnel::tls::acceptor(pem.cert.path(), pem.key.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(socket).await.unwrap();
+        tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
+    });
+    let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let conn = tokio::time::timeout(WAIT, trusting(&pem).connect(socket))
+        .await
+        .unwrap()
+        .unwrap();
+    let tokio_util::either::Either::Right(tls) = conn else {
+        panic!("a TLS agent returned a plain connection");
+    };
+    let (_, client) = tls.get_ref();
+    assert_eq!(
+        client.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let chosen = client.negotiated_cipher_suite().map(|s| s.suite());
+    assert_eq!(chosen, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+    assert_eq!(server.await.unwrap(), chosen, "both ends agree");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
