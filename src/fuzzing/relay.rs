@@ -15,13 +15,30 @@ const MAX_FIELD_CHARS: usize = 200;
 ///
 /// Checks: [`relay::decode`] never panics; a frame it accepts re-encodes to
 /// a frame that decodes to the same message, and every encoded frame is
-/// ASCII (Python's `ensure_ascii`). Text frames are UTF-8 by then (the
-/// WebSocket layer checks), so other bytes are skipped.
+/// ASCII (Python's `ensure_ascii`). The relay's [`relay::decode_relayed`]
+/// accepts exactly the same frames, and what it forwards (the description
+/// kept as its literal) is byte for byte what re-encoding the decoded
+/// message writes. Text frames are UTF-8 by then (the WebSocket layer
+/// checks), so other bytes are skipped.
 pub fn relay_decode(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(message) = relay::decode(text) {
+    let decoded = relay::decode(text);
+    let relayed = relay::decode_relayed(text);
+    match (&decoded, &relayed) {
+        (Ok(RelayMessage::PeerConnection(pc)), Ok(RelayMessage::PeerConnection(kept))) => {
+            assert_eq!(
+                relay::encode_forwarded(kept),
+                relay::encode_peer_connection(pc),
+                "the relay forwards other bytes than ProxyStore's for {text:?}"
+            );
+            assert_eq!(kept.description.text(), pc.description);
+        }
+        (Ok(_), Ok(_)) | (Err(_), Err(_)) => {}
+        _ => panic!("decode and decode_relayed disagree on {text:?}: {decoded:?} / {relayed:?}"),
+    }
+    if let Ok(message) = decoded {
         assert_round_trip(&message);
     }
 }

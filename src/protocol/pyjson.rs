@@ -43,6 +43,34 @@ pub fn push_str(out: &mut String, value: &str) {
     out.push('"');
 }
 
+/// Whether `literal` (a JSON value's text, quotes included) is a string
+/// literal exactly as [`push_str`] writes one: `"` … `"` around printable
+/// ASCII (and DEL) with only the escapes `\"`, `\\`, `\n`, `\r`, `\t`,
+/// `\b` and `\f`. Then decoding and writing it again gives the same bytes.
+/// `false` for anything else (other values, `\u` escapes, `\/`, raw control
+/// or non-ASCII bytes), which may still be a valid literal in another form.
+pub fn is_dumps_literal(literal: &str) -> bool {
+    let Some(inner) = literal
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return false;
+    };
+    let bytes = inner.as_bytes();
+    let mut index = 0;
+    loop {
+        index += plain_run(&bytes[index..]);
+        match bytes.get(index) {
+            None => return true,
+            Some(b'\\') => match bytes.get(index + 1) {
+                Some(b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f') => index += 2,
+                _ => return false,
+            },
+            Some(_) => return false,
+        }
+    }
+}
+
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
@@ -160,6 +188,49 @@ mod tests {
         let every_byte: String = (0u8..0x80).map(char::from).collect();
         assert_eq!(enc(&every_byte), reference(&every_byte));
         assert_eq!(enc(&every_byte.repeat(3)), reference(&every_byte.repeat(3)));
+    }
+
+    #[test]
+    fn dumps_literals_are_exactly_what_push_str_writes() {
+        let samples = [
+            "",
+            "plain",
+            "a\"b\\c",
+            "v=0\r\n",
+            "\t\u{8}\u{c}",
+            "\u{7f}",
+            "{\"sdp\": \"v=0\\r\\n\"}",
+        ];
+        for text in samples {
+            assert!(is_dumps_literal(&enc(text)), "{text:?}");
+        }
+        // Valid JSON, but not json.dumps's spelling: decoded and written again.
+        for literal in [
+            r#""\u0041""#,
+            r#""\/""#,
+            "\"é\"",
+            r#""\u00e9""#,
+            r#""\u0001""#,
+            "\"\u{1}\"",
+        ] {
+            assert!(!is_dumps_literal(literal), "{literal}");
+        }
+        // Not a string literal at all, or cut short.
+        for other in [
+            "", "\"", "5", "null", "[\"a\"]", r#""a\""#, r#""\"#, r#""a"b""#,
+        ] {
+            assert!(!is_dumps_literal(other), "{other}");
+        }
+        // Every escapable ASCII byte, at every offset of a word.
+        for byte in 0u8..0x80 {
+            for len in 0..12 {
+                let mut text: String = "abcdefghijkl"[..len].into();
+                text.push(char::from(byte));
+                let literal = enc(&text);
+                let short = !literal.contains("\\u");
+                assert_eq!(is_dumps_literal(&literal), short, "{literal}");
+            }
+        }
     }
 
     #[test]

@@ -6,12 +6,18 @@
 //! ProxyStore's decoder accepts from a well-behaved client (any key order,
 //! absent optional fields, every UUID spelling of Python's `uuid.UUID`) and
 //! returns a typed [`DecodeError`] for everything else.
+//!
+//! The relay itself decodes with [`decode_relayed`]: a `peer_connection`'s
+//! description stays the JSON string literal it arrived as
+//! ([`DescriptionLiteral`]) when that literal is already in `json.dumps`'s
+//! form, so forwarding it neither unescapes nor escapes the SDP again.
 
-use serde::de::Deserializer;
+use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::pyjson::{push_bool, push_opt_str, push_str};
+use super::pyjson::{is_dumps_literal, push_bool, push_opt_str, push_str};
 use super::uuid::parse_python_uuid;
 
 /// `message_type` of a registration request.
@@ -21,15 +27,17 @@ pub const TYPE_RESPONSE: &str = "relay_response";
 /// `message_type` of a peer connection request (offer or answer).
 pub const TYPE_PEER_CONNECTION: &str = "peer_connection";
 
-/// One relay message.
+/// One relay message. `D` is how a `peer_connection`'s description is held:
+/// its text ([`String`], the default) or, in the relay, the JSON literal
+/// ([`DescriptionLiteral`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RelayMessage {
+pub enum RelayMessage<D = String> {
     /// A client asks to be registered under `uuid`.
     Registration(RelayRegistration),
     /// The relay answers a registration (or reports an error).
     Response(RelayResponse),
     /// A session description to forward to another peer.
-    PeerConnection(PeerConnection),
+    PeerConnection(PeerConnection<D>),
 }
 
 /// `relay_registration`: register with the relay as a peer.
@@ -83,8 +91,10 @@ impl DescriptionType {
 }
 
 /// `peer_connection`: a session description travelling between two peers.
+/// `D` holds the description: its text ([`String`], the default) or, in the
+/// relay, its JSON literal ([`DescriptionLiteral`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerConnection {
+pub struct PeerConnection<D = String> {
     /// UUID of the sending peer.
     pub source_uuid: Uuid,
     /// Name of the sending peer.
@@ -94,9 +104,80 @@ pub struct PeerConnection {
     /// Offer or answer.
     pub description_type: DescriptionType,
     /// The session description, itself JSON `{"sdp": ..., "type": ...}`.
-    pub description: String,
+    pub description: D,
     /// Set by the relay when the message could not be forwarded.
     pub error: Option<String>,
+}
+
+/// A description as the relay forwards it: the JSON string literal, quotes
+/// included, exactly as Python's `json.dumps` writes the description's text.
+///
+/// Decoding keeps the frame's own literal when it is already in that form
+/// (printable ASCII and the escapes `\"`, `\\`, `\n`, `\r`, `\t`, `\b`,
+/// `\f`: [`is_dumps_literal`]), which is how ProxyStore's peers and
+/// Switchboard's write it; any other spelling (`\u` escapes, `\/`, raw
+/// non-ASCII) is decoded and written again in that form, so the bytes
+/// forwarded are ProxyStore's either way. A non-string description is an
+/// error, as for the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescriptionLiteral(String);
+
+impl DescriptionLiteral {
+    /// The literal of `text` in `json.dumps`'s form.
+    pub fn of_text(text: &str) -> DescriptionLiteral {
+        let mut literal = String::with_capacity(text.len() + text.len() / 8 + 2);
+        push_str(&mut literal, text);
+        DescriptionLiteral(literal)
+    }
+
+    /// The JSON literal, quotes included.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+
+    /// The description's text (decodes the literal).
+    pub fn text(&self) -> String {
+        // The literal was checked or written by `push_str`: it decodes.
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
+impl<'de> Deserialize<'de> for DescriptionLiteral {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw: Box<str> = Box::<RawValue>::deserialize(deserializer)?.into();
+        if is_dumps_literal(&raw) {
+            return Ok(DescriptionLiteral(raw.into_string()));
+        }
+        let text: String = serde_json::from_str(&raw).map_err(D::Error::custom)?;
+        Ok(DescriptionLiteral::of_text(&text))
+    }
+}
+
+/// How a `peer_connection` is encoded with its description: a text is
+/// escaped, a literal copied.
+trait WriteDescription {
+    /// Appends the description as a JSON string literal.
+    fn write_json(&self, out: &mut String);
+    /// About how many bytes that appends.
+    fn json_len(&self) -> usize;
+}
+
+impl WriteDescription for String {
+    fn write_json(&self, out: &mut String) {
+        push_str(out, self);
+    }
+    fn json_len(&self) -> usize {
+        self.len() + self.len() / 8 + 2
+    }
+}
+
+impl WriteDescription for DescriptionLiteral {
+    fn write_json(&self, out: &mut String) {
+        out.push_str(&self.0);
+    }
+    fn json_len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// Why a frame could not be decoded.
@@ -125,9 +206,7 @@ pub enum DecodeError {
 }
 
 /// A field that may be absent, `null`, or hold a value.
-#[derive(Default)]
 enum Slot<T> {
-    #[default]
     Absent,
     Null,
     Value(T),
@@ -139,6 +218,15 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Slot<T> {
             Some(value) => Slot::Value(value),
             None => Slot::Null,
         })
+    }
+}
+
+// Written out: `#[derive(Default)]` would require `T: Default`, which the
+// description types do not (and need not) implement.
+#[allow(clippy::derivable_impls)]
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot::Absent
     }
 }
 
@@ -167,8 +255,8 @@ enum ErrorField {
 /// straight into it (no intermediate buffering of the whole object), and the
 /// per-type rules below decide what is allowed, required and well-typed.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Flat {
+#[serde(deny_unknown_fields, bound(deserialize = "D: Deserialize<'de>"))]
+struct Flat<D> {
     #[serde(default)]
     message_type: Slot<String>,
     #[serde(default)]
@@ -190,7 +278,7 @@ struct Flat {
     #[serde(default)]
     description_type: Slot<DescriptionType>,
     #[serde(default)]
-    description: Slot<String>,
+    description: Slot<D>,
 }
 
 fn field_error(kind: &'static str, detail: String) -> DecodeError {
@@ -220,7 +308,7 @@ fn uuid_field(kind: &'static str, field: &str, slot: Slot<String>) -> Result<Uui
     }
 }
 
-impl Flat {
+impl<D> Flat<D> {
     /// Rejects fields that do not belong to `kind`.
     fn only(&self, kind: &'static str, allowed: &[&str]) -> Result<(), DecodeError> {
         let fields = [
@@ -244,7 +332,7 @@ impl Flat {
         }
     }
 
-    fn into_message(self) -> Result<RelayMessage, DecodeError> {
+    fn into_message(self) -> Result<RelayMessage<D>, DecodeError> {
         let message_type = match &self.message_type {
             Slot::Value(t) => t.as_str(),
             _ => return Err(DecodeError::MissingType),
@@ -257,7 +345,7 @@ impl Flat {
         }
     }
 
-    fn into_registration(self) -> Result<RelayMessage, DecodeError> {
+    fn into_registration(self) -> Result<RelayMessage<D>, DecodeError> {
         let kind = TYPE_REGISTRATION;
         self.only(kind, &["name", "uuid"])?;
         Ok(RelayMessage::Registration(RelayRegistration {
@@ -266,7 +354,7 @@ impl Flat {
         }))
     }
 
-    fn into_response(self) -> Result<RelayMessage, DecodeError> {
+    fn into_response(self) -> Result<RelayMessage<D>, DecodeError> {
         let kind = TYPE_RESPONSE;
         self.only(kind, &["success", "message", "error"])?;
         let error = match self.error {
@@ -286,7 +374,7 @@ impl Flat {
         }))
     }
 
-    fn into_peer_connection(self) -> Result<RelayMessage, DecodeError> {
+    fn into_peer_connection(self) -> Result<RelayMessage<D>, DecodeError> {
         let kind = TYPE_PEER_CONNECTION;
         self.only(
             kind,
@@ -322,7 +410,18 @@ impl Flat {
 
 /// Decodes one text frame.
 pub fn decode(text: &str) -> Result<RelayMessage, DecodeError> {
-    match serde_json::from_str::<Flat>(text) {
+    decode_as(text)
+}
+
+/// Decodes one text frame as the relay forwards it: like [`decode`], with
+/// the same errors, but a `peer_connection`'s description is kept as its
+/// JSON literal ([`DescriptionLiteral`]).
+pub fn decode_relayed(text: &str) -> Result<RelayMessage<DescriptionLiteral>, DecodeError> {
+    decode_as(text)
+}
+
+fn decode_as<D: for<'de> Deserialize<'de>>(text: &str) -> Result<RelayMessage<D>, DecodeError> {
+    match serde_json::from_str::<Flat<D>>(text) {
         Ok(flat) => flat.into_message(),
         Err(error) => Err(classify(text, error)),
     }
@@ -385,7 +484,18 @@ pub fn encode_response(m: &RelayResponse) -> String {
 
 /// Encodes a `peer_connection` frame.
 pub fn encode_peer_connection(m: &PeerConnection) -> String {
-    let mut out = String::with_capacity(256 + m.description.len() + m.description.len() / 8);
+    encode_pc(m)
+}
+
+/// Encodes a `peer_connection` frame as the relay forwards it: the same
+/// bytes as [`encode_peer_connection`] of the decoded message, the
+/// description copied as its literal.
+pub fn encode_forwarded(m: &PeerConnection<DescriptionLiteral>) -> String {
+    encode_pc(m)
+}
+
+fn encode_pc<D: WriteDescription>(m: &PeerConnection<D>) -> String {
+    let mut out = String::with_capacity(256 + m.description.json_len());
     out.push_str("{\"source_uuid\": \"");
     out.push_str(&m.source_uuid.hyphenated().to_string());
     out.push_str("\", \"source_name\": ");
@@ -395,7 +505,7 @@ pub fn encode_peer_connection(m: &PeerConnection) -> String {
     out.push_str("\", \"description_type\": \"");
     out.push_str(m.description_type.as_str());
     out.push_str("\", \"description\": ");
-    push_str(&mut out, &m.description);
+    m.description.write_json(&mut out);
     out.push_str(", \"error\": ");
     push_opt_str(&mut out, m.error.as_deref());
     out.push_str(", \"message_type\": \"peer_connection\"}");

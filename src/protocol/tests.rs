@@ -174,3 +174,75 @@ fn mutated_frames_never_panic_and_round_trip() {
         "some harmless mutations (e.g. inside strings) must still decode"
     );
 }
+
+fn offer_with_description(literal: &str) -> String {
+    OFFER.replace(
+        r#""{\"sdp\": \"v=0\\r\\n...\", \"type\": \"offer\"}""#,
+        literal,
+    )
+}
+
+/// The relay keeps a description already in `json.dumps`'s form as it came
+/// (no unescape, no escape) and forwards exactly ProxyStore's bytes.
+#[test]
+fn the_relay_forwards_a_dumps_form_description_as_it_came() {
+    let Ok(RelayMessage::PeerConnection(kept)) = decode_relayed(OFFER) else {
+        panic!("the offer did not decode");
+    };
+    assert_eq!(
+        kept.description.as_json(),
+        r#""{\"sdp\": \"v=0\\r\\n...\", \"type\": \"offer\"}""#
+    );
+    assert_eq!(kept.description.text(), offer().description);
+    assert_eq!(encode_forwarded(&kept), OFFER);
+}
+
+/// Any other spelling of the same text is rewritten in ProxyStore's form:
+/// the forwarded bytes equal decoding and encoding again.
+#[test]
+fn the_relay_rewrites_other_spellings_in_proxystore_form() {
+    for (literal, text) in [
+        (r#""\u0041\/b""#, "A/b"),
+        (r#""\u00E9\u00e9""#, "éé"),
+        ("\"raw é 日 \u{7f}\"", "raw é 日 \u{7f}"),
+        (r#""\ud83d\ude00 \u0001""#, "😀 \u{1}"),
+        (r#""tab\tand\/slash""#, "tab\tand/slash"),
+    ] {
+        let frame = offer_with_description(literal);
+        let Ok(RelayMessage::PeerConnection(pc)) = decode(&frame) else {
+            panic!("{frame} did not decode");
+        };
+        let Ok(RelayMessage::PeerConnection(kept)) = decode_relayed(&frame) else {
+            panic!("{frame} did not decode for the relay");
+        };
+        assert_eq!(pc.description, text);
+        assert_eq!(kept.description.text(), text);
+        assert_eq!(
+            encode_forwarded(&kept),
+            encode_peer_connection(&pc),
+            "{literal}"
+        );
+        assert_eq!(
+            kept.description.as_json(),
+            DescriptionLiteral::of_text(text).as_json()
+        );
+    }
+}
+
+/// What `decode` refuses, `decode_relayed` refuses with the same kind of error.
+#[test]
+fn the_relay_refuses_the_same_descriptions() {
+    for literal in ["5", "null", "[\"a\"]", "{\"sdp\": 1}", r#""a\ud800b""#] {
+        let frame = offer_with_description(literal);
+        let plain = decode(&frame).unwrap_err();
+        let relayed = decode_relayed(&frame).unwrap_err();
+        assert_eq!(
+            std::mem::discriminant(&plain),
+            std::mem::discriminant(&relayed),
+            "{literal}: {plain} / {relayed}"
+        );
+        if let DecodeError::InvalidField { kind, .. } = relayed {
+            assert_eq!(kind, "peer_connection");
+        }
+    }
+}

@@ -36,7 +36,8 @@ use super::state::ServerState;
 use crate::admin::metrics::Metrics;
 use crate::cluster::{Cluster, Delivery, Envelope, Holder, Inbox, RegistrationSource, Routed};
 use crate::defaults;
-use crate::protocol::relay::encode_peer_connection;
+use crate::protocol::relay::encode_forwarded;
+use crate::protocol::relay::DescriptionLiteral;
 use crate::protocol::PeerConnection;
 use crate::protocol::RelayMessage;
 
@@ -56,7 +57,7 @@ pub(super) struct Remote {
     /// The sender's user.
     pub user: User,
     /// The decoded request (for the error echo).
-    pub request: PeerConnection,
+    pub request: PeerConnection<DescriptionLiteral>,
     /// The request as delivered.
     pub text: ByteString,
     /// The sending session, for the error echo.
@@ -93,9 +94,12 @@ pub(super) fn other_user(peer: Uuid) -> String {
 }
 
 /// `request` sent back with `error` set.
-pub(super) fn echo_text(mut request: PeerConnection, error: String) -> ByteString {
+pub(super) fn echo_text(
+    mut request: PeerConnection<DescriptionLiteral>,
+    error: String,
+) -> ByteString {
     request.error = Some(error);
-    ByteString::from(encode_peer_connection(&request))
+    ByteString::from(encode_forwarded(&request))
 }
 
 /// The node's registrations for the engine's re-assertions: asks the
@@ -302,7 +306,7 @@ pub(super) fn unregister(link: &ClusterLink, session: u64, uuids: Vec<Uuid>) {
 /// `peer_connection` from `from` to `to`, as a client's forward on one node
 /// must be. A node trusts what comes through Redis no further than a client.
 fn check_forward_text(from: &Uuid, to: &Uuid, text: &str) -> Result<(), String> {
-    match crate::protocol::decode(text) {
+    match crate::protocol::relay::decode_relayed(text) {
         Ok(RelayMessage::PeerConnection(pc)) if pc.source_uuid == *from && pc.peer_uuid == *to => {
             Ok(())
         }

@@ -18,6 +18,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::cluster::{Delivery, Holder};
+use crate::protocol::relay::DescriptionLiteral;
 use crate::protocol::PeerConnection;
 
 /// Identifies one WebSocket session for the lifetime of the process.
@@ -96,8 +97,8 @@ pub struct Register {
 pub struct Forward {
     /// The sending session.
     pub session: SessionId,
-    /// The decoded request.
-    pub request: PeerConnection,
+    /// The decoded request (its description kept as the JSON literal).
+    pub request: PeerConnection<DescriptionLiteral>,
     /// The request encoded in ProxyStore's form, ready to deliver.
     pub text: ByteString,
 }

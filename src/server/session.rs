@@ -32,9 +32,9 @@ use super::messages::*;
 use super::outbound::{Outbound, WriterDone};
 use super::registry::Registry;
 use super::state::ServerState;
-use crate::protocol::relay::encode_peer_connection;
+use crate::protocol::relay::{decode_relayed, encode_forwarded, DescriptionLiteral};
 use crate::protocol::{
-    close, decode, encode, PeerConnection, RelayMessage, RelayRegistration, RelayResponse,
+    close, encode, PeerConnection, RelayMessage, RelayRegistration, RelayResponse,
 };
 
 /// One WebSocket connection.
@@ -147,7 +147,7 @@ impl WsSession {
     }
 
     fn handle_text(&mut self, ctx: &mut Context<Self>, text: &str) {
-        match decode(text) {
+        match decode_relayed(text) {
             Err(error) => {
                 log::warn!(
                     "{} undecodable frame ({error}); closing with 4000",
@@ -167,7 +167,7 @@ impl WsSession {
         }
     }
 
-    fn forward(&mut self, ctx: &mut Context<Self>, request: PeerConnection) {
+    fn forward(&mut self, ctx: &mut Context<Self>, request: PeerConnection<DescriptionLiteral>) {
         if self.uuids.is_empty() {
             log::warn!(
                 "{} forward (claimed source {}) before registering; closing with 4002",
@@ -189,11 +189,11 @@ impl WsSession {
                 "The source_uuid {} is not registered on this connection.",
                 echo.source_uuid
             ));
-            let text = encode_peer_connection(&echo);
+            let text = encode_forwarded(&echo);
             self.send_text(ctx, text.into());
             return;
         }
-        let text = ByteString::from(encode_peer_connection(&request));
+        let text = ByteString::from(encode_forwarded(&request));
         let forward = Forward {
             session: self.id,
             request,
