@@ -17,9 +17,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::pyjson::{push_bool, push_opt_str, push_str};
+use super::uuid::parse_python_uuid;
 
 mod description;
-use super::uuid::parse_python_uuid;
 pub use description::DescriptionLiteral;
 use description::WriteDescription;
 
