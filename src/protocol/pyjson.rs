@@ -10,7 +10,7 @@ use std::fmt::Write;
 /// Appends `value` as a JSON string literal the way `json.dumps` writes it.
 ///
 /// Runs of printable ASCII other than `"` and `\\` are found eight bytes at
-/// a time ([`plain_run`]) and copied in one go; everything else is escaped.
+/// a time (`plain_run`) and copied in one go; everything else is escaped.
 pub fn push_str(out: &mut String, value: &str) {
     out.reserve(value.len() + 2);
     out.push('"');
