@@ -20,6 +20,8 @@
 
 #[path = "../tests/browser_common/mod.rs"]
 mod browser_common;
+#[path = "../tests/common/forwarder.rs"]
+mod forwarder;
 #[path = "../tests/common/peers.rs"]
 mod peers;
 

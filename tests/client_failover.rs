@@ -14,9 +14,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use actix::prelude::*;
+use common::forwarder::Forwarder;
 use common::peers::{events, manager, peer_config, recv};
 use common::refusing::Refusing;
-use common::relay_client::{next, Collector};
+use common::relay_client::next;
 use common::*;
 use switchboard::client::peer_manager::{PeerEvent, Send};
 use switchboard::client::relay_client::{GetStatus, RelayClient, RelayClientConfig, RelayEvent};
@@ -38,7 +39,7 @@ fn start(urls: &[&str]) -> (Addr<RelayClient>, mpsc::UnboundedReceiver<RelayEven
     config.backoff.initial = Duration::from_millis(300);
     config.backoff.max = Duration::from_millis(600);
     let (tx, events) = mpsc::unbounded_channel();
-    let client = RelayClient::new(config, Collector(tx).start().recipient()).unwrap();
+    let client = RelayClient::new(config, Forwarder(tx).start().recipient()).unwrap();
     let uuid = client.uuid();
     (client.start(), events, uuid)
 }

@@ -13,7 +13,8 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::relay_client::{config, start, status_until, Collector};
+use common::forwarder::Forwarder;
+use common::relay_client::{config, start, status_until};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use switchboard::client::relay_client::{
@@ -88,7 +89,7 @@ async fn unknown_peer_gets_the_relays_error_echo() {
 #[actix_rt::test]
 async fn invalid_configuration_is_a_typed_error() {
     let (tx, _events) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start().recipient();
+    let collector = Forwarder(tx).start().recipient();
     for url in [
         "http://127.0.0.1:1",
         "https://x",

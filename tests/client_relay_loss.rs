@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::relay_client::{next, Collector};
+use common::forwarder::Forwarder;
+use common::relay_client::next;
 use common::{SUCCESS, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use switchboard::client::relay_client::{GetStatus, RelayClient, RelayClientConfig, RelayEvent};
@@ -59,7 +60,7 @@ async fn one_loss_is_handled_once(reset: bool) {
     config.backoff.initial = Duration::from_millis(200);
     config.backoff.max = Duration::from_millis(400);
     let (tx, mut events) = mpsc::unbounded_channel();
-    let client = RelayClient::new(config, Collector(tx).start().recipient())
+    let client = RelayClient::new(config, Forwarder(tx).start().recipient())
         .unwrap()
         .start();
 

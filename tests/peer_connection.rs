@@ -4,11 +4,14 @@
 //! typed errors and one `Closed` event; a STUN server that never answers delays
 //! set-up only by the gathering limit.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use common::forwarder::Forwarder;
 use switchboard::client::connection::{
     CandidateType, Close, Connection, ConnectionConfig, ConnectionError, ConnectionEvent,
     ConnectionEventKind, IceServer, Role, SendMessage, SetAnswer, WaitReady,
@@ -16,20 +19,6 @@ use switchboard::client::connection::{
 use switchboard::protocol::chunk::Payload;
 use tokio::sync::mpsc;
 use uuid::Uuid;
-
-/// Forwards every event it gets to a channel the test reads.
-struct Collector(mpsc::UnboundedSender<ConnectionEvent>);
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConnectionEvent> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: ConnectionEvent, _: &mut Context<Self>) {
-        let _ = self.0.send(msg);
-    }
-}
 
 fn loopback_config(channels: usize, sctp_mtu: Option<u32>) -> Arc<ConnectionConfig> {
     Arc::new(ConnectionConfig {
@@ -63,7 +52,7 @@ async fn local_description(side: &mut Side) -> String {
 
 fn start(role: Role, config: Arc<ConnectionConfig>, peer: Uuid) -> Side {
     let (tx, events) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
+    let collector = Forwarder(tx).start();
     let addr = Connection::new(peer, 1, role, config, collector.recipient()).start();
     Side { addr, events }
 }

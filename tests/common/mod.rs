@@ -299,6 +299,7 @@ impl TestRelay {
     }
 }
 pub mod fixtures;
+pub mod forwarder;
 pub mod introspect;
 pub mod log_lines;
 pub mod peers;

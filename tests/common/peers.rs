@@ -54,24 +54,10 @@ pub async fn recv(manager: &Addr<PeerManager>) -> PeerMessage {
         .expect("a message within 20 s")
 }
 
-/// Forwards every PeerEvent it gets to a channel.
-pub struct EventSink(pub mpsc::UnboundedSender<PeerEvent>);
-
-impl Actor for EventSink {
-    type Context = Context<Self>;
-}
-
-impl Handler<PeerEvent> for EventSink {
-    type Result = ();
-    fn handle(&mut self, msg: PeerEvent, _: &mut Context<Self>) {
-        let _ = self.0.send(msg);
-    }
-}
-
 /// Subscribes to `manager`'s events.
 pub async fn events(manager: &Addr<PeerManager>) -> mpsc::UnboundedReceiver<PeerEvent> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let sink = EventSink(tx).start();
+    let sink = super::forwarder::Forwarder::<PeerEvent>(tx).start();
     manager
         .send(SubscribeEvents(sink.recipient()))
         .await

@@ -23,20 +23,6 @@ pub async fn next(events: &mut mpsc::UnboundedReceiver<RelayEvent>) -> RelayEven
         .expect("event channel open")
 }
 
-/// Forwards every event to the test.
-pub struct Collector(pub mpsc::UnboundedSender<RelayEvent>);
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<RelayEvent> for Collector {
-    type Result = ();
-    fn handle(&mut self, event: RelayEvent, _: &mut Context<Self>) {
-        let _ = self.0.send(event);
-    }
-}
-
 /// A started `RelayClient` and the events it sends.
 pub struct Client {
     pub addr: Addr<RelayClient>,
@@ -117,7 +103,7 @@ pub fn config(url: &str, name: &str) -> RelayClientConfig {
 /// Starts a client with `config`, its events collected.
 pub fn start(config: RelayClientConfig) -> Client {
     let (tx, events) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
+    let collector = super::forwarder::Forwarder(tx).start();
     let client = RelayClient::new(config, collector.recipient()).expect("valid config");
     let (uuid, name) = (client.uuid(), client.name().to_owned());
     Client {
