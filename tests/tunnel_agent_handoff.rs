@@ -100,16 +100,7 @@ async fn started_answers_the_heartbeat_that_came_with_start() {
         .unwrap();
     assert_eq!(first, Frame::Started { conn: 9 }, "no Pong before it");
     // The echoed bytes came with it (or right after), and nothing else.
-    let mut echoed = reader.into_leftover();
-    while echoed.len() < 7 {
-        let mut more = [0u8; 64];
-        let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut data, &mut more))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed before the echo");
-        echoed.extend_from_slice(&more[..n]);
-    }
+    let echoed = read_at_least(&mut data, reader.into_leftover(), 7).await;
     assert_eq!(echoed, b"ping me");
     handle.stop().await.unwrap();
 }

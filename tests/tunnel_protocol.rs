@@ -43,16 +43,7 @@ async fn start_started_and_announcements() {
         .await
         .unwrap();
     // Raw bytes from here on: what the reader already holds, then the socket.
-    let mut got = data_reader.into_leftover();
-    while got.len() < 5 {
-        let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(WAIT, data.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "relay closed the data connection");
-        got.extend_from_slice(&buf[..n]);
-    }
+    let got = read_at_least(&mut data, data_reader.into_leftover(), 5).await;
     assert_eq!(got, b"hello");
     data.write_all(b"world").await.unwrap();
     let mut back = [0u8; 5];

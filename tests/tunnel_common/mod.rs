@@ -322,3 +322,20 @@ pub async fn through(
         .unwrap();
     (client, server_side)
 }
+
+/// `held` (what a frame reader already read past its last frame) followed by
+/// what `stream` sends, until at least `n` bytes are there (each read within
+/// `WAIT`); panics if `stream` closes first.
+pub async fn read_at_least(stream: &mut TcpStream, held: Vec<u8>, n: usize) -> Vec<u8> {
+    let mut got = held;
+    while got.len() < n {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("bytes within the wait")
+            .expect("a readable stream");
+        assert!(read > 0, "closed after {} of {n} bytes", got.len());
+        got.extend_from_slice(&buf[..read]);
+    }
+    got
+}
