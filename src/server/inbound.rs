@@ -19,10 +19,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_codec::Decoder;
+use actix_http::ws::CloseReason;
 use actix_http::ws::{Codec, Frame, Item, ProtocolError};
 use actix_web::dev::Payload;
 use actix_web::web::{Bytes, BytesMut};
-use actix_ws::CloseReason;
 use bytestring::ByteString;
 use futures_util::Stream;
 

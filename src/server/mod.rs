@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use crate::admin::metrics::Metrics;
 use crate::config::{ConfigError, Settings};
@@ -265,12 +265,19 @@ async fn upgrade(
         state.connected.fetch_sub(1, Ordering::AcqRel);
         return Ok(HttpResponse::ServiceUnavailable().body("relay is starting"));
     };
-    // actix-ws answers the handshake and owns the outbound side; the inbound
-    // side is ours (see `inbound`), so actix-ws gets an empty payload.
-    let mut none = actix_web::dev::Payload::None;
-    let empty = web::Payload::from_request(&req, &mut none).await?;
-    let (response, ws, _unused) = match actix_ws::handle(&req, empty) {
-        Ok(parts) => parts,
+    // actix-http checks the handshake (RFC 6455 §4.2.1) and answers 101; the
+    // frames each way are ours: `outbound` encodes into the response body,
+    // `inbound` decodes the request's payload.
+    let (out, response_body) = outbound::Outbound::new(state.settings.server.outbound_queue);
+    let response = actix_http::ws::handshake(req.head())
+        .map_err(actix_web::Error::from)
+        .and_then(|mut handshake| {
+            handshake
+                .message_body(actix_web::body::BoxBody::new(response_body))
+                .map_err(actix_web::Error::from)
+        });
+    let response = match response {
+        Ok(response) => HttpResponse::from(response),
         Err(error) => {
             state.connected.fetch_sub(1, Ordering::AcqRel);
             return Err(error);
@@ -286,7 +293,7 @@ async fn upgrade(
     let remote = req.peer_addr().map(crate::addr::canonical);
     WsSession::create(move |ctx| {
         ctx.add_stream(stream);
-        WsSession::new(state, registry, authorization, remote, ws)
+        WsSession::new(state, registry, authorization, remote, out)
     });
     Ok(response)
 }

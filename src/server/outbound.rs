@@ -1,89 +1,186 @@
-//! A session's outbound side: a bounded frame queue drained into the
-//! actix-ws `Session` by a writer future that runs inside the session actor.
+//! A session's outbound side: frames encoded by the session actor straight
+//! into the buffer its HTTP response body hands to the connection.
 //!
-//! A frame goes straight into actix-ws's own channel when it has room (the
-//! common case: no extra hop, no wake-up). Otherwise it waits in a `VecDeque`
-//! (no allocation until needed) and the writer moves it on when actix-ws wakes
-//! the actor. A queue at its limit means the client is not reading: the caller
-//! treats that as a slow consumer. A close frame jumps the queue and ends the writer.
+//! [`Outbound::new`] gives two halves that share one buffer on the worker
+//! thread that runs both the session actor and its connection: the
+//! [`Outbound`] the actor writes frames into (encoded at once with
+//! actix-http's WebSocket codec, RFC 6455 §5) and the [`OutboundBody`] that
+//! actix-http's HTTP/1 dispatcher polls as the 101 response's body. The
+//! dispatcher takes everything encoded so far in one piece whenever its own
+//! write buffer has room, so a client that does not read stops the taking:
+//! frames then pile up here, and at `limit` untaken frames [`Outbound::push`]
+//! refuses, which the caller treats as a slow consumer.
+//!
+//! This replaces actix-ws's `Session` (a 32-slot tokio channel and a response
+//! body draining it) on the relay's outbound side: that channel's first block
+//! of slots alone was ~2 KiB of heap per connection, the difference between
+//! the relay's idle memory per client and ProxyStore's (issue 15,
+//! BENCHMARKS.md "Idle memory at 2 000 and 19 500 clients"). Nothing is
+//! allocated here while a client is idle: the buffer is handed over whole,
+//! spare capacity included, and the next frame starts a new one.
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::convert::Infallible;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use actix_ws::{CloseReason, Message};
-use futures_util::Sink;
+use actix_codec::Encoder;
+use actix_http::ws::{CloseReason, Codec, Message};
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::web::{Bytes, BytesMut};
+
+/// RFC 6455 §5.5: a control frame's payload is at most 125 bytes; a close
+/// frame's is the 2-byte code and the reason, so the reason is at most 123.
+const MAX_CLOSE_REASON_BYTES: usize = 123;
 
 /// The queue is at its limit: the client is not keeping up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueFull;
 
-/// How the writer finished.
+/// How the outbound side finished, as [`Outbound::poll_write`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriterDone {
-    /// The close frame was handed to actix-ws.
+    /// The close frame is queued behind every frame queued before it.
     Closed,
-    /// The socket is gone; nothing more can be written.
+    /// [`Outbound::finish`] was called and the connection is gone (its body
+    /// was dropped) with frames untaken.
     SocketGone,
-    /// [`Outbound::finish`] was called and everything queued was handed over.
+    /// [`Outbound::finish`] was called and the connection took every frame.
     Drained,
 }
 
-/// Bounded outbound queue plus the actix-ws session it drains into.
+/// What the two halves share.
+struct Shared {
+    /// Encoded frames the connection has not taken yet.
+    buf: BytesMut,
+    /// How many frames `buf` holds.
+    frames: usize,
+    /// No frame will follow what `buf` holds: the body ends once it is taken.
+    end: bool,
+    /// The body was dropped: the connection is gone.
+    gone: bool,
+    /// Woken when `buf` gains a frame or `end` is set.
+    body: Option<Waker>,
+    /// Woken when the connection takes `buf` or drops the body.
+    writer: Option<Waker>,
+}
+
+/// Stores `waker` in `slot` unless it already holds one that wakes the same task.
+fn remember(slot: &mut Option<Waker>, waker: &Waker) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+        *slot = Some(waker.clone());
+    }
+}
+
+/// The 101 response's body: the frames the session encoded since the last
+/// poll, in one chunk. Ends after the close frame, after
+/// [`Outbound::finish`], or when the session is dropped.
+pub struct OutboundBody(Rc<RefCell<Shared>>);
+
+impl MessageBody for OutboundBody {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        task: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let mut shared = self.0.borrow_mut();
+        if !shared.buf.is_empty() {
+            shared.frames = 0;
+            let chunk = std::mem::take(&mut shared.buf).freeze();
+            if let Some(writer) = &shared.writer {
+                writer.wake_by_ref();
+            }
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if shared.end {
+            return Poll::Ready(None);
+        }
+        remember(&mut shared.body, task.waker());
+        Poll::Pending
+    }
+}
+
+impl Drop for OutboundBody {
+    fn drop(&mut self) {
+        let mut shared = self.0.borrow_mut();
+        shared.gone = true;
+        if let Some(writer) = shared.writer.take() {
+            writer.wake();
+        }
+    }
+}
+
+/// The session actor's half: a bounded queue of encoded frames.
 pub struct Outbound {
-    ws: actix_ws::Session,
-    queue: VecDeque<Message>,
+    shared: Rc<RefCell<Shared>>,
+    codec: Codec,
     limit: usize,
-    close: Option<CloseReason>,
     closing: bool,
     finishing: bool,
-    waker: Option<Waker>,
+    close_queued: bool,
 }
 
 impl Outbound {
-    /// An empty queue of at most `limit` frames in front of `ws`.
-    pub fn new(ws: actix_ws::Session, limit: usize) -> Self {
-        Outbound {
-            ws,
-            queue: VecDeque::new(),
+    /// An outbound side that refuses frames once `limit` are queued and not
+    /// yet taken by the connection, and the response body to answer the
+    /// WebSocket handshake with. Both must stay on the thread that made them.
+    pub fn new(limit: usize) -> (Self, OutboundBody) {
+        let shared = Rc::new(RefCell::new(Shared {
+            buf: BytesMut::new(),
+            frames: 0,
+            end: false,
+            gone: false,
+            body: None,
+            writer: None,
+        }));
+        let outbound = Outbound {
+            shared: Rc::clone(&shared),
+            codec: Codec::new(),
             limit,
-            close: None,
             closing: false,
             finishing: false,
-            waker: None,
-        }
+            close_queued: false,
+        };
+        (outbound, OutboundBody(shared))
     }
 
-    /// Whether a close has been requested.
+    /// Whether a close or finish has been requested.
     pub fn closing(&self) -> bool {
         self.closing
     }
 
-    /// Sends or queues a frame; refuses when the queue is at its limit.
+    /// Encodes `message` behind what is queued; dropped when the connection is gone.
+    fn write(&mut self, message: Message) {
+        let mut shared = self.shared.borrow_mut();
+        if shared.gone {
+            return;
+        }
+        // Encoding a server frame cannot fail (the codec's size limit applies
+        // to decoding only); a frame it refused would be dropped, not half-written.
+        if self.codec.encode(message, &mut shared.buf).is_ok() {
+            shared.frames += 1;
+        }
+        if let Some(body) = &shared.body {
+            body.wake_by_ref();
+        }
+    }
+
+    /// Queues a frame; refuses when `limit` frames are queued and untaken.
+    /// After a close or finish, frames are dropped silently.
     pub fn push(&mut self, message: Message) -> Result<(), QueueFull> {
         if self.closing {
             return Ok(());
         }
-        if self.queue.is_empty() {
-            if let Some(waker) = &self.waker {
-                // Registers the actor's waker with actix-ws when it is full.
-                let mut task = Context::from_waker(waker);
-                match Pin::new(&mut self.ws).poll_ready(&mut task) {
-                    Poll::Ready(Ok(())) => {
-                        // An error means the socket is gone; the stream ends too.
-                        let _ = Pin::new(&mut self.ws).start_send(message);
-                        return Ok(());
-                    }
-                    // The socket is gone; the stream ends and stops the actor.
-                    Poll::Ready(Err(_)) => return Ok(()),
-                    Poll::Pending => {}
-                }
-            }
-        }
-        if self.queue.len() >= self.limit {
+        if self.shared.borrow().frames >= self.limit {
             return Err(QueueFull);
         }
-        self.queue.push_back(message);
+        self.write(message);
         Ok(())
     }
 
@@ -92,70 +189,85 @@ impl Outbound {
         let _ = self.push(message);
     }
 
-    /// Requests a close frame, sent before anything still queued (which is dropped).
-    pub fn close(&mut self, reason: CloseReason) {
+    /// Queues the close frame behind everything already queued (so an error
+    /// answer sent just before still arrives) and ends the body after it.
+    /// A reason longer than 123 bytes is cut at a character boundary
+    /// (RFC 6455 §5.5); later frames are dropped.
+    pub fn close(&mut self, mut reason: CloseReason) {
         if self.closing {
             return;
         }
         self.closing = true;
-        self.queue.clear();
-        self.close = Some(reason);
-        if let Some(waker) = &self.waker {
-            waker.wake_by_ref();
+        if let Some(description) = reason.description.as_mut() {
+            if description.len() > MAX_CLOSE_REASON_BYTES {
+                let mut end = MAX_CLOSE_REASON_BYTES;
+                while !description.is_char_boundary(end) {
+                    end -= 1;
+                }
+                description.truncate(end);
+            }
         }
+        self.write(Message::Close(Some(reason)));
+        self.close_queued = true;
+        self.end();
     }
 
     /// Ends the outbound side without a close frame (the client's stream
     /// ended: RFC 6455 §7.1.5, code 1006 is never sent): frames already
-    /// queued are still handed over, later ones are dropped, and the writer
-    /// finishes with [`WriterDone::Drained`].
+    /// queued are still handed over, later ones are dropped, and
+    /// [`Outbound::poll_write`] reports [`WriterDone::Drained`] once the
+    /// connection has taken them all.
     pub fn finish(&mut self) {
         if self.closing {
             return;
         }
         self.closing = true;
         self.finishing = true;
-        if let Some(waker) = &self.waker {
-            waker.wake_by_ref();
+        self.end();
+    }
+
+    /// Marks the end of the frames and wakes both halves.
+    fn end(&mut self) {
+        let mut shared = self.shared.borrow_mut();
+        shared.end = true;
+        if let Some(body) = &shared.body {
+            body.wake_by_ref();
+        }
+        if let Some(writer) = &shared.writer {
+            writer.wake_by_ref();
         }
     }
 
-    /// Moves queued frames into actix-ws while it has room, and remembers the
-    /// actor's waker for [`Outbound::push`]. Ready once the close
-    /// frame is handed over or the socket is gone; Pending otherwise.
+    /// Ready once the outbound side is done: the close frame is queued, or
+    /// after [`Outbound::finish`] the connection took every frame or is
+    /// gone. Pending otherwise, with the caller's waker kept to be woken when
+    /// that changes.
+    ///
+    /// A connection that goes away before then is not reported: its input
+    /// ends too, and the frames the client sent before are still handled
+    /// (`tests/relay_stream_end.rs`); the session finishes then.
     pub fn poll_write(&mut self, task: &mut Context<'_>) -> Poll<WriterDone> {
-        if !self
-            .waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(task.waker()))
-        {
-            self.waker = Some(task.waker().clone());
-        }
-        loop {
-            if self.close.is_none() && self.queue.is_empty() {
-                if self.finishing {
-                    return Poll::Ready(WriterDone::Drained);
-                }
-                return Poll::Pending;
-            }
-            match Pin::new(&mut self.ws).poll_ready(task) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => return Poll::Ready(WriterDone::SocketGone),
-                Poll::Ready(Ok(())) => {}
-            }
-            let (frame, last) = match self.close.take() {
-                Some(reason) => (Message::Close(Some(reason)), true),
-                None => match self.queue.pop_front() {
-                    Some(frame) => (frame, false),
-                    None => continue,
-                },
-            };
-            if Pin::new(&mut self.ws).start_send(frame).is_err() {
-                return Poll::Ready(WriterDone::SocketGone);
-            }
-            if last {
-                return Poll::Ready(WriterDone::Closed);
-            }
+        let mut shared = self.shared.borrow_mut();
+        remember(&mut shared.writer, task.waker());
+        if self.close_queued {
+            Poll::Ready(WriterDone::Closed)
+        } else if self.finishing && shared.gone {
+            Poll::Ready(WriterDone::SocketGone)
+        } else if self.finishing && shared.buf.is_empty() {
+            Poll::Ready(WriterDone::Drained)
+        } else {
+            Poll::Pending
         }
     }
 }
+
+impl Drop for Outbound {
+    /// The session is gone: the body ends once the connection has taken
+    /// what is queued.
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+#[cfg(test)]
+mod tests;

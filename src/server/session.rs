@@ -1,10 +1,11 @@
-//! `WsSession`: one actor per WebSocket, fed by an actix-ws message stream.
+//! `WsSession`: one actor per WebSocket, fed by its [`InboundStream`](super::inbound::InboundStream).
 //!
 //! The actor decodes frames, authenticates and registers through the
 //! [`Registry`], checks forwards against its own registrations, and answers
-//! with close codes. Outbound frames go through a bounded [`Outbound`] queue
-//! drained by a writer future inside the actor; a full queue marks a slow
-//! consumer, which is disconnected. Inbound messages come from an
+//! with close codes. Outbound frames are encoded into a bounded [`Outbound`]
+//! queue that the connection takes from; a writer future inside the actor
+//! learns when that side is done. A full queue marks a slow consumer, which
+//! is disconnected. Inbound messages come from an
 //! [`InboundStream`](super::inbound::InboundStream) in arrival order; when
 //! the client's stream ends without a close frame, everything it sent before
 //! is still handled and the session ends as an abnormal closure (1006) after
@@ -21,8 +22,8 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use actix::fut::ActorFuture;
+use actix_http::ws::{CloseCode, CloseReason, Message};
 use actix_web::web::Bytes;
-use actix_ws::{CloseCode, CloseReason, Message};
 use bytestring::ByteString;
 use uuid::Uuid;
 
@@ -47,7 +48,7 @@ pub struct WsSession {
     out: Outbound,
     /// The client sent its close frame.
     peer_closed: bool,
-    /// Our close frame has been handed to actix-ws.
+    /// Our close frame is queued for the client.
     close_sent: bool,
     /// The client's stream has ended or can no longer be read: nothing more
     /// will arrive, so there is no close answer to wait for.
@@ -63,15 +64,14 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    /// A session for an accepted upgrade, writing through `ws`.
+    /// A session for an accepted upgrade, writing through `out`.
     pub fn new(
         state: Arc<ServerState>,
         registry: Addr<Registry>,
         authorization: Option<String>,
         remote: Option<SocketAddr>,
-        ws: actix_ws::Session,
+        out: Outbound,
     ) -> Self {
-        let out = Outbound::new(ws, state.settings.server.outbound_queue);
         let id = state.next_session_id.fetch_add(1, Ordering::Relaxed);
         WsSession {
             id,
@@ -465,7 +465,7 @@ impl WsSession {
     }
 }
 
-/// Drains the session's [`Outbound`] queue; runs inside the actor's context.
+/// Waits for the session's [`Outbound`] side to be done; runs inside the actor's context.
 struct Writer;
 
 impl ActorFuture<WsSession> for Writer {
