@@ -151,6 +151,11 @@ impl FrameReader {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     self.check_declared_length()?;
+                    if self.buf.is_empty() {
+                        // Nothing half-received: let go of the last chunk's
+                        // storage, so an idle client holds no read buffer.
+                        self.buf = BytesMut::new();
+                    }
                     return Ok(None);
                 }
                 Err(ProtocolError::Overflow) => {

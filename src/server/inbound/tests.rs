@@ -56,6 +56,24 @@ fn frames_written_together_come_out_in_order() {
 }
 
 #[test]
+fn a_reader_with_nothing_half_received_holds_no_buffer() {
+    let mut reader = FrameReader::new(LIMIT);
+    let bytes = client_bytes(vec![text("registration"), text("half")]);
+    // All of the first frame and part of the second: the rest stays buffered.
+    reader.push_bytes(bytes.clone().freeze().slice(..bytes.len() - 2));
+    let (messages, error) = drain(&mut reader);
+    assert!(error.is_none());
+    assert_eq!(texts(&messages), ["registration"]);
+    assert!(reader.buf.capacity() > 0);
+    reader.push(&bytes[bytes.len() - 2..]);
+    let (messages, error) = drain(&mut reader);
+    assert!(error.is_none());
+    assert_eq!(texts(&messages), ["half"]);
+    // An idle client keeps no read buffer between messages.
+    assert_eq!(reader.buf.capacity(), 0);
+}
+
+#[test]
 fn byte_at_a_time_gives_the_same_messages() {
     let bytes = client_bytes(vec![text("alpha"), Message::Ping(Bytes::from_static(b"p"))]);
     let mut reader = FrameReader::new(LIMIT);
