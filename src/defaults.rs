@@ -19,6 +19,12 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 15_000;
 pub const HEARTBEAT_TIMEOUT_MS: u64 = 45_000;
 /// Frames queued for one session's socket before it counts as a slow consumer.
 pub const OUTBOUND_QUEUE: usize = 256;
+/// The shortest queue a session really gets, whatever `outbound_queue` says:
+/// actix handles up to 16 items of a stream in one turn of the actor
+/// (actix 0.13 `ActorStream`), each of which may answer with a frame, before
+/// the connection gets a turn to take them. A shorter queue would call a
+/// client that reads at once a slow consumer.
+pub const MIN_SESSION_QUEUE: usize = 16;
 /// Forward requests queued in the registry's mailbox before senders wait
 /// (their sockets stop being read, so TCP pushes back on the clients).
 pub const REGISTRY_MAILBOX: usize = 8192;

@@ -191,6 +191,16 @@ pub fn start(
         close_flush: Duration::from_millis(defaults::CLOSE_FLUSH_MS),
     });
     public.set_nonblocking(true)?;
+    // Accepted sockets inherit this: a client that acknowledges none of the
+    // data sent to it for the heartbeat timeout (one that stopped reading,
+    // even while it keeps its window at zero, or a dead host) has its
+    // connection aborted by the kernel. Without it such a connection, and
+    // the frames buffered for it, would outlive its session for as long as
+    // the client keeps it open (the HTTP layer has no write timeout).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket2::SockRef::from(&public).set_tcp_user_timeout(Some(Duration::from_millis(
+        state.settings.server.heartbeat_timeout_ms,
+    )))?;
     let addr = public.local_addr()?;
     let server = public_server(&state, public, tls)?;
     let handle = server.handle();
@@ -268,7 +278,12 @@ async fn upgrade(
     // actix-http checks the handshake (RFC 6455 §4.2.1) and answers 101; the
     // frames each way are ours: `outbound` encodes into the response body,
     // `inbound` decodes the request's payload.
-    let (out, response_body) = outbound::Outbound::new(state.settings.server.outbound_queue);
+    let queue = state
+        .settings
+        .server
+        .outbound_queue
+        .max(defaults::MIN_SESSION_QUEUE);
+    let (out, response_body) = outbound::Outbound::new(queue);
     let response = actix_http::ws::handshake(req.head())
         .map_err(actix_web::Error::from)
         .and_then(|mut handshake| {

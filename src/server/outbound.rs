@@ -212,6 +212,21 @@ impl Outbound {
         self.end();
     }
 
+    /// Closes a client that is not reading (a slow consumer): the frames it
+    /// has not taken are dropped, so the close frame goes next and the memory
+    /// they held is freed at once instead of waiting on the client.
+    pub fn abandon(&mut self, reason: CloseReason) {
+        if self.closing {
+            return;
+        }
+        {
+            let mut shared = self.shared.borrow_mut();
+            shared.buf = BytesMut::new();
+            shared.frames = 0;
+        }
+        self.close(reason);
+    }
+
     /// Ends the outbound side without a close frame (the client's stream
     /// ended: RFC 6455 §7.1.5, code 1006 is never sent): frames already
     /// queued are still handed over, later ones are dropped, and

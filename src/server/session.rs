@@ -107,11 +107,18 @@ impl WsSession {
     }
 
     /// Hands a close frame to the writer and bounds the wait for the client.
+    /// A slow consumer's unread frames are dropped first: it would not read
+    /// them, and they would hold memory until its connection goes.
     fn send_close(&mut self, ctx: &mut Context<Self>, code: u16, reason: impl Into<String>) {
-        self.out.close(CloseReason {
+        let reason = CloseReason {
             code: CloseCode::from(code),
             description: Some(reason.into()),
-        });
+        };
+        if code == close::SLOW_CONSUMER {
+            self.out.abandon(reason);
+        } else {
+            self.out.close(reason);
+        }
         ctx.run_later(self.state.close_flush, |_, ctx| ctx.stop());
     }
 
@@ -303,7 +310,13 @@ impl Actor for WsSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Deliveries wait here only briefly before the outbound queue; a
         // session that lets this fill up is a slow consumer (see Registry::tell).
-        ctx.set_mailbox_capacity(self.state.settings.server.outbound_queue.max(16));
+        ctx.set_mailbox_capacity(
+            self.state
+                .settings
+                .server
+                .outbound_queue
+                .max(crate::defaults::MIN_SESSION_QUEUE),
+        );
         self.state.metrics.connections.inc();
         self.registry.do_send(Connect {
             session: self.id,

@@ -304,6 +304,7 @@ pub mod introspect;
 pub mod log_lines;
 pub mod peers;
 pub mod procs;
+pub mod raw_ws;
 pub mod refusing;
 pub mod relay_client;
 

@@ -229,3 +229,25 @@ fn a_dropped_session_ends_the_body_after_what_is_queued() {
     );
     assert_eq!(poll_body(&mut body, &body_waker), Poll::Ready(None));
 }
+
+#[test]
+fn abandoning_drops_untaken_frames_and_sends_the_close_alone() {
+    let (mut out, mut body) = Outbound::new(4);
+    let (_, body_waker) = waker();
+    for _ in 0..4 {
+        out.push(text("unread")).unwrap();
+    }
+    assert_eq!(out.push(text("one too many")), Err(QueueFull));
+    out.abandon(CloseReason {
+        code: CloseCode::Policy,
+        description: Some("slow consumer".into()),
+    });
+    assert!(out.closing());
+    let Poll::Ready(Some(chunk)) = poll_body(&mut body, &body_waker) else {
+        panic!("the body has the close frame");
+    };
+    let frames = frames(&chunk);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(matches!(&frames[0], Frame::Close(Some(r)) if u16::from(r.code) == 1008));
+    assert_eq!(poll_body(&mut body, &body_waker), Poll::Ready(None));
+}
