@@ -27,8 +27,10 @@ use actix_web::web::Bytes;
 use bytestring::ByteString;
 use uuid::Uuid;
 
+mod ending;
+
 use super::auth::AuthError;
-use super::inbound::{Inbound, InboundError, StreamEnd};
+use super::inbound::{Inbound, InboundError};
 use super::messages::*;
 use super::outbound::{Outbound, WriterDone};
 use super::registry::Registry;
@@ -417,64 +419,6 @@ impl StreamHandler<Result<Inbound, InboundError>> for WsSession {
         if !self.closing() || self.close_sent {
             ctx.stop();
         }
-    }
-}
-
-impl WsSession {
-    /// A frame the relay cannot accept: close with the code that fits.
-    fn refuse_frame(&mut self, ctx: &mut Context<Self>, error: &InboundError) {
-        let code = error.close_code();
-        let reason = match error {
-            InboundError::TooLarge { limit } => {
-                log::warn!(
-                    "{} message larger than max_message_bytes ({limit}); closing with {code}",
-                    self.tag
-                );
-                close::REASON_TOO_LARGE
-            }
-            InboundError::InvalidUtf8 => {
-                log::warn!("{} {error}; closing with {code}", self.tag);
-                "Invalid UTF-8."
-            }
-            InboundError::BadCloseCode(_) => {
-                log::warn!("{} {error}; closing with {code}", self.tag);
-                "Protocol error."
-            }
-            InboundError::Protocol(error) => {
-                log::warn!(
-                    "{} WebSocket protocol error ({error}); closing with {code}",
-                    self.tag
-                );
-                "Protocol error."
-            }
-        };
-        self.close(ctx, code, reason);
-    }
-
-    /// The client's stream ended (FIN, reset, or mid-frame) after every
-    /// whole message in it was handled. Without a close handshake this is an
-    /// abnormal closure (1006, RFC 6455 §7.1.5): nothing is written back but
-    /// what is already queued, such as the answer to a registration.
-    fn ended(&mut self, ctx: &mut Context<Self>, end: StreamEnd) {
-        self.input_done = true;
-        if self.closing() {
-            if self.close_sent {
-                ctx.stop();
-            }
-            return;
-        }
-        log::info!(
-            "{} connection ended without a close frame (1006){}{}",
-            self.tag,
-            match end.unfinished_bytes {
-                0 => String::new(),
-                n => format!("; {n} bytes of an unfinished frame dropped"),
-            },
-            end.cause.map(|c| format!(" ({c})")).unwrap_or_default()
-        );
-        self.state.metrics.abnormal_closures.inc();
-        self.out.finish();
-        ctx.run_later(self.state.close_flush, |_, ctx| ctx.stop());
     }
 }
 
