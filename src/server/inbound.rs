@@ -19,8 +19,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_codec::Decoder;
-use actix_http::ws::CloseReason;
-use actix_http::ws::{Codec, Frame, Item, ProtocolError};
+use actix_http::ws::{CloseReason, Codec, Frame, Item, ProtocolError};
 use actix_web::dev::Payload;
 use actix_web::web::{Bytes, BytesMut};
 use bytestring::ByteString;
