@@ -21,6 +21,17 @@ pub mod uuid;
 #[cfg(test)]
 mod tests;
 
+/// The largest `end <= max` (and `<= text.len()`) at which `text` can be cut
+/// without splitting a UTF-8 character: `str::floor_char_boundary`, which
+/// is newer than the crate's `rust-version`.
+pub fn floor_char_boundary(text: &str, max: usize) -> usize {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
 pub use relay::{
     decode, encode, DecodeError, DescriptionType, PeerConnection, RelayMessage, RelayRegistration,
     RelayResponse,

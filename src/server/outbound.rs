@@ -30,6 +30,8 @@ use actix_http::ws::{CloseReason, Codec, Message};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::{Bytes, BytesMut};
 
+use crate::protocol::floor_char_boundary;
+
 /// RFC 6455 §5.5: a control frame's payload is at most 125 bytes; a close
 /// frame's is the 2-byte code and the reason, so the reason is at most 123.
 const MAX_CLOSE_REASON_BYTES: usize = 123;
@@ -123,7 +125,6 @@ pub struct Outbound {
     limit: usize,
     closing: bool,
     finishing: bool,
-    close_queued: bool,
 }
 
 impl Outbound {
@@ -145,7 +146,6 @@ impl Outbound {
             limit,
             closing: false,
             finishing: false,
-            close_queued: false,
         };
         (outbound, OutboundBody(shared))
     }
@@ -199,16 +199,9 @@ impl Outbound {
         }
         self.closing = true;
         if let Some(description) = reason.description.as_mut() {
-            if description.len() > MAX_CLOSE_REASON_BYTES {
-                let mut end = MAX_CLOSE_REASON_BYTES;
-                while !description.is_char_boundary(end) {
-                    end -= 1;
-                }
-                description.truncate(end);
-            }
+            description.truncate(floor_char_boundary(description, MAX_CLOSE_REASON_BYTES));
         }
         self.write(Message::Close(Some(reason)));
-        self.close_queued = true;
         self.end();
     }
 
@@ -264,7 +257,7 @@ impl Outbound {
     pub fn poll_write(&mut self, task: &mut Context<'_>) -> Poll<WriterDone> {
         let mut shared = self.shared.borrow_mut();
         remember(&mut shared.writer, task.waker());
-        if self.close_queued {
+        if self.closing && !self.finishing {
             Poll::Ready(WriterDone::Closed)
         } else if self.finishing && shared.gone {
             Poll::Ready(WriterDone::SocketGone)

@@ -343,14 +343,11 @@ impl Chunks {
     /// End of the chunk starting at `start`: `chunk_size` bytes on, moved back to a
     /// character boundary for text.
     fn chunk_end(&self, start: usize) -> usize {
-        let bytes = self.payload.as_bytes();
-        let mut end = start.saturating_add(self.chunk_size).min(bytes.len());
-        if let Payload::Text(text) = &self.payload {
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
+        let end = start.saturating_add(self.chunk_size);
+        match &self.payload {
+            Payload::Text(text) => crate::protocol::floor_char_boundary(text, end),
+            Payload::Bytes(bytes) => end.min(bytes.len()),
         }
-        end
     }
 }
 

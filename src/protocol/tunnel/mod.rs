@@ -173,10 +173,7 @@ fn put_str(out: &mut Vec<u8>, text: &str, max: usize) {
 }
 
 fn put_long_str(out: &mut Vec<u8>, text: &str) {
-    let mut end = text.len().min(MAX_REASON_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = crate::protocol::floor_char_boundary(text, MAX_REASON_BYTES);
     out.extend_from_slice(&(end as u16).to_be_bytes());
     out.extend_from_slice(&text.as_bytes()[..end]);
 }
